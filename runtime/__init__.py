@@ -1,0 +1,1 @@
+"""pyrun: a small container runtime that shows its work."""

@@ -1,0 +1,157 @@
+"""Control groups: how the kernel limits memory, CPU time and process count.
+
+A cgroup is a directory; limits are files in it; a process joins by having
+its pid written to cgroup.procs, and its children are born inside. On cgroup
+v1 each controller (memory, cpu, pids) is its own mounted hierarchy and we
+drive it through cgroupspy; on cgroup v2 there is one hierarchy and we write
+its files directly. A machine may mix both, so the driver is chosen per
+controller: whichever hierarchy has it.
+
+| limit        | cgroup v1                                   | cgroup v2            |
+|--------------|---------------------------------------------|----------------------|
+| --memory     | memory.limit_in_bytes                       | memory.max           |
+| --cpus       | cpu.cfs_quota_us / cpu.cfs_period_us        | cpu.max "QUOTA PERIOD" |
+| --pids-limit | pids.max                                    | pids.max             |
+| OOM kills    | memory.oom_control: oom_kill N              | memory.events: oom_kill N |
+"""
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from runtime.steps import Step
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CONTROLLERS = ("memory", "cpu", "pids")
+PARENT = "pyrun"
+CPU_PERIOD_US = 100_000
+
+
+def _v2_controllers() -> set[str]:
+    try:
+        with open(os.path.join(CGROUP_ROOT, "cgroup.controllers")) as f:
+            return set(f.read().split())
+    except FileNotFoundError:
+        return set()
+
+
+def hierarchy(controller: str) -> tuple[int, str]:
+    """(version, mount point) of the hierarchy that has CONTROLLER."""
+    v1 = os.path.join(CGROUP_ROOT, controller)
+    if os.path.exists(os.path.join(v1, "cgroup.procs")):
+        return 1, v1
+    if controller in _v2_controllers():
+        return 2, CGROUP_ROOT
+    return 0, ""
+
+
+def _write(path: str, value) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+@dataclass
+class Cgroup(Step):
+    """One cgroup per controller hierarchy, named pyrun/ID, removed with the container."""
+
+    kind = "cgroup"
+    cid: str
+    memory: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+
+    def dirs(self) -> dict[str, tuple[int, str]]:
+        """controller -> (version, directory); controllers sharing a v2 hierarchy share a directory."""
+        out = {}
+        for controller in CONTROLLERS:
+            version, mount = hierarchy(controller)
+            if version:
+                out[controller] = (version, os.path.join(mount, PARENT, self.cid))
+        return out
+
+    def _limits(self) -> list[tuple[str, int, str, object]]:
+        """(controller, version, file, value) for each limit asked for."""
+        out = []
+        for controller, (version, _) in self.dirs().items():
+            if controller == "memory" and self.memory:
+                out.append((controller, version, "memory.limit_in_bytes" if version == 1 else "memory.max", self.memory))
+            if controller == "cpu" and self.cpus:
+                quota = int(self.cpus * CPU_PERIOD_US)
+                if version == 1:
+                    out += [(controller, 1, "cpu.cfs_period_us", CPU_PERIOD_US), (controller, 1, "cpu.cfs_quota_us", quota)]
+                else:
+                    out.append((controller, 2, "cpu.max", f"{quota} {CPU_PERIOD_US}"))
+            if controller == "pids" and self.pids_limit:
+                out.append((controller, version, "pids.max", self.pids_limit))
+        return out
+
+    def up(self) -> None:
+        from cgroupspy.nodes import Node
+
+        for controller, (version, path) in self.dirs().items():
+            if version == 1:
+                node = Node(controller.encode(), parent=Node(CGROUP_ROOT.encode()))
+                node.create_cgroup(PARENT).create_cgroup(self.cid)
+            else:
+                self._enable_v2(controller)
+                os.makedirs(path, exist_ok=True)
+        for controller, _, name, value in self._limits():
+            _write(os.path.join(self.dirs()[controller][1], name), value)
+
+    def _enable_v2(self, controller: str) -> None:
+        """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control."""
+        parent = os.path.join(CGROUP_ROOT, PARENT)
+        os.makedirs(parent, exist_ok=True)
+        for directory in (CGROUP_ROOT, parent):
+            _write(os.path.join(directory, "cgroup.subtree_control"), f"+{controller}")
+
+    def join(self, pid: int) -> None:
+        for _, path in set(self.dirs().values()):
+            _write(os.path.join(path, "cgroup.procs"), pid)
+
+    def oom_killed(self) -> bool:
+        version, path = self.dirs().get("memory", (0, ""))
+        name = "memory.oom_control" if version == 1 else "memory.events"
+        try:
+            with open(os.path.join(path, name)) as f:
+                counts = dict(line.split() for line in f if line.strip())
+        except FileNotFoundError:
+            return False
+        return int(counts.get("oom_kill", 0)) > 0
+
+    def down(self) -> None:
+        for _, path in set(self.dirs().values()):
+            for attempt in range(100):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    # Still has members: processes that escaped the pid namespace's
+                    # end (or are still dying). Kill them and retry briefly.
+                    self._kill_members(path)
+                    time.sleep(0.01)
+            else:
+                os.rmdir(path)  # let the error out, naming the path
+
+    @staticmethod
+    def _kill_members(path: str) -> None:
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def shell_up(self) -> list[str]:
+        cmds = [f"mkdir -p {path}" for _, path in sorted(set(self.dirs().values()))]
+        cmds += [f"echo {value} > {self.dirs()[c][1]}/{name}" for c, _, name, value in self._limits()]
+        return cmds
+
+    def shell_down(self) -> list[str]:
+        return [f"rmdir {path}" for _, path in sorted(set(self.dirs().values()))]

@@ -1,0 +1,20 @@
+"""pyrun's one error type and the exit codes Docker users already know.
+
+125  pyrun itself failed (bad input, a setup step failed)
+126  the command was found but could not be executed
+127  the command was not found
+128+N the container was killed by signal N
+"""
+EXIT_PYRUN = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+class PyrunError(Exception):
+    """A failure that pyrun reports as one line: "STEP: DETAIL"."""
+
+    def __init__(self, step: str, detail: str, exit_code: int = EXIT_PYRUN):
+        super().__init__(f"{step}: {detail}")
+        self.step = step
+        self.detail = detail
+        self.exit_code = exit_code

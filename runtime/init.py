@@ -1,0 +1,161 @@
+"""The container side of the fork: from a copy of pyrun to the user's command.
+
+Two processes run this file. The *intermediate* is forked by pyrun; it
+unshares the namespaces and forks again, because a new PID namespace only
+applies to children. Its child is the container's PID 1, the *init*, which
+builds the container in this order and ends in execve(2):
+
+    namespaces -> rootfs -> hostname -> (pyrun: network, cgroup) -> parent-death
+    signal -> terminal -> privileges -> close fds -> workdir -> execve
+
+Both report to pyrun over the sync socket (sync.py). Nothing here returns:
+each process ends in execve or _exit.
+"""
+import os
+import select
+import signal
+import socket
+import sys
+
+from runtime import namespaces, rootfs, sync
+from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
+from runtime.security import drop_privileges, make_undumpable
+from runtime.spec import DEFAULT_PATH, ContainerSpec
+
+_SYNC_FD = 3  # where the sync socket sits while everything above it is closed
+
+
+def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
+                 tty: int | None) -> None:
+    step = "unshare"
+    try:
+        make_undumpable()
+        namespaces.unshare(namespaces.kinds(spec.network))
+        step = "fork"
+        pid = os.fork()
+        if pid == 0:
+            _init(sock, spec, layer, binds, hostname, tty)
+        sync.send(sock, "pid", pid=pid)
+    except OSError as e:
+        _fail(sock, step, e)
+    os._exit(0)
+
+
+def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, tty: int | None) -> None:
+    step = "rootfs"
+    try:
+        rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir)
+        step = "sethostname"
+        socket.sethostname(hostname)
+        sync.send(sock, "ready")
+        if sync.recv(sock) is None:
+            os._exit(EXIT_PYRUN)  # pyrun went away before saying go
+        step = "prctl(PR_SET_PDEATHSIG)"
+        _die_with_parent(sock)
+        if spec.init:
+            _reap(sock, spec, hostname, tty)
+        _exec(sock, spec, hostname, tty)
+    except (OSError, PyrunError) as e:
+        _fail(sock, step, e)
+
+
+def _die_with_parent(sock) -> None:
+    """Be killed when pyrun dies. Set now, not earlier: until the intermediate exited it was our parent."""
+    import prctl
+
+    prctl.set_pdeathsig(signal.SIGKILL)
+    poll = select.poll()
+    poll.register(sock, select.POLLIN | select.POLLHUP)
+    if poll.poll(0):  # pyrun died before the setting took hold
+        os._exit(EXIT_PYRUN)
+
+
+def _environment(spec: ContainerSpec, hostname: str) -> dict[str, str]:
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+    if spec.tty:
+        env["TERM"] = "xterm"
+    env.update(spec.env)
+    return env
+
+
+def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None) -> None:
+    step = "setsid"
+    try:
+        os.setsid()
+        if tty is not None:
+            step = "ioctl(TIOCSCTTY)"
+            os.login_tty(tty)  # the pty becomes the controlling terminal and fds 0, 1 and 2
+        elif not spec.interactive:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+        # Python ignores these; an ignored signal stays ignored across execve.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        env = _environment(spec, hostname)
+        step = "capabilities"
+        drop_privileges(spec.caps)
+        step = "close fds"
+        sock = _close_fds(sock)
+        # chdir only once no host fd is open: -w /proc/self/fd/N must not reach the host (CVE-2024-21626).
+        step = f"chdir({spec.workdir})"
+        os.chdir(spec.workdir)
+        if not os.getcwd().startswith("/"):
+            raise PyrunError(step, "the working directory is outside the container")
+        step = f"exec {spec.command[0]}"
+        os.execvpe(spec.command[0], list(spec.command), env)
+    except FileNotFoundError as e:
+        if not step.startswith("exec"):
+            _fail(sock, step, e)
+        where = "no such file or directory" if "/" in spec.command[0] else "executable file not found in $PATH"
+        _fail(sock, step, PyrunError(step, where), EXIT_NOT_FOUND)
+    except PermissionError as e:
+        if not step.startswith("exec"):
+            _fail(sock, step, e)
+        _fail(sock, step, PyrunError(step, "permission denied: not an executable file"), EXIT_NOT_EXECUTABLE)
+    except (OSError, PyrunError) as e:
+        _fail(sock, step, e)
+
+
+def _close_fds(sock: socket.socket) -> socket.socket:
+    """Close every fd but 0, 1, 2 and the sync socket, which execve will close."""
+    os.dup2(sock.fileno(), _SYNC_FD, inheritable=False)
+    if sock.fileno() != _SYNC_FD:
+        os.close(sock.detach())
+        sock = socket.socket(fileno=_SYNC_FD)
+    os.closerange(_SYNC_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    return sock
+
+
+def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None) -> None:
+    """--init: stay as PID 1, run the command as a child, forward signals, reap orphans.
+
+    PID 1 gets only the signals it has handlers for, so without an init a
+    command that ignores SIGTERM cannot be stopped politely, and orphans
+    become zombies nobody waits for.
+    """
+    child = os.fork()
+    if child == 0:
+        _exec(sock, spec, hostname, tty)
+    sock.close()
+    if tty is not None:
+        os.close(tty)
+    drop_privileges(spec.caps)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(sig, lambda s, _f: os.kill(child, s))
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
+
+
+def _fail(sock, step: str, error: Exception, code: int = EXIT_PYRUN) -> None:
+    detail = error.detail if isinstance(error, PyrunError) else (error.strerror or str(error))
+    try:
+        sync.send(sock, "error", step=step, detail=detail, code=code)
+    except OSError:
+        print(f"pyrun: {step}: {detail}", file=sys.stderr)
+    os._exit(code)

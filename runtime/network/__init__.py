@@ -1,0 +1,1 @@
+"""The container's network: a bridge, a veth pair per container, and iptables NAT."""

@@ -1,0 +1,145 @@
+"""The host side of the fork: start the container's processes, then be their monitor.
+
+pyrun forks the intermediate (init.py), which unshares and forks PID 1 and
+exits. pyrun makes itself a child subreaper first, so PID 1 is re-parented
+to pyrun, not to the host's init, and pyrun can wait for it. Between "ready"
+and "go" (sync.py) the container is a process with namespaces but no
+command yet: that is where the network is wired and the cgroup joined.
+
+As the monitor, pyrun forwards the signals a user sends it, copies a
+pseudo-terminal's bytes both ways for -t, and turns the wait status into an
+exit code: the command's own, or 128+N for a death by signal N.
+"""
+import errno
+import fcntl
+import os
+import select
+import signal
+import sys
+import termios
+import tty as ttymod
+
+from runtime import init, sync
+from runtime.errors import PyrunError
+from runtime.spec import ContainerSpec
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class ContainerProcess:
+    def __init__(self, pid: int, sock):
+        self.pid = pid
+        self.sock = sock
+        self.status: int | None = None
+
+    def go(self) -> None:
+        """Let PID 1 exec the command; raises PyrunError (exit 126/127/125) if that failed."""
+        sync.send(self.sock, "go")
+        try:
+            msg = sync.recv(self.sock)
+        finally:
+            self.sock.close()
+        if msg is not None and msg["type"] == "error":
+            self.reap()
+            raise PyrunError(msg["step"], msg["detail"], msg["code"])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> int:
+        if self.status is None:
+            _, self.status = os.waitpid(self.pid, 0)
+        return exit_code(self.status)
+
+    def wait(self, master: int | None = None) -> int:
+        """Forward signals and, with a pty, the terminal, until PID 1 exits; return its exit code."""
+        previous = {sig: signal.signal(sig, lambda s, _f: self.kill(s)) for sig in FORWARDED}
+        try:
+            if master is not None:
+                _pump_terminal(master)
+            return self.reap()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, tty: int | None) -> ContainerProcess:
+    """Fork the container's processes; return once PID 1 is ready and waiting for go()."""
+    import prctl
+
+    prctl.set_child_subreaper(1)
+    ours, theirs = sync.channel()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    intermediate = os.fork()
+    if intermediate == 0:
+        ours.close()
+        init.intermediate(theirs, spec, layer, binds, hostname, tty)
+    theirs.close()
+    try:
+        pid = sync.expect(ours, "pid")["pid"]
+    finally:
+        os.waitpid(intermediate, 0)
+    proc = ContainerProcess(pid, ours)
+    try:
+        sync.expect(ours, "ready")
+    except PyrunError:
+        proc.reap()
+        ours.close()
+        raise
+    return proc
+
+
+def _copy_window_size(master: int) -> None:
+    try:
+        size = fcntl.ioctl(sys.stdin.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass  # stdin is not a terminal: keep the pty's default size
+
+
+def _pump_terminal(master: int) -> None:
+    """Copy stdin to the pty and the pty to stdout until the container closes its side."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+    if saved:
+        ttymod.setraw(stdin)
+    previous = signal.signal(signal.SIGWINCH, lambda _s, _f: _copy_window_size(master))
+    _copy_window_size(master)
+    readers = [master, stdin]
+    try:
+        while True:
+            try:
+                ready, _, _ = select.select(readers, [], [])
+            except InterruptedError:
+                continue
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError as e:  # EIO: every fd of the pty's other side is closed
+                    if e.errno != errno.EIO:
+                        raise
+                    data = b""
+                if not data:
+                    return
+                os.write(stdout, data)
+            if stdin in ready:
+                data = os.read(stdin, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    readers.remove(stdin)
+                    os.write(master, b"\x04")  # stdin ended: send the pty an end-of-file
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+        if saved:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        os.close(master)

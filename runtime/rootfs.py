@@ -1,0 +1,172 @@
+"""The container's filesystem: overlay, pivot_root, and the pseudo-filesystems.
+
+Runs inside the container's new mount namespace, so every mount here
+disappears with the container and none is seen by the host. In order:
+
+1. make every inherited mount private, so nothing propagates back to the host;
+2. stack a copy-on-write overlay on the rootfs (or bind it read-only), so the
+   rootfs directory itself is never written;
+3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, and the
+   user's bind mounts, each target resolved *inside* the new root with
+   openat2(RESOLVE_IN_ROOT): a symlink in the rootfs cannot aim a mount at
+   the host (CVE-2021-30465), and the mount goes to /proc/self/fd/N, the very
+   file that was checked;
+4. pivot_root into it and detach the old root, so the host's tree is gone,
+   not merely out of sight as with chroot;
+5. hide what /proc and /sys would tell about the host (Docker's masked and
+   read-only paths).
+"""
+import os
+import stat
+
+from runtime.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
+                              MS_REC, MS_REMOUNT, mount, open_in_root, pivot_root, umount2)
+
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+MASKED = ("/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+          "/sys/devices/virtual/powercap")
+READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+_SAFE = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+class Root:
+    """A directory that paths are resolved inside of, as the container will resolve them."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def target(self, path: str, directory: bool = True) -> int:
+        """An O_PATH fd for PATH inside the root, creating it (and its parents) if missing."""
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts) + 1):
+            sub = "/" + "/".join(parts[:depth])
+            try:
+                fd = open_in_root(self.fd, sub)
+            except FileNotFoundError:
+                parent = open_in_root(self.fd, "/" + "/".join(parts[:depth - 1]))
+                try:
+                    if directory or depth < len(parts):
+                        os.mkdir(parts[depth - 1], 0o755, dir_fd=parent)
+                    else:
+                        os.close(os.open(parts[depth - 1], os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW
+                                         | os.O_CLOEXEC, 0o644, dir_fd=parent))
+                finally:
+                    os.close(parent)
+                fd = open_in_root(self.fd, sub)
+            if depth < len(parts):
+                os.close(fd)
+        return fd
+
+    def mount(self, source: str | None, path: str, fstype: str | None, flags: int = 0,
+              data: str | None = None, directory: bool = True) -> None:
+        fd = self.target(path, directory)
+        try:
+            mount(source, _fd_path(fd), fstype, flags, data)
+        finally:
+            os.close(fd)
+
+
+def make_private() -> None:
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def mount_layer(rootfs: str, layer: str, read_only: bool) -> str:
+    """Mount the container's root at LAYER/merged and return that path."""
+    merged = os.path.join(layer, "merged")
+    if read_only:
+        mount(rootfs, merged, None, MS_BIND | MS_REC)
+    else:
+        upper, work = os.path.join(layer, "diff"), os.path.join(layer, "work")
+        mount("overlay", merged, "overlay", 0, f"lowerdir={rootfs},upperdir={upper},workdir={work}")
+    return merged
+
+
+def mount_dev(root: Root) -> None:
+    root.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name, (major, minor) in DEVICES.items():
+            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+            os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is filtered by the umask
+        for name, target in DEV_LINKS.items():
+            os.symlink(target, name, dir_fd=dev)
+    finally:
+        os.close(dev)
+    root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    root.mount("shm", "/dev/shm", "tmpfs", _SAFE, "mode=1777,size=65536k")
+    root.mount("mqueue", "/dev/mqueue", "mqueue", _SAFE)
+
+
+def bind(root: Root, source: str, target: str, readonly: bool) -> None:
+    root.mount(source, target, None, MS_BIND | MS_REC, directory=os.path.isdir(source))
+    if readonly:
+        root.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY, directory=os.path.isdir(source))
+
+
+def pivot(new_root: str) -> None:
+    """Make NEW_ROOT the root. pivot_root(".", ".") stacks the old root on top of the new; detach it."""
+    os.chdir(new_root)
+    pivot_root(".", ".")
+    umount2(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def mask_host_paths(root: Root) -> None:
+    for path in MASKED:
+        try:
+            fd = open_in_root(root.fd, path)
+        except FileNotFoundError:
+            continue
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                mount("tmpfs", _fd_path(fd), "tmpfs", MS_RDONLY, "size=0")
+            else:
+                mount("/dev/null", _fd_path(fd), None, MS_BIND)
+        finally:
+            os.close(fd)
+    for path in READ_ONLY:
+        try:
+            fd = open_in_root(root.fd, path)
+        except FileNotFoundError:
+            continue
+        try:
+            mount(_fd_path(fd), _fd_path(fd), None, MS_BIND | MS_REC)
+        finally:
+            os.close(fd)
+        # The remount must name the new bind mount, not the file under it: open the path again.
+        root.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _SAFE)
+
+
+def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str) -> None:
+    """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly)."""
+    make_private()
+    merged = mount_layer(rootfs, layer, read_only)
+    root = Root(merged)
+    try:
+        root.mount("proc", "/proc", "proc", _SAFE)
+        mount_dev(root)
+        root.mount("sysfs", "/sys", "sysfs", _SAFE | MS_RDONLY)
+        for source, target, readonly in binds:
+            bind(root, source, target, readonly)
+        os.close(root.target(workdir))  # Docker creates a missing working directory
+    finally:
+        root.close()
+    pivot(merged)
+    root = Root("/")
+    try:
+        mask_host_paths(root)
+    finally:
+        root.close()
+    if read_only:
+        mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)

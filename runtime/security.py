@@ -1,0 +1,58 @@
+"""Capabilities and no_new_privs: what root inside a container may still do.
+
+Root in a container is the host's uid 0, held back by capabilities. After
+execve(2) a root process's permitted set is its inheritable set plus the
+bounding set, so limiting the bounding set to Docker's 14 default
+capabilities and emptying the inheritable set is what makes the limit stick.
+The ambient set is always a subset of permitted and inheritable, so emptying
+the inheritable set empties it too (CVE-2022-29162 was a runtime that did not).
+no_new_privs stops setuid binaries and file capabilities from giving any back.
+"""
+import ctypes
+
+# Capability numbers are kernel ABI (linux/capability.h); python-prctl stops at BPF.
+CAP_NUMBERS = {name: number for number, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+))}
+ALL_CAPS = frozenset(CAP_NUMBERS)
+
+# Docker's default set (moby's oci/caps/defaults.go).
+DEFAULT_CAPS = frozenset({
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+})
+
+_PR_SET_DUMPABLE = 4
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def make_undumpable() -> None:
+    """Hide this process's memory and /proc/PID/exe from the container (CVE-2019-5736).
+
+    Until execve the process is a copy of pyrun, whose /proc/PID/exe is the
+    host's Python interpreter; a dumpable process would let a container
+    process open it. execve of the user's command makes it dumpable again.
+    """
+    _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def drop_privileges(caps: frozenset[str]) -> None:
+    """Limit every capability set to CAPS and turn on no_new_privs. Needs CAP_SETPCAP, so do it last."""
+    import _prctl
+    import prctl
+
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    keep = sorted(CAP_NUMBERS[name] for name in caps)
+    for number in range(last + 1):
+        if number not in keep:
+            _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
+    prctl.cap_inheritable.limit()
+    prctl.cap_effective.limit(*keep)
+    prctl.cap_permitted.limit(*keep)
+    prctl.set_no_new_privs(1)

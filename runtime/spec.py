@@ -1,0 +1,195 @@
+"""ContainerSpec: everything a container is, parsed and validated before anything is touched.
+
+A runtime that fails half way through setup has to undo what it did; one that
+refuses bad input up front has nothing to undo. Every parser here raises
+PyrunError naming the value and what would have been accepted.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+
+from runtime.errors import PyrunError
+from runtime.network.ports import PortMapping, parse_port
+from runtime.security import ALL_CAPS, DEFAULT_CAPS
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETWORK_MODES = ("bridge", "none", "host")
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MIN_MEMORY = 6 << 20  # Docker's floor: below this the runtime itself cannot start
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: str      # absolute host path
+    target: str      # absolute path inside the container, no '..'
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: int | None = None       # bytes
+    cpus: float | None = None       # CPUs' worth of time per period
+    pids_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    rootfs: str
+    command: tuple[str, ...]
+    name: str | None = None
+    hostname: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = "/"
+    mounts: tuple[BindMount, ...] = ()
+    network: str = "bridge"
+    ports: tuple[PortMapping, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    caps: frozenset[str] = DEFAULT_CAPS
+    read_only: bool = False
+    init: bool = False
+    interactive: bool = False
+    tty: bool = False
+
+
+def parse_memory(value: str) -> int:
+    m = re.fullmatch(r"(\d+)([bkmg]?)", value.strip().lower())
+    if not m:
+        raise PyrunError("invalid --memory", f"{value!r}: expected a number with an optional unit b, k, m or g (e.g. 64m)")
+    size = int(m[1]) * _UNITS[m[2]]
+    if size < MIN_MEMORY:
+        raise PyrunError("invalid --memory", f"{value!r}: the minimum is 6m")
+    return size
+
+
+def parse_cpus(value: str) -> float:
+    try:
+        cpus = float(value)
+    except ValueError:
+        cpus = -1.0
+    ncpu = os.cpu_count() or 1
+    if not (0.01 <= cpus <= ncpu):
+        raise PyrunError("invalid --cpus", f"{value!r}: expected a number from 0.01 to {ncpu} (this machine's CPUs)")
+    return cpus
+
+
+def parse_pids_limit(value: str) -> int | None:
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit == -1:
+        return None
+    if limit < 1:
+        raise PyrunError("invalid --pids-limit", f"{value!r}: expected a whole number of at least 1, or -1 for no limit")
+    return limit
+
+
+def parse_env(value: str) -> tuple[str, str] | None:
+    key, eq, val = value.partition("=")
+    if not _ENV_KEY.match(key):
+        raise PyrunError("invalid -e", f"{value!r}: expected NAME=VALUE or NAME, NAME made of letters, digits and _")
+    if not eq:  # Docker's "-e NAME": pass the host's value through, if it has one
+        return (key, os.environ[key]) if key in os.environ else None
+    return key, val
+
+
+def _container_path(value: str, path: str, option: str) -> str:
+    if not path.startswith("/"):
+        raise PyrunError(f"invalid {option}", f"{value!r}: the container path {path!r} must be absolute")
+    if ".." in path.split("/"):
+        raise PyrunError(f"invalid {option}", f"{value!r}: the container path {path!r} may not contain '..'")
+    return os.path.normpath(path)
+
+
+def parse_volume(value: str) -> BindMount:
+    parts = value.split(":")
+    mode = parts.pop() if len(parts) == 3 else "rw"
+    if len(parts) != 2 or not all(parts) or mode not in ("ro", "rw"):
+        raise PyrunError("invalid -v", f"{value!r}: expected HOST_PATH:CONTAINER_PATH[:ro|rw]")
+    source = os.path.abspath(parts[0])
+    if not os.path.exists(source):
+        raise PyrunError("invalid -v", f"{value!r}: the host path {source} does not exist")
+    return BindMount(source, _container_path(value, parts[1], "-v"), mode == "ro")
+
+
+def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
+    def names(values: list[str], option: str) -> set[str]:
+        out = set()
+        for value in values:
+            name = value.upper().removeprefix("CAP_")
+            if name == "ALL":
+                out |= ALL_CAPS
+            elif name in ALL_CAPS:
+                out.add(name)
+            else:
+                raise PyrunError(f"invalid {option}", f"{value!r}: not a capability; expected a name such as NET_ADMIN or ALL")
+        return out
+    return frozenset((DEFAULT_CAPS | names(add, "--cap-add")) - names(drop, "--cap-drop"))
+
+
+def parse_rootfs(value: str) -> str:
+    path = os.path.abspath(value)
+    if not os.path.isdir(path):
+        what = "does not exist" if not os.path.exists(path) else "is not a directory"
+        raise PyrunError("invalid rootfs", f"{value!r} {what}; expected a directory holding a root filesystem")
+    return path
+
+
+def parse_name(value: str, option: str = "--name") -> str:
+    if not _NAME.match(value):
+        raise PyrunError(f"invalid {option}", f"{value!r}: expected 1-63 of [a-zA-Z0-9_.-], starting with a letter or digit")
+    return value
+
+
+def parse_hostname(value: str) -> str:
+    if len(value) > 64 or not _HOSTNAME.match(value):
+        raise PyrunError("invalid --hostname", f"{value!r}: expected a DNS name of at most 64 characters")
+    return value
+
+
+def parse_network(value: str) -> str:
+    if value not in NETWORK_MODES:
+        raise PyrunError("invalid --network", f"{value!r}: expected one of {', '.join(NETWORK_MODES)}")
+    return value
+
+
+def build_spec(rootfs: str, command: list[str], *, name: str | None = None, hostname: str | None = None,
+               env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str = "bridge",
+               publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
+               pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
+               read_only: bool = False, init: bool = False, interactive: bool = False,
+               tty: bool = False) -> ContainerSpec:
+    """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
+    if not command:
+        raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
+    network = parse_network(network)
+    ports = tuple(p for value in publish for p in parse_port(value))
+    if ports and network != "bridge":
+        raise PyrunError("invalid -p", f"ports are published only with --network bridge, not {network!r}")
+    seen = {}
+    for p in ports:
+        key = (p.host_port, p.proto)
+        if key in seen:
+            raise PyrunError("invalid -p", f"host port {p.host_port}/{p.proto} is published twice ({seen[key]} and {p})")
+        seen[key] = p
+    return ContainerSpec(
+        rootfs=parse_rootfs(rootfs),
+        command=tuple(command),
+        name=parse_name(name) if name is not None else None,
+        hostname=parse_hostname(hostname) if hostname is not None else None,
+        env=tuple(kv for kv in map(parse_env, env) if kv),
+        workdir=_container_path(workdir, workdir, "-w"),
+        mounts=tuple(map(parse_volume, volumes)),
+        network=network,
+        ports=ports,
+        resources=Resources(
+            memory=parse_memory(memory) if memory is not None else None,
+            cpus=parse_cpus(cpus) if cpus is not None else None,
+            pids_limit=parse_pids_limit(pids_limit) if pids_limit is not None else None,
+        ),
+        caps=parse_caps(list(cap_add), list(cap_drop)),
+        read_only=read_only, init=init, interactive=interactive, tty=tty,
+    )

@@ -1,0 +1,88 @@
+"""The state directory: what pyrun remembers about containers between commands.
+
+Layout under the state root (--root, PYRUN_ROOT, default /run/pyrun):
+
+    lock                      flock(2)ed while names or addresses are handed out
+    containers/ID/state.json  the container's record, replaced atomically
+    containers/ID/journal     host-side steps taken, for teardown (steps.py)
+    containers/ID/...         writable layer, /etc files, log
+    ipam/NETWORK/ADDRESS      one file per leased address (network/ipam.py)
+
+Writes go to a temporary file that is renamed over the old one, so a reader
+(or a crash) sees the old record or the new one, never half of each.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import tempfile
+
+from runtime.errors import PyrunError
+
+DEFAULT_ROOT = "/run/pyrun"
+
+
+def state_root(option: str | None = None) -> str:
+    return os.path.abspath(option or os.environ.get("PYRUN_ROOT") or DEFAULT_ROOT)
+
+
+def ensure_root(root: str) -> None:
+    try:
+        os.makedirs(os.path.join(root, "containers"), exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=root)
+        probe.close()
+    except OSError as e:
+        raise PyrunError("invalid --root", f"{root!r}: {e.strerror}; expected a writable directory") from None
+
+
+@contextlib.contextmanager
+def locked(root: str):
+    """Serialise every pyrun process that hands out names or addresses under ROOT."""
+    fd = os.open(os.path.join(root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def container_dir(root: str, cid: str) -> str:
+    return os.path.join(root, "containers", cid)
+
+
+def all_records(root: str) -> list[dict]:
+    records = []
+    base = os.path.join(root, "containers")
+    for cid in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            records.append(read_json(os.path.join(base, cid, "state.json")))
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue  # a container being created or removed right now
+    return records
+
+
+def new_container(root: str, name: str | None) -> tuple[str, str]:
+    """Reserve an id and a unique name; returns (id, name). Call under locked(root)."""
+    taken = {r.get("Name") for r in all_records(root)}
+    if name in taken:
+        raise PyrunError("invalid --name", f"{name!r} is already in use by another container; "
+                                           "remove it with 'pyrun rm' or choose another name")
+    cid = secrets.token_hex(32)
+    name = name or f"pyrun-{cid[:12]}"
+    os.makedirs(container_dir(root, cid))
+    write_json(os.path.join(container_dir(root, cid), "state.json"),
+               {"Id": cid, "Name": name, "State": {"Status": "created"}})
+    return cid, name

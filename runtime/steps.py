@@ -1,0 +1,99 @@
+"""Host-side changes as Step objects: each knows how to do itself, undo itself, and say both as shell.
+
+This module teaches the rule that keeps a host clean: write down the undo
+before making the change. A Journal appends a step's record to a file and
+only then runs it; teardown replays the records backwards. If pyrun is
+killed at any point, the journal still names everything that may exist, and
+`pyrun prune` can undo it. Because every down() is idempotent ("already
+gone" is success, as in CNI's DEL), undoing a step that never happened, or
+undoing twice, is harmless.
+
+The same objects are printed as shell commands (`--explain`) and traced
+while running (`-v`), so the explanation cannot drift from what runs.
+"""
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import ClassVar
+
+from runtime.errors import PyrunError
+
+_KINDS: dict[str, type["Step"]] = {}
+
+
+class Step:
+    """A host-side change. Subclasses are dataclasses; their fields are the journal record."""
+
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _KINDS[cls.kind] = cls
+
+    def up(self) -> None:
+        raise NotImplementedError
+
+    def down(self) -> None:
+        raise NotImplementedError
+
+    def shell_up(self) -> list[str]:
+        """The commands a learner would type to do what up() does."""
+        return []
+
+    def shell_down(self) -> list[str]:
+        return []
+
+    def record(self) -> dict:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @staticmethod
+    def from_record(record: dict) -> "Step":
+        fields = dict(record)
+        return _KINDS[fields.pop("kind")](**fields)
+
+
+class Journal:
+    """An append-only list of steps taken, read back in reverse to undo them."""
+
+    def __init__(self, path: str, trace: bool = False):
+        self.path = path
+        self.trace = trace
+
+    def run(self, step: Step) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(step.record()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        started = time.monotonic()
+        step.up()
+        if self.trace:
+            took = (time.monotonic() - started) * 1000
+            for command in step.shell_up():
+                print(f"pyrun: [{took:6.1f} ms] {command}", file=sys.stderr)
+
+    def steps(self) -> list[Step]:
+        try:
+            with open(self.path) as f:
+                return [Step.from_record(json.loads(line)) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def undo(self) -> list[str]:
+        """Undo every recorded step, newest first. Keeps going past failures and returns them."""
+        errors = []
+        for step in reversed(self.steps()):
+            try:
+                step.down()
+                if self.trace:
+                    for command in step.shell_down():
+                        print(f"pyrun: [undo] {command}", file=sys.stderr)
+            except (OSError, PyrunError) as e:
+                errors.append(f"undo {step.kind}: {e}")
+        if not errors:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        return errors

@@ -1,0 +1,78 @@
+"""The few Linux system calls that Python 3.11's os module does not wrap.
+
+Containers are built from a handful of syscalls: unshare(2) and setns(2)
+create and join namespaces, mount(2)/umount2(2) build the container's view of
+the filesystem, pivot_root(2) makes that view its root, and openat2(2) with
+RESOLVE_IN_ROOT resolves a path the way the container would, so that a
+symlink planted in the rootfs cannot point a mount at the host.
+
+Each wrapper raises OSError naming the syscall and its argument, in crun's
+style: "pivot_root(/run/pyrun/abc/merged): Invalid argument".
+"""
+import ctypes
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Syscall numbers for the calls glibc 2.36 has no wrapper for.
+_SYS = {
+    "x86_64": {"pivot_root": 155, "openat2": 437},
+    "aarch64": {"pivot_root": 41, "openat2": 437},
+}[platform.machine()]
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+def _check(result: int, call: str, arg: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{call}({arg}): {os.strerror(err)}")
+    return result
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int = 0, what: str = "") -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", what or str(fd))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           "mount", f"{fstype or source} on {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), "umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(_SYS["pivot_root"], new_root.encode(), put_old.encode()),
+           "pivot_root", new_root)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH | os.O_CLOEXEC) -> int:
+    """Open PATH as the container will see it: '..' and absolute symlinks stop at ROOT."""
+    how = _OpenHow(flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    return _check(_libc.syscall(_SYS["openat2"], ctypes.c_int(root_fd), path.encode(),
+                                ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))),
+                  "openat2", path)
