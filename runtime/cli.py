@@ -1,4 +1,5 @@
 """pyrun's command line: parse, call the library, print. Nothing else lives here."""
+import os
 import sys
 from typing import List, Optional
 
@@ -54,6 +55,16 @@ def run(
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty)
     sys.exit(container.run(spec, state.state_root(_ROOT["root"]), remove=rm, verbose=verbose))
+
+
+@app.command()
+def prune():
+    """Remove stopped containers and everything a crashed pyrun left on the host."""
+    from runtime import container, state
+
+    root = state.state_root(_ROOT["root"])
+    for name in container.prune(root) if os.path.isdir(root) else []:
+        print(name)
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ Every host-side change goes through the journal, so a failure anywhere (or a
 crash, see `pyrun prune`) is undone by the same code path as a normal exit.
 """
 import os
-import pty
 import shutil
 import sys
 import time
@@ -70,7 +69,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     record = state.read_json(record_path)
     journal = Journal(os.path.join(cdir, "journal"), trace=verbose)
     hostname = spec.hostname or cid[:12]
-    proc = None
+    proc = network = None
     started = False
     try:
         cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
@@ -80,14 +79,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         network = _network(spec, root, cid, name, journal)
         binds = dns.write_files(cdir, hostname, network.address if network else None, spec.network)
         binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
-        master = slave = None
-        if spec.tty:
-            master, slave = pty.openpty()
-        try:
-            proc = process.spawn(spec, layer, binds, hostname, slave)
-        finally:
-            if slave is not None:
-                os.close(slave)  # only the container may hold it, or the pty never reports EOF
+        proc = process.spawn(spec, layer, binds, hostname)
         if network:
             network.attach(proc.pid, journal)
         cgroup.join(proc.pid)
@@ -96,7 +88,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         record.update(Config={"Cmd": list(spec.command), "Hostname": hostname},
                       State={"Status": "running", "Pid": proc.pid, "StartedAt": _now()})
         state.write_json(record_path, record)
-        code = proc.wait(master)
+        code = proc.wait()
         oom = code == 137 and cgroup.oom_killed()
         if oom:
             print(f"pyrun: container {name} was killed by the kernel: out of memory "
@@ -104,16 +96,40 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         record["State"].update(Status="exited", ExitCode=code, OOMKilled=oom, FinishedAt=_now())
         return code
     finally:
-        if proc is not None and proc.status is None:
-            proc.kill()
-            proc.reap()
+        if proc is not None:
+            proc.stop_forwarding()
+            if proc.status is None:
+                proc.kill()
+                proc.reap()
         errors = journal.undo()
+        if network:
+            network.close()
         for error in errors:
             print(f"pyrun: teardown: {error}", file=sys.stderr)
         if remove or not started:
             shutil.rmtree(cdir, ignore_errors=True)
         else:
             state.write_json(record_path, record)
+
+
+def prune(root: str) -> list[str]:
+    """Remove every container whose monitor is gone, undoing what its journal says; return their names.
+
+    A monitor killed with SIGKILL leaves its journal behind: replaying it here
+    restores the host exactly. Containers still owned by a live pyrun are left alone.
+    """
+    pruned = []
+    for record in state.all_records(root):
+        if state.alive(record.get("Monitor")):
+            continue
+        cdir = state.container_dir(root, record["Id"])
+        errors = Journal(os.path.join(cdir, "journal")).undo()
+        for error in errors:
+            print(f"pyrun: prune {record['Name']}: {error}", file=sys.stderr)
+        if not errors:
+            shutil.rmtree(cdir, ignore_errors=True)
+            pruned.append(record["Name"])
+    return pruned
 
 
 def _network(spec: ContainerSpec, root: str, cid: str, name: str, journal: Journal):

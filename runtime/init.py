@@ -11,10 +11,12 @@ builds the container in this order and ends in execve(2):
 Both report to pyrun over the sync socket (sync.py). Nothing here returns:
 each process ends in execve or _exit.
 """
+import fcntl
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 
 from runtime import namespaces, rootfs, sync
@@ -23,10 +25,10 @@ from runtime.security import drop_privileges, make_undumpable
 from runtime.spec import DEFAULT_PATH, ContainerSpec
 
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
+_TIOCGPTN, _TIOCSPTLCK = 0x80045430, 0x40045431  # asm-generic/ioctls.h
 
 
-def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
-                 tty: int | None) -> None:
+def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str) -> None:
     step = "unshare"
     try:
         make_undumpable()
@@ -34,19 +36,25 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: li
         step = "fork"
         pid = os.fork()
         if pid == 0:
-            _init(sock, spec, layer, binds, hostname, tty)
+            _init(sock, spec, layer, binds, hostname)
         sync.send(sock, "pid", pid=pid)
     except OSError as e:
         _fail(sock, step, e)
     os._exit(0)
 
 
-def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, tty: int | None) -> None:
+def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str) -> None:
     step = "rootfs"
     try:
         rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir)
         step = "sethostname"
         socket.sethostname(hostname)
+        tty = None
+        if spec.tty:
+            step = "open(/dev/ptmx)"
+            master, tty = _open_pty()
+            sync.send(sock, "pty", fds=[master])
+            os.close(master)
         sync.send(sock, "ready")
         if sync.recv(sock) is None:
             os._exit(EXIT_PYRUN)  # pyrun went away before saying go
@@ -57,6 +65,18 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, tty
         _exec(sock, spec, hostname, tty)
     except (OSError, PyrunError) as e:
         _fail(sock, step, e)
+
+
+def _open_pty() -> tuple[int, int]:
+    """A pseudo-terminal from the container's own devpts, so the shell's tty is /dev/pts/0 inside.
+
+    A pty opened by pyrun on the host would belong to the host's devpts,
+    where the container cannot name it: `tty` would say "not a tty".
+    """
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
+    return master, os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
 
 
 def _die_with_parent(sock) -> None:

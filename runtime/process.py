@@ -36,9 +36,14 @@ class ContainerProcess:
         self.pid = pid
         self.sock = sock
         self.status: int | None = None
+        self.master: int | None = None  # -t: pyrun's end of the container's terminal
 
     def go(self) -> None:
-        """Let PID 1 exec the command; raises PyrunError (exit 126/127/125) if that failed."""
+        """Let PID 1 exec the command; raises PyrunError (exit 126/127/125) if that failed.
+
+        Signals are forwarded from here on: the command may be running before go() returns.
+        """
+        self._previous = {sig: signal.signal(sig, lambda s, _f: self.kill(s)) for sig in FORWARDED}
         sync.send(self.sock, "go")
         try:
             msg = sync.recv(self.sock)
@@ -59,19 +64,22 @@ class ContainerProcess:
             _, self.status = os.waitpid(self.pid, 0)
         return exit_code(self.status)
 
-    def wait(self, master: int | None = None) -> int:
+    def wait(self) -> int:
         """Forward signals and, with a pty, the terminal, until PID 1 exits; return its exit code."""
-        previous = {sig: signal.signal(sig, lambda s, _f: self.kill(s)) for sig in FORWARDED}
         try:
-            if master is not None:
-                _pump_terminal(master)
+            if self.master is not None:
+                _pump_terminal(self.master)
             return self.reap()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self.stop_forwarding()
+
+    def stop_forwarding(self) -> None:
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
-def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, tty: int | None) -> ContainerProcess:
+def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str) -> ContainerProcess:
     """Fork the container's processes; return once PID 1 is ready and waiting for go()."""
     import prctl
 
@@ -81,8 +89,10 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, tty: int 
     sys.stderr.flush()
     intermediate = os.fork()
     if intermediate == 0:
+        for sig in FORWARDED:  # not Python's handlers: a signal now must act as it will on the command
+            signal.signal(sig, signal.SIG_DFL)
         ours.close()
-        init.intermediate(theirs, spec, layer, binds, hostname, tty)
+        init.intermediate(theirs, spec, layer, binds, hostname)
     theirs.close()
     try:
         pid = sync.expect(ours, "pid")["pid"]
@@ -90,6 +100,8 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, tty: int 
         os.waitpid(intermediate, 0)
     proc = ContainerProcess(pid, ours)
     try:
+        if spec.tty:
+            proc.master = sync.expect(ours, "pty")["fds"][0]
         sync.expect(ours, "ready")
     except PyrunError:
         proc.reap()

@@ -19,6 +19,7 @@ disappears with the container and none is seen by the host. In order:
 import os
 import stat
 
+from runtime.errors import PyrunError
 from runtime.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
                               MS_REC, MS_REMOUNT, mount, open_in_root, pivot_root, umount2)
 
@@ -55,6 +56,10 @@ class Root:
                 fd = open_in_root(self.fd, sub)
             except FileNotFoundError:
                 parent = open_in_root(self.fd, "/" + "/".join(parts[:depth - 1]))
+                if os.path.islink(f"/proc/self/fd/{parent}/{parts[depth - 1]}"):
+                    os.close(parent)
+                    raise PyrunError("mount target", f"{path}: {sub} is a symlink to a path missing in the "
+                                                     "rootfs; expected a directory or a link to one inside it")
                 try:
                     if directory or depth < len(parts):
                         os.mkdir(parts[depth - 1], 0o755, dir_fd=parent)

@@ -74,6 +74,24 @@ def all_records(root: str) -> list[dict]:
     return records
 
 
+def start_time(pid: int) -> int | None:
+    """When PID started, in clock ticks since boot: with the pid, it names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def alive(process: dict | None) -> bool:
+    """Is {"Pid", "StartTime"} still the same running process? A reused pid does not count."""
+    return bool(process) and start_time(process["Pid"]) == process["StartTime"]
+
+
+def me() -> dict:
+    return {"Pid": os.getpid(), "StartTime": start_time(os.getpid())}
+
+
 def new_container(root: str, name: str | None) -> tuple[str, str]:
     """Reserve an id and a unique name; returns (id, name). Call under locked(root)."""
     taken = {r.get("Name") for r in all_records(root)}
@@ -81,8 +99,8 @@ def new_container(root: str, name: str | None) -> tuple[str, str]:
         raise PyrunError("invalid --name", f"{name!r} is already in use by another container; "
                                            "remove it with 'pyrun rm' or choose another name")
     cid = secrets.token_hex(32)
-    name = name or f"pyrun-{cid[:12]}"
+    name = name or cid[:12]
     os.makedirs(container_dir(root, cid))
     write_json(os.path.join(container_dir(root, cid), "state.json"),
-               {"Id": cid, "Name": name, "State": {"Status": "created"}})
+               {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
     return cid, name

@@ -7,6 +7,7 @@ close-on-exec, so a successful execve(2) closes it and pyrun reads EOF.
 | from         | message                           | meaning                                        |
 |--------------|-----------------------------------|------------------------------------------------|
 | intermediate | {"type": "pid", "pid": N}         | the container's PID 1 is host pid N            |
+| init         | {"type": "pty"} + the master's fd | -t: the terminal, made in the container's devpts |
 | init         | {"type": "ready"}                 | rootfs built, hostname set; waiting to be told |
 | pyrun        | {"type": "go"}                    | network wired, cgroup joined: exec the command |
 | any child    | {"type": "error", "step", "detail", "code"} | setup failed; the child exits with code |
@@ -23,14 +24,16 @@ def channel() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def send(sock: socket.socket, type_: str, **fields) -> None:
-    sock.send(json.dumps({"type": type_, **fields}).encode())
+def send(sock: socket.socket, type_: str, fds: list[int] = (), **fields) -> None:
+    socket.send_fds(sock, [json.dumps({"type": type_, **fields}).encode()], list(fds))
 
 
 def recv(sock: socket.socket) -> dict | None:
-    """The next message, or None at EOF."""
-    data = sock.recv(65536)
-    return json.loads(data) if data else None
+    """The next message, or None at EOF. File descriptors sent with it are in msg["fds"]."""
+    data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+    if not data:
+        return None
+    return {**json.loads(data), "fds": fds}
 
 
 def expect(sock: socket.socket, type_: str) -> dict:

@@ -1,0 +1,237 @@
+"""The bridge network: a Linux bridge on the host, a veth pair per container, through netlink.
+
+This is the seed blog's recipe as a program. The bridge pyrun0 is a virtual
+switch with the gateway address; each container gets a veth pair, a virtual
+cable whose host end is plugged into the bridge and whose other end is
+created inside the container's network namespace as eth0. pyroute2 speaks
+netlink, the same protocol `ip` uses, in one session, with no `ip`
+processes. A netlink socket talks to the network namespace it was opened
+in, so to configure eth0 pyrun opens a second socket from inside the
+container's namespace (setns) and steps back out.
+
+    setup (host)                        undo
+    bridge pyrun0 + gateway address     stays, like docker0 ('pyrun network rm')
+    ip_forward, route_localnet on br    stays
+    lease an address (ipam.py)          release it
+    ip netns name for the container     unmount it
+    veth pair, eth0 addressed, route    delete the host end (the peer goes with it)
+    published ports (firewall.py)       delete the rules by their comment
+"""
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+
+from runtime import state, syscalls
+from runtime.errors import PyrunError
+from runtime.namespaces import CLONE_NEWNET
+from runtime.network import firewall, ipam
+from runtime.steps import Journal, Step
+
+BRIDGE = "pyrun0"
+# A private /16 that is neither Docker's 172.17/16 nor Podman's 10.88/16.
+SUBNET = os.environ.get("PYRUN_SUBNET", "10.199.0.0/16")
+NETNS_DIR = "/run/netns"
+
+
+def _sysctl(path: str, value: str) -> None:
+    with open(f"/proc/sys/{path}", "w") as f:
+        f.write(value)
+
+
+def _ipr():
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def ensure_bridge(name: str = BRIDGE, subnet: str = SUBNET) -> None:
+    """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
+    net = ipaddress.IPv4Network(subnet)
+    gateway = str(net.network_address + 1)
+    with _ipr() as ipr:
+        if not ipr.link_lookup(ifname=name):
+            for route in ipr.get_routes(family=socket.AF_INET):
+                dst = route.get("dst") or "0.0.0.0"
+                if route.get("dst_len", 0) and ipaddress.IPv4Network(f"{dst}/{route['dst_len']}").overlaps(net):
+                    raise PyrunError("bridge", f"subnet {subnet} overlaps the route to {dst}/{route['dst_len']}; "
+                                               "set PYRUN_SUBNET to a free private /16")
+            ipr.link("add", ifname=name, kind="bridge")
+        index = ipr.link_lookup(ifname=name)[0]
+        if not any(a.get("address") == gateway for a in ipr.get_addr(index=index, family=socket.AF_INET)):
+            ipr.addr("add", index=index, address=gateway, prefixlen=net.prefixlen)
+        ipr.link("set", index=index, state="up")
+    _sysctl("net/ipv4/ip_forward", "1")
+    # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
+    _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+    firewall.restore(firewall.missing_bridge_setup(firewall.save(), name, subnet))
+
+
+def bridge_shell(name: str = BRIDGE, subnet: str = SUBNET) -> list[str]:
+    net = ipaddress.IPv4Network(subnet)
+    return [f"ip link add {name} type bridge", f"ip addr add {net.network_address + 1}/{net.prefixlen} dev {name}",
+            f"ip link set {name} up", "sysctl -w net.ipv4.ip_forward=1",
+            f"sysctl -w net.ipv4.conf.{name}.route_localnet=1"] + \
+        [f"iptables -t {t} {r}" for t, r in firewall.missing_bridge_setup({}, name, subnet)]
+
+
+@dataclass
+class NetnsName(Step):
+    """/run/netns/NAME bound to the container's network namespace, so `ip netns exec NAME` works."""
+
+    kind = "netns"
+    name: str
+    pid: int
+
+    @property
+    def path(self) -> str:
+        return os.path.join(NETNS_DIR, self.name)
+
+    def up(self) -> None:
+        os.makedirs(NETNS_DIR, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+        syscalls.mount(f"/proc/{self.pid}/ns/net", self.path, None, syscalls.MS_BIND)
+
+    def down(self) -> None:
+        try:
+            syscalls.umount2(self.path, syscalls.MNT_DETACH)
+        except OSError:
+            pass  # not mounted: crashed before the mount, or already undone
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def shell_up(self) -> list[str]:
+        return [f"touch {self.path}", f"mount --bind /proc/{self.pid}/ns/net {self.path}"]
+
+    def shell_down(self) -> list[str]:
+        return [f"umount {self.path}", f"rm {self.path}"]
+
+
+@dataclass
+class Veth(Step):
+    kind = "veth"
+    host_end: str
+    bridge: str
+    pid: int
+    address: str
+    prefixlen: int
+    gateway: str
+
+    def up(self) -> None:
+        with _ipr() as ipr:
+            ipr.link("add", ifname=self.host_end, kind="veth", peer={"ifname": "eth0", "net_ns_pid": self.pid})
+            index = ipr.link_lookup(ifname=self.host_end)[0]
+            ipr.link("set", index=index, master=ipr.link_lookup(ifname=self.bridge)[0], state="up")
+        with _inside(self.pid) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            eth0 = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=eth0, address=self.address, prefixlen=self.prefixlen)
+            ipr.link("set", index=eth0, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+
+    def down(self) -> None:
+        with _ipr() as ipr:
+            index = ipr.link_lookup(ifname=self.host_end)
+            if index:
+                ipr.link("del", index=index[0])
+
+    def shell_up(self) -> list[str]:
+        ns = f"nsenter --net=/proc/{self.pid}/ns/net"
+        return [f"ip link add {self.host_end} type veth peer name eth0 netns {self.pid}",
+                f"ip link set {self.host_end} master {self.bridge} up",
+                f"{ns} ip link set lo up",
+                f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
+                f"{ns} ip link set eth0 up",
+                f"{ns} ip route add default via {self.gateway}"]
+
+    def shell_down(self) -> list[str]:
+        return [f"ip link del {self.host_end}"]
+
+
+class _inside:
+    """A netlink session opened inside PID's network namespace; pyrun itself steps straight back out."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def __enter__(self):
+        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        there = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            syscalls.setns(there, CLONE_NEWNET, f"/proc/{self.pid}/ns/net")
+            try:
+                self.ipr = _ipr()
+            finally:
+                syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
+        finally:
+            os.close(there)
+            os.close(home)
+        return self.ipr
+
+    def __exit__(self, *exc):
+        self.ipr.close()
+
+
+def reserve_ports(ports) -> list[socket.socket]:
+    """Bind every published host port, as Docker does, and hold the sockets while the container lives.
+
+    The bind is the check: it fails if a host process or another container
+    holds the port, or if the host has no such address. Nothing has been
+    changed yet, so the error leaves nothing behind.
+    """
+    held = []
+    try:
+        for p in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
+            held.append(sock)
+            try:
+                sock.bind((p.host_ip or "0.0.0.0", p.host_port))
+            except OSError as e:
+                why = {98: "is already in use (by a host process or another container)",
+                       99: "cannot be bound: the host has no such address"}.get(e.errno, e.strerror)
+                raise PyrunError("invalid -p", f"{p}: host port {p.host_ip or '0.0.0.0'}:{p.host_port}/{p.proto} "
+                                               f"{why}") from None
+    except PyrunError:
+        for sock in held:
+            sock.close()
+        raise
+    return held
+
+
+class BridgeNetwork:
+    """One container's attachment to the bridge: its address, veth pair and published ports."""
+
+    def __init__(self, spec, root: str, cid: str, name: str, address: str, sockets: list):
+        self.spec, self.root, self.cid, self.name = spec, root, cid, name
+        self.address = address
+        self.sockets = sockets
+
+    @classmethod
+    def prepare(cls, spec, root: str, cid: str, name: str, journal: Journal) -> "BridgeNetwork":
+        """Before the fork: check the ports, make sure the bridge exists, lease an address."""
+        sockets = reserve_ports(spec.ports)
+        try:
+            with state.locked(root):
+                ensure_bridge()
+                lease = ipam.Lease(root, BRIDGE, ipam.next_free(root, BRIDGE, SUBNET), cid)
+                journal.run(lease)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return cls(spec, root, cid, name, lease.address, sockets)
+
+    def attach(self, pid: int, journal: Journal) -> None:
+        """After the fork, before the command: plug the container into the bridge and publish its ports."""
+        net = ipaddress.IPv4Network(SUBNET)
+        journal.run(NetnsName(f"pyrun-{self.name}", pid))
+        journal.run(Veth(f"pv{self.cid[:12]}", BRIDGE, pid, self.address, net.prefixlen,
+                         str(net.network_address + 1)))
+        if self.spec.ports:
+            journal.run(firewall.ContainerRules(self.cid, BRIDGE, self.address, list(self.spec.ports)))
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()

@@ -1,0 +1,173 @@
+"""iptables: forwarding, outbound NAT and published ports, the seed blog's rules done right.
+
+Every rule lives in a chain pyrun owns, reached by one jump from a built-in
+chain, and carries a comment: "pyrun bridge NAME" for the network's rules,
+"pyrun:ID" for a container's. A container's rules are added in one
+`iptables-restore --noflush` batch (atomic, one exec) and removed by their
+comment, so pyrun never touches a rule it does not own.
+
+The chains, and how they differ from the seed's rules:
+
+filter FORWARD -> PYRUN-FORWARD
+    -o BR conntrack RELATED,ESTABLISHED  ACCEPT   replies to the containers' connections
+    -i BR ! -o BR                         ACCEPT   containers -> the world
+    -i BR -o BR                           ACCEPT   container -> container
+    -o BR -> PYRUN-PUBLISHED                       per container: DNAT'd traffic to a published port
+    -o BR                                 DROP     nothing else reaches a container from outside,
+                                                   even from a host that routes the subnet to us
+filter INPUT -> PYRUN-INPUT
+    -i BR -d 127.0.0.0/8 (not DNAT/reply) DROP     route_localnet is on for BR; without this a
+                                                   container could reach the host's 127.0.0.1
+nat PREROUTING  (! -d 127/8, dst LOCAL) -> PYRUN-DNAT   from other hosts and from containers
+nat OUTPUT      (dst LOCAL)             -> PYRUN-DNAT   from the host itself, 127.0.0.1 included
+    per container: [-d IP] -p PROTO --dport HOST  DNAT --to CONTAINER_IP:PORT
+    The seed's rules caught every packet to the port, whatever its destination;
+    --dst-type LOCAL limits them to packets for this host. PREROUTING skips
+    127/8 so a neighbour's forged packet to 127.0.0.1 is never DNAT'd
+    (CVE-2020-8558), and a port published on 127.0.0.1 is DNAT'd from OUTPUT only.
+nat POSTROUTING -> PYRUN-POSTROUTING
+    -s SUBNET ! -o BR   MASQUERADE   containers -> the world leave with the host's address
+    -s 127/8 -o BR      MASQUERADE   the host's 127.0.0.1 cannot be a source on a wire
+    -s SUBNET -o BR, DNAT'd  MASQUERADE   hairpin: a container reaching a published port
+"""
+import subprocess
+from dataclasses import dataclass, field
+
+from runtime.errors import PyrunError
+from runtime.network.ports import PortMapping
+from runtime.steps import Step
+
+CHAINS = {"filter": ("PYRUN-FORWARD", "PYRUN-PUBLISHED", "PYRUN-INPUT"),
+          "nat": ("PYRUN-DNAT", "PYRUN-POSTROUTING")}
+JUMPS = (("filter", "FORWARD", "-j PYRUN-FORWARD"),
+         ("filter", "INPUT", "-j PYRUN-INPUT"),
+         ("nat", "PREROUTING", "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j PYRUN-DNAT"),
+         ("nat", "OUTPUT", "-m addrtype --dst-type LOCAL -j PYRUN-DNAT"),
+         ("nat", "POSTROUTING", "-j PYRUN-POSTROUTING"))
+
+
+def _tag(text: str) -> str:
+    return f'-m comment --comment "{text}"' if " " in text else f"-m comment --comment {text}"
+
+
+def bridge_rules(bridge: str, subnet: str) -> list[tuple[str, str]]:
+    """(table, rule) for a bridge network, in order."""
+    tag = _tag(f"pyrun bridge {bridge}")
+    return [
+        ("filter", f"-A PYRUN-FORWARD -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT"),
+        ("filter", f"-A PYRUN-FORWARD -i {bridge} ! -o {bridge} {tag} -j ACCEPT"),
+        ("filter", f"-A PYRUN-FORWARD -i {bridge} -o {bridge} {tag} -j ACCEPT"),
+        ("filter", f"-A PYRUN-FORWARD -o {bridge} {tag} -j PYRUN-PUBLISHED"),
+        ("filter", f"-A PYRUN-FORWARD -o {bridge} {tag} -j DROP"),
+        ("filter", f"-A PYRUN-INPUT -i {bridge} -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT "
+                   f"{tag} -j DROP"),
+        ("nat", f"-A PYRUN-POSTROUTING -s {subnet} ! -o {bridge} {tag} -j MASQUERADE"),
+        ("nat", f"-A PYRUN-POSTROUTING -s 127.0.0.0/8 -o {bridge} {tag} -j MASQUERADE"),
+        ("nat", f"-A PYRUN-POSTROUTING -s {subnet} -o {bridge} -m conntrack --ctstate DNAT {tag} -j MASQUERADE"),
+    ]
+
+
+def container_rules(cid: str, bridge: str, address: str, ports: list[PortMapping]) -> list[tuple[str, str]]:
+    tag = _tag(f"pyrun:{cid}")
+    rules = []
+    for p in ports:
+        match = f"-p {p.proto} -m {p.proto}"
+        dest = f"-d {p.host_ip}/32 " if p.host_ip else ""
+        rules.append(("nat", f"-A PYRUN-DNAT {dest}{match} --dport {p.host_port} {tag} "
+                             f"-j DNAT --to-destination {address}:{p.container_port}"))
+        if not p.loopback_only:  # from OUTPUT only: such packets never cross FORWARD
+            rules.append(("filter", f"-A PYRUN-PUBLISHED -d {address}/32 -o {bridge} {match} "
+                                    f"--dport {p.container_port} -m conntrack --ctstate DNAT {tag} -j ACCEPT"))
+    return rules
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    try:
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PyrunError(argv[0], "not installed; run scripts/setup") from None
+    if done.returncode:
+        raise PyrunError(argv[0], (done.stderr.strip() or f"exit status {done.returncode}").splitlines()[0])
+    return done.stdout
+
+
+def save() -> dict[str, list[str]]:
+    """The current rules, table -> lines of iptables-save."""
+    tables: dict[str, list[str]] = {}
+    current = None
+    for line in _run(["iptables-save"]).splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+        elif current is not None and line != "COMMIT" and not line.startswith("#"):
+            current.append(line)
+    return tables
+
+
+def restore(lines: list[tuple[str, str]]) -> None:
+    """Apply (table, line) pairs in one atomic iptables-restore batch that flushes nothing."""
+    if not lines:
+        return
+    text = ""
+    for table in ("filter", "nat"):
+        body = [line for t, line in lines if t == table]
+        if body:
+            text += f"*{table}\n" + "\n".join(body) + "\nCOMMIT\n"
+    _run(["iptables-restore", "--noflush", "--wait"], text)
+
+
+def _normal(rule: str) -> str:
+    """A rule as iptables-save prints it, for comparing (it drops the quotes of one-word comments)."""
+    return rule.replace('"', "")
+
+
+def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str) -> list[tuple[str, str]]:
+    """What is missing of the chains, jumps and BRIDGE's rules. Declaring an existing chain would flush it."""
+    out = []
+    for table, chains in CHAINS.items():
+        have = current.get(table, [])
+        out += [(table, f":{c} - [0:0]") for c in chains if not any(line.startswith(f":{c} ") for line in have)]
+    for table, chain, rule in JUMPS:
+        if f"-A {chain} {rule}" not in current.get(table, []):
+            out.append((table, f"-I {chain} 1 {rule}"))
+    tag = f"pyrun bridge {bridge}"
+    if not any(tag in _normal(line) or tag.replace(" ", "\\ ") in line for lines in current.values() for line in lines):
+        out += bridge_rules(bridge, subnet)
+    return out
+
+
+def rules_tagged(current: dict[str, list[str]], tag: str) -> list[tuple[str, str]]:
+    """Delete commands for every rule whose comment is exactly TAG."""
+    out = []
+    for table, lines in current.items():
+        for line in lines:
+            if line.startswith("-A ") and (f"--comment {tag} " in line or f'--comment "{tag}" ' in line):
+                out.append((table, "-D " + line[3:]))
+    return out
+
+
+@dataclass
+class ContainerRules(Step):
+    """A container's published ports: its DNAT and accept rules, added and removed as one batch."""
+
+    kind = "iptables"
+    cid: str
+    bridge: str
+    address: str
+    ports: list = field(default_factory=list)   # PortMapping fields as dicts, for the journal
+
+    def mappings(self) -> list[PortMapping]:
+        return [PortMapping(**p) if isinstance(p, dict) else p for p in self.ports]
+
+    def up(self) -> None:
+        restore(container_rules(self.cid, self.bridge, self.address, self.mappings()))
+
+    def down(self) -> None:
+        restore(rules_tagged(save(), f"pyrun:{self.cid}"))
+
+    def shell_up(self) -> list[str]:
+        return [f"iptables -t {t} {r}" for t, r in container_rules(self.cid, self.bridge, self.address,
+                                                                    self.mappings())]
+
+    def shell_down(self) -> list[str]:
+        return [f"iptables -t {t} {r.replace('-A ', '-D ', 1)}" for t, r in
+                container_rules(self.cid, self.bridge, self.address, self.mappings())]

@@ -1,0 +1,65 @@
+"""IP address management: one file per leased address, like CNI's host-local plugin.
+
+A lease is the file STATE_ROOT/ipam/NETWORK/ADDRESS holding the container id.
+Addresses are chosen under the state root's lock and the file is created
+with O_EXCL, so fifty containers started at once get fifty addresses. The
+gateway (the subnet's first address) and the broadcast address are never
+handed out.
+"""
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from runtime.errors import PyrunError
+from runtime.steps import Step
+
+
+def lease_dir(root: str, network: str) -> str:
+    return os.path.join(root, "ipam", network)
+
+
+def next_free(root: str, network: str, subnet: str) -> str:
+    """The lowest address no lease holds. Call under state.locked(root)."""
+    net = ipaddress.IPv4Network(subnet)
+    directory = lease_dir(root, network)
+    os.makedirs(directory, exist_ok=True)
+    taken = set(os.listdir(directory))
+    gateway = net.network_address + 1
+    for address in net.hosts():
+        if address != gateway and str(address) not in taken:
+            return str(address)
+    raise PyrunError("ipam", f"network {network} ({subnet}) has no free address: {len(taken)} leases held; "
+                             "remove stopped containers with 'pyrun prune'")
+
+
+@dataclass
+class Lease(Step):
+    kind = "lease"
+    root: str
+    network: str
+    address: str
+    cid: str
+
+    @property
+    def path(self) -> str:
+        return os.path.join(lease_dir(self.root, self.network), self.address)
+
+    def up(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.cid)
+
+    def down(self) -> None:
+        try:
+            with open(self.path) as f:
+                holder = f.read().strip()
+        except FileNotFoundError:
+            return
+        if holder == self.cid:  # the journal records a lease before taking it: never free another's
+            os.unlink(self.path)
+
+    def shell_up(self) -> list[str]:
+        return [f"echo {self.cid[:12]} > {self.path}   # lease {self.address}"]
+
+    def shell_down(self) -> list[str]:
+        return [f"rm {self.path}"]

@@ -1,0 +1,143 @@
+"""The tests' throwaway host: every test runs in network and mount namespaces of its own.
+
+At start-up this pytest process unshares a new network namespace and a new
+mount namespace, and mounts a tmpfs over /run, so the bridge, veth pairs,
+iptables rules, named netns and pyrun's state all live and die inside the
+sandbox: the machine's own network is never touched. A second namespace,
+"world", joined to the sandbox host by a veth pair on documentation
+addresses, plays another machine (198.51.100.2) and the internet
+(203.0.113.1).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from runtime import syscalls  # noqa: E402
+from runtime.namespaces import CLONE_NEWNET, CLONE_NEWNS  # noqa: E402
+
+HOST_IP = "198.51.100.1"     # the sandbox host's address on the "wan" link
+WORLD_IP = "198.51.100.2"    # another machine on the same link
+INTERNET_IP = "203.0.113.1"  # a host beyond it, on the "internet"
+STATE_ROOT = "/run/pyrun"
+
+
+def sh(command: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(command, shell=True, check=check, capture_output=True, text=True, **kw)
+
+
+def _enter_sandbox() -> None:
+    if os.geteuid() != 0:
+        pytest.exit("pyrun's tests need root: run ./scripts/test as root", returncode=1)
+    syscalls.unshare(CLONE_NEWNET | CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    syscalls.mount("tmpfs", "/run", "tmpfs", 0, "mode=755")
+    os.makedirs("/run/netns")
+    sh("ip link set lo up")
+    # No duplicate address detection: an address's 'tentative' flag would make snapshots flap.
+    sh("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0")
+    sh("ip netns add world")
+    sh("ip link add wan type veth peer name eth0 netns world")
+    sh(f"ip addr add {HOST_IP}/24 dev wan && ip link set wan up")
+    sh(f"ip netns exec world sh -c 'ip link set lo up && ip addr add {WORLD_IP}/24 dev eth0 && "
+       f"ip link set eth0 up && ip addr add {INTERNET_IP}/32 dev lo'")
+    sh(f"ip route add default via {WORLD_IP}")
+
+
+_CGROUP_PARENTS = [f"/sys/fs/cgroup/{c}/pyrun" for c in ("memory", "cpu", "pids")]
+
+
+def pytest_configure(config):
+    config.created_cgroup_parents = [p for p in _CGROUP_PARENTS if not os.path.exists(p)]
+    _enter_sandbox()
+    os.environ["PYRUN_ROOT"] = STATE_ROOT
+
+
+def pytest_unconfigure(config):
+    """cgroups are not namespaced: remove pyrun's parent cgroups if the suite made them."""
+    for path in getattr(config, "created_cgroup_parents", []):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def busybox():
+    """A tiny busybox rootfs, built in about a second."""
+    path = tempfile.mkdtemp(prefix="pyrun-busybox-")
+    subprocess.run([os.path.join(REPO, "scripts", "build-busybox-rootfs"), path], check=True)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture(scope="session")
+def debian():
+    """The demo image: Debian 12 with python3 (scripts/build-rootfs builds it once)."""
+    subprocess.run([os.path.join(REPO, "scripts", "build-rootfs")], check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(REPO, "rootfs")
+
+
+def pyrun(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    """Run the pyrun command line, as a user would."""
+    return subprocess.run([sys.executable, "-m", "runtime", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, **kw)
+
+
+def pyrun_bg(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "runtime", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, **kw)
+
+
+def wait_for(predicate, timeout: float = 10, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _cgroup_dirs() -> list[str]:
+    out = []
+    for base, _, _ in os.walk("/sys/fs/cgroup"):
+        if "/pyrun" in base:
+            out.append(base)
+    return sorted(out)
+
+
+def snapshot() -> dict:
+    """Everything on the (sandbox) host that pyrun may change, less what it leaves by design:
+    the bridge and pyrun's chains with their bridge rules stay, as Docker's do."""
+    iptables = [line for line in sh("iptables-save").stdout.splitlines() if not line.startswith("#")]
+    return {
+        "links": [line for line in sh("ip -d -o link").stdout.splitlines() if ": pyrun0:" not in line],
+        "addr": [line for line in sh("ip -o addr").stdout.splitlines() if "pyrun0" not in line],
+        "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
+        "iptables": [line for line in iptables if "pyrun:" in line],
+        "netns": sorted(os.listdir("/run/netns")),
+        "leases": sorted(os.listdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")))
+        if os.path.isdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")) else [],
+        "cgroups": [d for d in _cgroup_dirs() if not d.endswith("/pyrun")],
+        "mounts": sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
+        "containers": sorted(os.listdir(os.path.join(STATE_ROOT, "containers")))
+        if os.path.isdir(os.path.join(STATE_ROOT, "containers")) else [],
+    }
+
+
+@pytest.fixture
+def clean_host():
+    """Asserts that the test left the host as it found it."""
+    before = snapshot()
+    yield before
+    after = snapshot()
+    for key in before:
+        assert after[key] == before[key], f"{key} changed: before {before[key]!r}, after {after[key]!r}"

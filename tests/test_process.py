@@ -1,0 +1,121 @@
+"""The container's process: PID 1, exit codes, signals, --init, the terminal."""
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import REPO, pyrun, pyrun_bg, wait_for
+
+
+def test_command_is_pid_1(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", busybox, "sh", "-c", "echo $$")
+    assert (r.returncode, r.stdout) == (0, "1\n")
+
+
+def test_python_is_pid_1_in_debian(debian, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", debian, "python", "-c", "import os; print(os.getpid())")
+    assert (r.returncode, r.stdout) == (0, "1\n"), r.stderr
+
+
+def test_no_host_processes_visible(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", busybox, "sh", "-c", "ls /proc | grep -E '^[0-9]+$'")
+    pids = r.stdout.split()
+    # sh is 1, ls and grep are its children: nothing of the host's hundreds of processes.
+    assert "1" in pids and len(pids) <= 3, pids
+
+
+def test_exit_status_is_the_commands(busybox, clean_host):
+    assert pyrun("run", "--rm", "--network", "none", busybox, "true").returncode == 0
+    assert pyrun("run", "--rm", "--network", "none", busybox, "sh", "-c", "exit 3").returncode == 3
+
+
+def test_command_not_found_is_127(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", busybox, "no-such-command")
+    assert r.returncode == 127
+    assert r.stderr.strip() == "pyrun: exec no-such-command: executable file not found in $PATH"
+
+
+def test_not_executable_is_126(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", busybox, "/etc/passwd")
+    assert r.returncode == 126
+    assert "/etc/passwd" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_killed_by_signal_is_128_plus_n(busybox, clean_host):
+    # PID 1 is immune to its own signals, so --init puts the shell one level down.
+    assert pyrun("run", "--rm", "--init", "--network", "none", busybox, "sh", "-c", "kill -KILL $$").returncode == 137
+    assert pyrun("run", "--rm", "--init", "--network", "none", busybox, "sh", "-c", "kill -TERM $$").returncode == 143
+
+
+def test_sigterm_to_pyrun_reaches_the_command(busybox, clean_host):
+    p = pyrun_bg("run", "--rm", "--init", "--network", "none", busybox, "sh", "-c", "echo up; sleep 30")
+    assert p.stdout.readline() == "up\n"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 143
+
+
+def test_sigint_to_pyrun_reaches_a_handler(busybox, clean_host):
+    script = "trap 'echo got INT; exit 7' INT; echo up; while true; do sleep 0.1; done"
+    p = pyrun_bg("run", "--rm", "--network", "none", busybox, "sh", "-c", script)
+    assert p.stdout.readline() == "up\n"
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=10) == 7
+    assert p.stdout.read() == "got INT\n"
+
+
+def test_init_reaps_orphans(busybox, clean_host):
+    # The grandchild is orphaned while still running; without a reaper it would be a zombie after exit.
+    script = "sh -c 'sleep 0.2 &' ; sleep 0.6; ps -o stat,comm | grep -c '^Z' || true"
+    r = pyrun("run", "--rm", "--init", "--network", "none", busybox, "sh", "-c", script)
+    assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
+
+
+def test_container_dies_with_pyrun(busybox, clean_host):
+    p = pyrun_bg("run", "--rm", "--network", "none", "--name", "orphan-test", busybox, "sleep", "300")
+    pid = wait_for(lambda: _pid_of("sleep 300"), what="the container's sleep")
+    p.kill()
+    p.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the container to die with pyrun")
+    # pyrun was SIGKILLed: the host-side leftovers are `pyrun prune`'s job (crash recovery).
+    subprocess.run([sys.executable, "-m", "runtime", "prune"], cwd=REPO, capture_output=True)
+
+
+def _pid_of(cmdline: str) -> int | None:
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().replace(b"\0", b" ").strip() == cmdline.encode():
+                    return int(pid)
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            continue
+    return None
+
+
+def test_tty_gives_an_interactive_shell(busybox, clean_host):
+    pid, master = pty.fork()
+    if pid == 0:
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "runtime", "run", "--rm", "-it", "--network", "none",
+                                  busybox, "sh"])
+    out = b""
+
+    def read_until(marker: bytes):
+        nonlocal out
+        deadline = time.monotonic() + 10
+        while marker not in out and time.monotonic() < deadline:
+            try:
+                out += os.read(master, 4096)
+            except OSError:
+                break
+        return marker in out
+
+    assert read_until(b"# "), out
+    os.write(master, b"tty; echo cols=$(stty size)\r")
+    assert read_until(b"cols="), out
+    os.write(master, b"exit 5\r")
+    read_until(b"\xff")  # until EOF
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 5
+    assert b"/dev/pts/" in out or b"/dev/console" in out, out
