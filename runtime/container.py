@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from runtime import process, state
 from runtime.cgroups import Cgroup
-from runtime.errors import PyrunError
 from runtime.network import dns
 from runtime.spec import ContainerSpec
 from runtime.steps import Journal, Step

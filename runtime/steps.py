@@ -12,6 +12,7 @@ The same objects are printed as shell commands (`--explain`) and traced
 while running (`-v`), so the explanation cannot drift from what runs.
 """
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -21,6 +22,11 @@ from typing import ClassVar
 from runtime.errors import PyrunError
 
 _KINDS: dict[str, type["Step"]] = {}
+# Where each kind is defined, so a journal can be replayed (pyrun prune) without importing
+# every module up front: pyroute2 alone takes a fifth of a second.
+_MODULES = {"cgroup": "runtime.cgroups", "layer": "runtime.container", "lease": "runtime.network.ipam",
+            "netns": "runtime.network.bridge", "veth": "runtime.network.bridge",
+            "iptables": "runtime.network.firewall"}
 
 
 class Step:
@@ -51,7 +57,10 @@ class Step:
     @staticmethod
     def from_record(record: dict) -> "Step":
         fields = dict(record)
-        return _KINDS[fields.pop("kind")](**fields)
+        kind = fields.pop("kind")
+        if kind not in _KINDS:
+            importlib.import_module(_MODULES[kind])
+        return _KINDS[kind](**fields)
 
 
 class Journal:

@@ -8,6 +8,7 @@ sandbox: the machine's own network is never touched. A second namespace,
 addresses, plays another machine (198.51.100.2) and the internet
 (203.0.113.1).
 """
+import json
 import os
 import shutil
 import subprocess
@@ -51,7 +52,10 @@ def _enter_sandbox() -> None:
     sh(f"ip route add default via {WORLD_IP}")
 
 
-_CGROUP_PARENTS = [f"/sys/fs/cgroup/{c}/pyrun" for c in ("memory", "cpu", "pids")]
+# cgroups are not namespaced: the suite gets a parent cgroup of its own, removed at the end.
+CGROUP_PARENT = f"pyrun-test-{os.getpid()}"
+os.environ["PYRUN_CGROUP_PARENT"] = CGROUP_PARENT
+_CGROUP_PARENTS = [f"/sys/fs/cgroup/{c}/{CGROUP_PARENT}" for c in ("memory", "cpu", "pids")]
 
 
 def pytest_configure(config):
@@ -61,7 +65,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    """cgroups are not namespaced: remove pyrun's parent cgroups if the suite made them."""
+    """Remove the suite's parent cgroups."""
     for path in getattr(config, "created_cgroup_parents", []):
         try:
             os.rmdir(path)
@@ -106,10 +110,24 @@ def wait_for(predicate, timeout: float = 10, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def running_record(name: str) -> dict | None:
+    """The state record of the running container called NAME, if there is one yet."""
+    base = os.path.join(STATE_ROOT, "containers")
+    for cid in os.listdir(base) if os.path.isdir(base) else []:
+        try:
+            with open(os.path.join(base, cid, "state.json")) as f:
+                record = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        if record.get("Name") == name and record.get("State", {}).get("Status") == "running":
+            return record
+    return None
+
+
 def _cgroup_dirs() -> list[str]:
     out = []
     for base, _, _ in os.walk("/sys/fs/cgroup"):
-        if "/pyrun" in base:
+        if f"/{CGROUP_PARENT}/" in base:
             out.append(base)
     return sorted(out)
 
@@ -126,7 +144,7 @@ def snapshot() -> dict:
         "netns": sorted(os.listdir("/run/netns")),
         "leases": sorted(os.listdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")))
         if os.path.isdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")) else [],
-        "cgroups": [d for d in _cgroup_dirs() if not d.endswith("/pyrun")],
+        "cgroups": _cgroup_dirs(),
         "mounts": sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
         "containers": sorted(os.listdir(os.path.join(STATE_ROOT, "containers")))
         if os.path.isdir(os.path.join(STATE_ROOT, "containers")) else [],

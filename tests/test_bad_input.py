@@ -23,12 +23,21 @@ CASES = [
     (["--hostname", "-bad-", "{rootfs}", "true"], "'-bad-'"),
     (["{rootfs}"], "no command given"),
     (["--no-such-flag", "{rootfs}", "true"], "no-such-flag"),
+    (["-p", "0:80", "{rootfs}", "true"], "outside 1-65535"),
+    (["-p", "70000:80", "{rootfs}", "true"], "outside 1-65535"),
+    (["-p", "abc", "{rootfs}", "true"], "both a host and a container port"),
+    (["-p", "80", "{rootfs}", "true"], "both a host and a container port"),
+    (["-p", "8088:8000/sctp", "{rootfs}", "true"], "'sctp' is not supported"),
+    (["-p", "9000-9002:9000-9001", "{rootfs}", "true"], "differ in size"),
+    (["-p", "10.0.0.5:8088:8000", "{rootfs}", "true"], "the host has no such address"),
+    (["-p", "8088:80", "-p", "8088:81", "{rootfs}", "true"], "published twice"),
 ]
 
 
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_is_refused_cleanly(busybox, clean_host, args, message):
-    r = pyrun("run", "--rm", "--network", "none", *[a.replace("{rootfs}", busybox) for a in args])
+    network = [] if "-p" in args else ["--network", "none"]
+    r = pyrun("run", "--rm", *network, *[a.replace("{rootfs}", busybox) for a in args])
     assert r.returncode == 125, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pyrun: "), r.stderr

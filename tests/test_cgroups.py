@@ -1,8 +1,7 @@
 """cgroups: memory (OOM kill reported as 137), CPU quota, pids limit; removed when the container ends."""
-import json
 import os
 
-from conftest import STATE_ROOT, pyrun, pyrun_bg, wait_for
+from conftest import CGROUP_PARENT, pyrun, pyrun_bg, running_record, wait_for
 
 
 def test_memory_limit_oom_kills_with_137(busybox, clean_host):
@@ -24,32 +23,19 @@ def test_limits_are_written_to_the_cgroup(busybox, clean_host):
     p = pyrun_bg("run", "--rm", "--init", "--network", "none", "--name", "limited", "--memory", "64m", "--cpus", "0.5",
                  "--pids-limit", "50", busybox, "sleep", "30")
     try:
-        record = wait_for(lambda: _running("limited"), what="the container to run")
+        record = wait_for(lambda: running_record("limited"), what="the container to run")
         cid = record["Id"]
         base = "/sys/fs/cgroup"
-        assert _read(f"{base}/memory/pyrun/{cid}/memory.limit_in_bytes") == str(64 << 20)
-        assert _read(f"{base}/cpu/pyrun/{cid}/cpu.cfs_quota_us") == "50000"
-        assert _read(f"{base}/pids/pyrun/{cid}/pids.max") == "50"
-        assert str(record["State"]["Pid"]) in _read(f"{base}/memory/pyrun/{cid}/cgroup.procs").split()
+        assert _read(f"{base}/memory/{CGROUP_PARENT}/{cid}/memory.limit_in_bytes") == str(64 << 20)
+        assert _read(f"{base}/cpu/{CGROUP_PARENT}/{cid}/cpu.cfs_quota_us") == "50000"
+        assert _read(f"{base}/pids/{CGROUP_PARENT}/{cid}/pids.max") == "50"
+        assert str(record["State"]["Pid"]) in _read(f"{base}/memory/{CGROUP_PARENT}/{cid}/cgroup.procs").split()
     finally:
         p.terminate()
         p.wait(timeout=10)
-    assert not os.path.exists(f"/sys/fs/cgroup/memory/pyrun/{cid}")
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/{CGROUP_PARENT}/{cid}")
 
 
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
-
-
-def _running(name: str):
-    base = os.path.join(STATE_ROOT, "containers")
-    for cid in os.listdir(base) if os.path.isdir(base) else []:
-        try:
-            with open(os.path.join(base, cid, "state.json")) as f:
-                record = json.load(f)
-        except (FileNotFoundError, json.JSONDecodeError):
-            continue
-        if record.get("Name") == name and record.get("State", {}).get("Status") == "running":
-            return record
-    return None

@@ -1,0 +1,207 @@
+"""The bridge network, end to end: real containers, real packets between namespaces.
+
+"world" (198.51.100.2) is another machine on the host's link, and 203.0.113.1
+behind it is the internet; the sandbox host is 198.51.100.1 (conftest.py).
+"""
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import HOST_IP, INTERNET_IP, STATE_ROOT, WORLD_IP, pyrun, pyrun_bg, running_record, sh, wait_for
+
+HTTPD = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p {port} -h /www"
+
+
+_GET = "import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())"
+
+
+def fetch(url: str, netns: str | None = None, timeout: float = 2) -> str | None:
+    """GET url from the sandbox host, or from namespace NETNS; None if it fails."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    r = subprocess.run([*prefix, sys.executable, "-c", _GET, url, str(timeout)], capture_output=True, text=True,
+                       timeout=timeout + 10)
+    return r.stdout if r.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def container(rootfs: str, script: str, *options: str, name: str | None = None, ready_url: str | None = None):
+    """A running container (with --init, so SIGTERM stops it); yields its state record."""
+    name = name or f"t{os.urandom(4).hex()}"
+    p = pyrun_bg("run", "--rm", "--init", "--name", name, *options, rootfs, "sh", "-c", script)
+    try:
+        record = wait_for(lambda: running_record(name) if p.poll() is None else _died(p), what=f"container {name}")
+        if ready_url:
+            wait_for(lambda: fetch(ready_url.format(ip=_ip(record)), timeout=1), what=ready_url)
+        record["ip"] = _ip(record)
+        yield record
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _died(p):
+    raise AssertionError(f"pyrun exited with {p.returncode}: {p.stderr.read()}")
+
+
+def _ip(record) -> str:
+    leases = os.path.join(STATE_ROOT, "ipam", "pyrun0")
+    for address in os.listdir(leases):
+        with open(os.path.join(leases, address)) as f:
+            if f.read() == record["Id"]:
+                return address
+    raise AssertionError("no lease for the container")
+
+
+@pytest.fixture
+def web(busybox, clean_host):
+    with container(busybox, HTTPD.format(port=8000), "-p", "8088:8000",
+                   ready_url=f"http://{HOST_IP}:8088/") as record:
+        yield record
+
+
+def test_published_port_from_another_machine(web):
+    assert fetch(f"http://{HOST_IP}:8088/", netns="world") == f"hello from {web['Id'][:12]}\n"
+
+
+def test_published_port_from_the_host_itself(web):
+    assert fetch("http://127.0.0.1:8088/") == f"hello from {web['Id'][:12]}\n"
+    assert fetch(f"http://{HOST_IP}:8088/") == f"hello from {web['Id'][:12]}\n"
+
+
+def test_container_ip_from_the_host(web):
+    assert fetch(f"http://{web['ip']}:8000/") == f"hello from {web['Id'][:12]}\n"
+
+
+def test_from_another_container_direct_and_hairpin(busybox, web):
+    script = f"wget -q -O - http://{web['ip']}:8000/; wget -q -O - http://{HOST_IP}:8088/"
+    r = pyrun("run", "--rm", busybox, "sh", "-c", script)
+    assert r.stdout == f"hello from {web['Id'][:12]}\n" * 2, r.stderr
+
+
+def test_outbound_traffic_leaves_with_the_hosts_address(busybox, clean_host):
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", "world", sys.executable, "-c",
+         "import socket; s = socket.create_server(('203.0.113.1', 9000)); c, a = s.accept(); "
+         "c.sendall(a[0].encode() + b'\\n'); c.close()"], stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.3)
+        r = pyrun("run", "--rm", busybox, "sh", "-c", f"nc {INTERNET_IP} 9000")
+        assert r.stdout == f"{HOST_IP}\n", r.stderr  # SNAT: the world sees the host, not 10.199.x.y
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_loopback_published_port_is_private(busybox, clean_host):
+    with container(busybox, HTTPD.format(port=8000), "-p", "127.0.0.1:8089:8000",
+                   ready_url="http://127.0.0.1:8089/") as record:
+        assert fetch("http://127.0.0.1:8089/") == f"hello from {record['Id'][:12]}\n"
+        assert fetch(f"http://{HOST_IP}:8089/", netns="world", timeout=1) is None
+        assert fetch(f"http://{HOST_IP}:8089/", timeout=1) is None
+
+
+def test_unpublished_port_is_dropped_even_when_routed(busybox, clean_host):
+    sh(f"ip netns exec world ip route add 10.199.0.0/16 via {HOST_IP}")
+    try:
+        with container(busybox, HTTPD.format(port=8000) + " & " + HTTPD.format(port=8001),
+                       "-p", "8090:8000", ready_url=f"http://{HOST_IP}:8090/") as record:
+            assert fetch(f"http://{record['ip']}:8001/", netns="world", timeout=1) is None
+            assert fetch(f"http://{record['ip']}:8000/", netns="world", timeout=1) is None  # only via DNAT
+            assert fetch(f"http://{HOST_IP}:8090/", netns="world") is not None
+    finally:
+        sh(f"ip netns exec world ip route del 10.199.0.0/16 via {HOST_IP}")
+
+
+def test_forward_policy_drop_host(busybox, clean_host):
+    sh("iptables -P FORWARD DROP")
+    try:
+        with container(busybox, HTTPD.format(port=8000), "-p", "8091:8000",
+                       ready_url=f"http://{HOST_IP}:8091/") as record:
+            assert fetch(f"http://{HOST_IP}:8091/", netns="world") == f"hello from {record['Id'][:12]}\n"
+    finally:
+        sh("iptables -P FORWARD ACCEPT")
+
+
+def test_port_range(busybox, clean_host):
+    script = HTTPD.format(port=9000) + " & " + HTTPD.format(port=9001) + "; wait"
+    with container(busybox, script, "-p", "9000-9001:9000-9001", ready_url=f"http://{HOST_IP}:9001/"):
+        assert fetch(f"http://{HOST_IP}:9000/", netns="world") is not None
+        assert fetch(f"http://{HOST_IP}:9001/", netns="world") is not None
+
+
+UDP_ECHO = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 5000)); "
+            "print('ready', flush=True); d, a = s.recvfrom(100); s.sendto(d.upper() + a[0].encode(), a)")
+UDP_ASK = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); "
+           "s.sendto(b'ping from ', (sys.argv[1], 5001)); print(s.recv(100).decode())")
+
+
+def test_udp_published_port(debian, clean_host):
+    with container(debian, f"python -c \"{UDP_ECHO}\"", "-p", "5001:5000/udp"):
+        for _ in range(50):
+            r = sh(f"ip netns exec world {sys.executable} -c \"{UDP_ASK}\" {HOST_IP}", check=False)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        # The container saw the world's own address: inbound traffic keeps its source.
+        assert r.stdout == f"PING FROM {WORLD_IP}\n", r.stderr
+
+
+def test_port_held_by_another_container_is_refused(web, busybox):
+    r = pyrun("run", "--rm", "-p", "8088:80", busybox, "true")
+    assert r.returncode == 125 and "8088" in r.stderr and "already in use" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert fetch(f"http://{HOST_IP}:8088/", netns="world") is not None  # the first still works
+
+
+def test_port_held_by_a_host_process_is_refused(busybox, clean_host):
+    import socket
+    with socket.create_server(("0.0.0.0", 8092)):
+        r = pyrun("run", "--rm", "-p", "8092:80", busybox, "true")
+    assert r.returncode == 125 and "already in use" in r.stderr
+
+
+def test_nothing_left_after_sigkill_and_prune(busybox, clean_host):
+    p = pyrun_bg("run", "--rm", "--name", "crashy", "-p", "8093:8000", busybox, "sleep", "300")
+    wait_for(lambda: running_record("crashy"), what="the container")
+    assert "pyrun:" in sh("iptables-save").stdout
+    p.kill()
+    p.wait()
+    r = pyrun("prune")
+    assert r.returncode == 0 and "crashy" in r.stdout, r.stderr
+
+
+def test_twenty_parallel_containers_get_distinct_addresses(busybox, clean_host):
+    with contextlib.ExitStack() as stack:
+        records = [stack.enter_context(container(busybox, HTTPD.format(port=80), "-p", f"{7000 + i}:80"))
+                   for i in range(20)]
+        assert len({r["ip"] for r in records}) == 20
+        for i, r in enumerate(records):
+            wait_for(lambda: fetch(f"http://{HOST_IP}:{7000 + i}/", netns="world", timeout=1),
+                     what=f"port {7000 + i}")
+
+
+def test_resolv_conf_falls_back_from_a_loopback_resolver(busybox, clean_host, tmp_path):
+    fake = tmp_path / "resolv.conf"
+    fake.write_text("nameserver 127.0.0.53\noptions edns0\n")
+    sh(f"mount --bind {fake} /etc/resolv.conf")  # only in the test's own mount namespace
+    try:
+        r = pyrun("run", "--rm", busybox, "cat", "/etc/resolv.conf")
+    finally:
+        sh("umount /etc/resolv.conf")
+    assert "127.0.0.53" not in r.stdout and "nameserver 8.8.8.8" in r.stdout
+    assert "using 8.8.8.8" in r.stderr
+
+
+def test_hosts_file_names_the_container(web, busybox):
+    r = pyrun("run", "--rm", "--hostname", "peer", busybox, "cat", "/etc/hosts")
+    assert "\tpeer\n" in r.stdout and "10.199." in r.stdout
