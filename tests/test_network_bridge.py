@@ -205,3 +205,13 @@ def test_resolv_conf_falls_back_from_a_loopback_resolver(busybox, clean_host, tm
 def test_hosts_file_names_the_container(web, busybox):
     r = pyrun("run", "--rm", "--hostname", "peer", busybox, "cat", "/etc/hosts")
     assert "\tpeer\n" in r.stdout and "10.199." in r.stdout
+
+
+def test_network_host_shares_the_hosts_interfaces(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "host", busybox, "ip", "-o", "addr")
+    assert HOST_IP in r.stdout, r.stderr
+
+
+def test_network_none_has_only_loopback(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", busybox, "ip", "-o", "link")
+    assert [line.split(":")[1].strip() for line in r.stdout.splitlines()] == ["lo"], r.stdout
