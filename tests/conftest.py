@@ -1,12 +1,12 @@
 """The tests' throwaway host: every test runs in network and mount namespaces of its own.
 
 At start-up this pytest process unshares a new network namespace and a new
-mount namespace, and mounts a tmpfs over /run, so the bridge, veth pairs,
-iptables rules, named netns and pyrun's state all live and die inside the
-sandbox: the machine's own network is never touched. A second namespace,
-"world", joined to the sandbox host by a veth pair on documentation
-addresses, plays another machine (198.51.100.2) and the internet
-(203.0.113.1).
+mount namespace, then lets scripts/sandbox (the demo's sandbox too) furnish
+them: a tmpfs over /run, and a second namespace, "world", joined to the
+sandbox host by a veth pair on documentation addresses, playing another
+machine (198.51.100.2) and the internet (203.0.113.1). The bridge, veth
+pairs, iptables rules, named netns and pyrun's state all live and die inside
+the sandbox: the machine's own network is never touched.
 """
 import json
 import os
@@ -38,18 +38,9 @@ def _enter_sandbox() -> None:
     if os.geteuid() != 0:
         pytest.exit("pyrun's tests need root: run ./scripts/test as root", returncode=1)
     syscalls.unshare(CLONE_NEWNET | CLONE_NEWNS)
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    syscalls.mount("tmpfs", "/run", "tmpfs", 0, "mode=755")
-    os.makedirs("/run/netns")
-    sh("ip link set lo up")
-    # No duplicate address detection: an address's 'tentative' flag would make snapshots flap.
-    sh("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0")
-    sh("ip netns add world")
-    sh("ip link add wan type veth peer name eth0 netns world")
-    sh(f"ip addr add {HOST_IP}/24 dev wan && ip link set wan up")
-    sh(f"ip netns exec world sh -c 'ip link set lo up && ip addr add {WORLD_IP}/24 dev eth0 && "
-       f"ip link set eth0 up && ip addr add {INTERNET_IP}/32 dev lo'")
-    sh(f"ip route add default via {WORLD_IP}")
+    # A child shares this process's new namespaces: scripts/sandbox sets them up and exits.
+    subprocess.run([os.path.join(REPO, "scripts", "sandbox"), "true"], check=True,
+                   env={**os.environ, "PYRUN_SANDBOX": "inside"})
 
 
 # cgroups are not namespaced: the suite gets a parent cgroup of its own, removed at the end.
