@@ -48,7 +48,7 @@ def _ipr():
 def ensure_bridge(name: str = BRIDGE, subnet: str = SUBNET) -> None:
     """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
     net = ipaddress.IPv4Network(subnet)
-    gateway = str(net.network_address + 1)
+    gateway = str(ipam.gateway(subnet))
     with _ipr() as ipr:
         if not ipr.link_lookup(ifname=name):
             for route in ipr.get_routes(family=socket.AF_INET):
@@ -65,14 +65,6 @@ def ensure_bridge(name: str = BRIDGE, subnet: str = SUBNET) -> None:
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
     firewall.restore(firewall.missing_bridge_setup(firewall.save(), name, subnet))
-
-
-def bridge_shell(name: str = BRIDGE, subnet: str = SUBNET) -> list[str]:
-    net = ipaddress.IPv4Network(subnet)
-    return [f"ip link add {name} type bridge", f"ip addr add {net.network_address + 1}/{net.prefixlen} dev {name}",
-            f"ip link set {name} up", "sysctl -w net.ipv4.ip_forward=1",
-            f"sysctl -w net.ipv4.conf.{name}.route_localnet=1"] + \
-        [f"iptables -t {t} {r}" for t, r in firewall.missing_bridge_setup({}, name, subnet)]
 
 
 @dataclass
@@ -225,10 +217,9 @@ class BridgeNetwork:
 
     def attach(self, pid: int, journal: Journal) -> None:
         """After the fork, before the command: plug the container into the bridge and publish its ports."""
-        net = ipaddress.IPv4Network(SUBNET)
         journal.run(NetnsName(f"pyrun-{self.name}", pid))
-        journal.run(Veth(f"pv{self.cid[:12]}", BRIDGE, pid, self.address, net.prefixlen,
-                         str(net.network_address + 1)))
+        journal.run(Veth(f"pv{self.cid[:12]}", BRIDGE, pid, self.address, ipaddress.IPv4Network(SUBNET).prefixlen,
+                         str(ipam.gateway(SUBNET))))
         if self.spec.ports:
             journal.run(firewall.ContainerRules(self.cid, BRIDGE, self.address, list(self.spec.ports)))
 

@@ -115,11 +115,6 @@ def restore(lines: list[tuple[str, str]]) -> None:
     _run(["iptables-restore", "--noflush", "--wait"], text)
 
 
-def _normal(rule: str) -> str:
-    """A rule as iptables-save prints it, for comparing (it drops the quotes of one-word comments)."""
-    return rule.replace('"', "")
-
-
 def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str) -> list[tuple[str, str]]:
     """What is missing of the chains, jumps and BRIDGE's rules. Declaring an existing chain would flush it."""
     out = []
@@ -129,8 +124,7 @@ def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str
     for table, chain, rule in JUMPS:
         if f"-A {chain} {rule}" not in current.get(table, []):
             out.append((table, f"-I {chain} 1 {rule}"))
-    tag = f"pyrun bridge {bridge}"
-    if not any(tag in _normal(line) or tag.replace(" ", "\\ ") in line for lines in current.values() for line in lines):
+    if not rules_tagged(current, f"pyrun bridge {bridge}"):
         out += bridge_rules(bridge, subnet)
     return out
 

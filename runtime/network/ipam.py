@@ -14,6 +14,11 @@ from runtime.errors import PyrunError
 from runtime.steps import Step
 
 
+def gateway(subnet: str) -> ipaddress.IPv4Address:
+    """The bridge's own address: the subnet's first, as Docker's docker0 has 172.17.0.1."""
+    return ipaddress.IPv4Network(subnet).network_address + 1
+
+
 def lease_dir(root: str, network: str) -> str:
     return os.path.join(root, "ipam", network)
 
@@ -23,12 +28,11 @@ def next_free(root: str, network: str, subnet: str) -> str:
     net = ipaddress.IPv4Network(subnet)
     directory = lease_dir(root, network)
     os.makedirs(directory, exist_ok=True)
-    taken = set(os.listdir(directory))
-    gateway = net.network_address + 1
+    taken = {str(gateway(subnet))} | set(os.listdir(directory))
     for address in net.hosts():
-        if address != gateway and str(address) not in taken:
+        if str(address) not in taken:
             return str(address)
-    raise PyrunError("ipam", f"network {network} ({subnet}) has no free address: {len(taken)} leases held; "
+    raise PyrunError("ipam", f"network {network} ({subnet}) has no free address: {len(taken) - 1} leases held; "
                              "remove stopped containers with 'pyrun prune'")
 
 
