@@ -1,5 +1,4 @@
 """pyrun's command line: parse, call the library, print. Nothing else lives here."""
-import os
 import sys
 from typing import List, Optional
 
@@ -62,8 +61,7 @@ def prune():
     """Remove stopped containers and everything a crashed pyrun left on the host."""
     from runtime import container, state
 
-    root = state.state_root(_ROOT["root"])
-    for name in container.prune(root) if os.path.isdir(root) else []:
+    for name in container.prune(state.state_root(_ROOT["root"])):
         print(name)
 
 

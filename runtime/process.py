@@ -37,6 +37,7 @@ class ContainerProcess:
         self.sock = sock
         self.status: int | None = None
         self.master: int | None = None  # -t: pyrun's end of the container's terminal
+        self._previous: dict = {}       # signal handlers to restore once forwarding stops
 
     def go(self) -> None:
         """Let PID 1 exec the command; raises PyrunError (exit 126/127/125) if that failed.
@@ -74,7 +75,7 @@ class ContainerProcess:
             self.stop_forwarding()
 
     def stop_forwarding(self) -> None:
-        for sig, handler in getattr(self, "_previous", {}).items():
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
 

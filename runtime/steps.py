@@ -22,8 +22,8 @@ from typing import ClassVar
 from runtime.errors import PyrunError
 
 _KINDS: dict[str, type["Step"]] = {}
-# Where each kind is defined, so a journal can be replayed (pyrun prune) without importing
-# every module up front: pyroute2 alone takes a fifth of a second.
+# Where each kind is defined: `pyrun prune` replays journals without having run a container,
+# so it imports only the modules the journals name (a --network none container needs no network code).
 _MODULES = {"cgroup": "runtime.cgroups", "layer": "runtime.container", "lease": "runtime.network.ipam",
             "netns": "runtime.network.bridge", "veth": "runtime.network.bridge",
             "iptables": "runtime.network.firewall"}

@@ -8,6 +8,7 @@ machine (198.51.100.2) and the internet (203.0.113.1). The bridge, veth
 pairs, iptables rules, named netns and pyrun's state all live and die inside
 the sandbox: the machine's own network is never touched.
 """
+import glob
 import json
 import os
 import shutil
@@ -116,11 +117,8 @@ def running_record(name: str) -> dict | None:
 
 
 def _cgroup_dirs() -> list[str]:
-    out = []
-    for base, _, _ in os.walk("/sys/fs/cgroup"):
-        if f"/{CGROUP_PARENT}/" in base:
-            out.append(base)
-    return sorted(out)
+    """The containers' cgroups under the suite's parent, in every hierarchy (v1 and v2)."""
+    return sorted(glob.glob(f"/sys/fs/cgroup/{CGROUP_PARENT}/*/") + glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/*/"))
 
 
 def snapshot() -> dict:
