@@ -70,6 +70,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     hostname = spec.hostname or cid[:12]
     proc = network = None
     started = False
+    process.abort_on_signals()
     try:
         cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
         journal.run(cgroup)
@@ -95,8 +96,8 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         record["State"].update(Status="exited", ExitCode=code, OOMKilled=oom, FinishedAt=_now())
         return code
     finally:
+        process.ignore_signals()
         if proc is not None:
-            proc.stop_forwarding()
             if proc.status is None:
                 proc.kill()
                 proc.reap()

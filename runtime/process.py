@@ -9,6 +9,11 @@ command yet: that is where the network is wired and the cgroup joined.
 As the monitor, pyrun forwards the signals a user sends it, copies a
 pseudo-terminal's bytes both ways for -t, and turns the wait status into an
 exit code: the command's own, or 128+N for a death by signal N.
+
+A signal to pyrun means one thing in each phase, and none of them is "die
+half-way": during setup it aborts the setup (the journal undoes what was done),
+while the command runs it is forwarded, and during teardown it is ignored, so
+the teardown always finishes.
 """
 import errno
 import fcntl
@@ -31,20 +36,35 @@ def exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def abort_on_signals() -> None:
+    """Setup phase: a signal raises PyrunError, so the caller's teardown runs."""
+    def abort(sig: int, _frame) -> None:
+        raise PyrunError("run", f"interrupted by {signal.Signals(sig).name} before the command started", 128 + sig)
+
+    for sig in FORWARDED:
+        signal.signal(sig, abort)
+
+
+def ignore_signals() -> None:
+    """Teardown phase: the command is gone and the host must be restored whatever the user sends."""
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_IGN)  # not a Python handler: the interpreter resets those as it exits
+
+
 class ContainerProcess:
     def __init__(self, pid: int, sock):
         self.pid = pid
         self.sock = sock
         self.status: int | None = None
         self.master: int | None = None  # -t: pyrun's end of the container's terminal
-        self._previous: dict = {}       # signal handlers to restore once forwarding stops
 
     def go(self) -> None:
         """Let PID 1 exec the command; raises PyrunError (exit 126/127/125) if that failed.
 
         Signals are forwarded from here on: the command may be running before go() returns.
         """
-        self._previous = {sig: signal.signal(sig, lambda s, _f: self.kill(s)) for sig in FORWARDED}
+        for sig in FORWARDED:
+            signal.signal(sig, lambda s, _f: self.kill(s))
         sync.send(self.sock, "go")
         try:
             msg = sync.recv(self.sock)
@@ -67,17 +87,9 @@ class ContainerProcess:
 
     def wait(self) -> int:
         """Forward signals and, with a pty, the terminal, until PID 1 exits; return its exit code."""
-        try:
-            if self.master is not None:
-                _pump_terminal(self.master)
-            return self.reap()
-        finally:
-            self.stop_forwarding()
-
-    def stop_forwarding(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
+        if self.master is not None:
+            _pump_terminal(self.master)
+        return self.reap()
 
 
 def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str) -> ContainerProcess:

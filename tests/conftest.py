@@ -126,7 +126,7 @@ def snapshot() -> dict:
     the bridge and pyrun's chains with their bridge rules stay, as Docker's do."""
     iptables = [line for line in sh("iptables-save").stdout.splitlines() if not line.startswith("#")]
     return {
-        "links": [line for line in sh("ip -d -o link").stdout.splitlines() if ": pyrun0:" not in line],
+        "links": [line for line in sh("ip -o link").stdout.splitlines() if ": pyrun0:" not in line],
         "addr": [line for line in sh("ip -o addr").stdout.splitlines() if "pyrun0" not in line],
         "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
         "iptables": [line for line in iptables if "pyrun:" in line],
@@ -146,5 +146,9 @@ def clean_host():
     before = snapshot()
     yield before
     after = snapshot()
-    for key in before:
-        assert after[key] == before[key], f"{key} changed: before {before[key]!r}, after {after[key]!r}"
+    changes = {key: {"left behind": [x for x in after[key] if x not in before[key]],
+                     "gone": [x for x in before[key] if x not in after[key]]}
+               for key in before if after[key] != before[key]}
+    if changes:
+        pyrun("prune")  # so that the next test starts clean and reports only its own residue
+    assert not changes, f"the host changed: {json.dumps(changes, indent=1)}"

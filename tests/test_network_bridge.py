@@ -180,6 +180,18 @@ def test_nothing_left_after_sigkill_and_prune(busybox, clean_host):
     assert r.returncode == 0 and "crashy" in r.stdout, r.stderr
 
 
+def test_signals_during_teardown_do_not_interrupt_it(busybox, clean_host):
+    # PID 1 without a handler ignores SIGTERM, so the container ends on its own, and the
+    # signals keep coming while pyrun removes its rules and veth: it must finish the job.
+    p = pyrun_bg("run", "--rm", "--name", "pelted", "-p", "8094:8000", busybox, "sleep", "1")
+    wait_for(lambda: running_record("pelted"), what="the container")
+    while p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+        time.sleep(0.002)
+    assert p.returncode == 0, p.stderr.read()
+
+
 def test_twenty_parallel_containers_get_distinct_addresses(busybox, clean_host):
     with contextlib.ExitStack() as stack:
         records = [stack.enter_context(container(busybox, HTTPD.format(port=80), "-p", f"{7000 + i}:80"))
