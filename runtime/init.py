@@ -34,8 +34,14 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: li
         make_undumpable()
         namespaces.unshare(namespaces.kinds(spec.network))
         step = "fork"
+        sent, send = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(send)
+            # Both processes write to the sync socket: PID 1 waits until the intermediate has said
+            # "pid" and exited (end of file), so that pyrun never reads "ready" before "pid".
+            os.read(sent, 1)
+            os.close(sent)
             _init(sock, spec, layer, binds, hostname)
         sync.send(sock, "pid", pid=pid)
     except OSError as e:

@@ -11,6 +11,7 @@ the sandbox: the machine's own network is never touched.
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def snapshot() -> dict:
     the bridge and pyrun's chains with their bridge rules stay, as Docker's do."""
     iptables = [line for line in sh("iptables-save").stdout.splitlines() if not line.startswith("#")]
     return {
-        "links": [line for line in sh("ip -o link").stdout.splitlines() if ": pyrun0:" not in line],
+        "links": [re.sub(r"\w+_timer +[\d.]+ ", "", line)  # a bridge port's timers tick on their own
+                  for line in sh("ip -d -o link").stdout.splitlines() if ": pyrun0:" not in line],
         "addr": [line for line in sh("ip -o addr").stdout.splitlines() if "pyrun0" not in line],
         "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
         "iptables": [line for line in iptables if "pyrun:" in line],

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import HOST_IP, INTERNET_IP, STATE_ROOT, WORLD_IP, pyrun, pyrun_bg, running_record, sh, wait_for
+from conftest import (HOST_IP, INTERNET_IP, REPO, STATE_ROOT, WORLD_IP, pyrun, pyrun_bg, running_record, sh,
+                      wait_for)
 
 HTTPD = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p {port} -h /www"
 
@@ -200,6 +201,68 @@ def test_twenty_parallel_containers_get_distinct_addresses(busybox, clean_host):
         for i, r in enumerate(records):
             wait_for(lambda: fetch(f"http://{HOST_IP}:{7000 + i}/", netns="world", timeout=1),
                      what=f"port {7000 + i}")
+
+
+def test_fifty_containers_started_at_once_get_fifty_addresses(busybox, clean_host, tmp_path):
+    # Each container writes its address to a shared directory and stays until all fifty have,
+    # so every lease is held at the same time.
+    script = ("ip -o -4 addr show eth0 | awk '{print $4}' > /sync/$(hostname); "
+              "for i in $(seq 600); do [ $(ls /sync | wc -l) -ge 50 ] && exit 0; sleep 0.1; done; exit 1")
+    procs = [pyrun_bg("run", "--rm", "-v", f"{tmp_path}:/sync", busybox, "sh", "-c", script) for _ in range(50)]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0] * 50, [p.stderr.read() for p in procs if p.returncode]
+    addresses = [f.read_text() for f in tmp_path.iterdir()]
+    assert len(addresses) == 50 and len(set(addresses)) == 50, sorted(addresses)
+
+
+def test_full_subnet_is_a_clear_error_and_leaves_nothing(busybox, clean_host):
+    # A /30 holds a single container. It gets a sandbox of its own so its bridge cannot disturb pyrun0.
+    pyrun_cmd = f"{sys.executable} -m runtime"
+    script = f"""
+        {pyrun_cmd} run --rm --name first {busybox} sleep 2 &
+        while [ ! -e /run/pyrun/ipam/pyrun0/10.198.0.2 ]; do sleep 0.05; done
+        {pyrun_cmd} run --rm -p 8095:80 {busybox} true; echo "second: $?"
+        echo "leases: $(ls /run/pyrun/ipam/pyrun0) rules: $(iptables-save | grep -c pyrun:)"
+        wait $!; echo "first: $?"
+    """
+    r = sh(f"{REPO}/scripts/sandbox sh -c '{script}'", cwd=REPO, env={**os.environ, "PYRUN_SUBNET": "10.198.0.0/30"})
+    out = r.stdout + r.stderr
+    assert "pyrun: ipam: network pyrun0 (10.198.0.0/30) has no free address" in out
+    assert "second: 125" in out and "leases: 10.198.0.2 rules: 0" in out and "first: 0" in out, out
+
+
+DNS_SERVER = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("203.0.113.1", 53))
+print("ready", flush=True)
+while True:  # answers every A query with 192.0.2.55, anything else with no records
+    query, peer = s.recvfrom(512)
+    qtype = query[query.index(b"\0", 12) + 1:][:2]
+    answer = b"\xc0\x0c\0\x01\0\x01\0\0\0\x3c\0\x04" + bytes([192, 0, 2, 55]) if qtype == b"\0\x01" else b""
+    counts = b"\0\x01" + (b"\0\x01" if answer else b"\0\0") + b"\0\0\0\0"
+    s.sendto(query[:2] + b"\x81\x80" + counts + query[12:] + answer, peer)
+"""
+
+
+def test_dns_through_the_hosts_resolver(debian, clean_host, tmp_path):
+    # The host's resolver is a server on "the internet"; the container reaches it through SNAT.
+    resolver = subprocess.Popen(["ip", "netns", "exec", "world", sys.executable, "-c", DNS_SERVER],
+                                stdout=subprocess.PIPE, text=True)
+    fake = tmp_path / "resolv.conf"
+    fake.write_text(f"nameserver {INTERNET_IP}\n")
+    try:
+        assert resolver.stdout.readline() == "ready\n"
+        sh(f"mount --bind {fake} /etc/resolv.conf")  # only in the test's own mount namespace
+        try:
+            r = pyrun("run", "--rm", debian, "python", "-c",
+                      "import socket; print(socket.gethostbyname('demo.pyrun.test'))")
+        finally:
+            sh("umount /etc/resolv.conf")
+        assert r.stdout == "192.0.2.55\n", r.stderr
+    finally:
+        resolver.kill()
+        resolver.wait()
 
 
 def test_resolv_conf_falls_back_from_a_loopback_resolver(busybox, clean_host, tmp_path):
