@@ -77,10 +77,13 @@ class Journal:
             os.fsync(f.fileno())
         started = time.monotonic()
         step.up()
+        self._trace(started, step.shell_up(), "")
+
+    def _trace(self, started: float, commands: list[str], prefix: str) -> None:
         if self.trace:
             took = (time.monotonic() - started) * 1000
-            for command in step.shell_up():
-                print(f"pyrun: [{took:6.1f} ms] {command}", file=sys.stderr)
+            for command in commands:
+                print(f"pyrun: [{took:6.1f} ms] {prefix}{command}", file=sys.stderr)
 
     def steps(self) -> list[Step]:
         try:
@@ -94,10 +97,9 @@ class Journal:
         errors = []
         for step in reversed(self.steps()):
             try:
+                started = time.monotonic()
                 step.down()
-                if self.trace:
-                    for command in step.shell_down():
-                        print(f"pyrun: [undo] {command}", file=sys.stderr)
+                self._trace(started, step.shell_down(), "undo: ")
             except (OSError, PyrunError) as e:
                 errors.append(f"undo {step.kind}: {e}")
         if not errors:
