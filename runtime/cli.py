@@ -44,25 +44,120 @@ def run(
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
+    detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     verbose: bool = typer.Option(False, "--verbose", help="Print each host-side step as it is done."),
 ):
     """Run COMMAND in a new container made from ROOTFS."""
-    from runtime import container, spec as specmod, state
+    from runtime import container, spec as specmod
 
     spec = specmod.build_spec(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty)
-    sys.exit(container.run(spec, state.state_root(_ROOT["root"]), remove=rm, verbose=verbose))
+    if detach and (interactive or tty):
+        raise PyrunError("invalid -d", "a detached container cannot be given -i or -t (pyrun has no attach)")
+    sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach))
+
+
+@app.command("ps")
+def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers that are not running.")):
+    """List containers."""
+    from runtime import lifecycle
+
+    rows = lifecycle.ps(_root(), all_)
+    columns = ["NAME", "ID", "STATUS", "PID", "IP", "PORTS", "COMMAND", "CREATED"]
+    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns}
+    for row in [dict(zip(columns, columns))] + rows:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+
+
+@app.command()
+def logs(container_: str = typer.Argument(..., metavar="CONTAINER"),
+         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container exits.")):
+    """Print what a detached container wrote to stdout and stderr."""
+    from runtime import lifecycle
+
+    lifecycle.logs(_root(), container_, follow)
+
+
+@app.command("exec", context_settings=_CMD)
+def exec_(container_: str = typer.Argument(..., metavar="CONTAINER"),
+          command: List[str] = typer.Argument(..., help="Command and arguments to run inside."),
+          env: List[str] = typer.Option([], "-e", "--env", help="NAME=VALUE, or NAME to pass the host's value."),
+          workdir: Optional[str] = typer.Option(None, "-w", "--workdir"),
+          interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
+          tty: bool = typer.Option(False, "-t", "--tty", help="Give the command a pseudo-terminal.")):
+    """Run a command in a running container."""
+    from runtime import lifecycle, spec as specmod
+
+    pairs = [kv for kv in map(specmod.parse_env, env) if kv]
+    if workdir is not None:
+        workdir = specmod.parse_workdir(workdir)
+    sys.exit(lifecycle.exec_in(_root(), container_, command, pairs, workdir, interactive, tty))
+
+
+@app.command()
+def inspect(containers: List[str] = typer.Argument(..., metavar="CONTAINER...")):
+    """Print containers' records as JSON, in Docker's shape."""
+    import json
+
+    from runtime import lifecycle
+
+    print(json.dumps(lifecycle.inspect(_root(), containers), indent=4))
+
+
+@app.command()
+def stop(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
+         time_: str = typer.Option("10", "-t", "--time", help="Seconds to wait after SIGTERM before SIGKILL.")):
+    """Stop containers: SIGTERM, then SIGKILL after the timeout."""
+    from runtime import lifecycle
+
+    timeout = lifecycle.parse_timeout(time_)
+    _each(containers, lambda root, ref: lifecycle.stop(root, ref, timeout))
+
+
+@app.command()
+def kill(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
+         signal_: str = typer.Option("KILL", "-s", "--signal", help="Signal name or number.")):
+    """Send a signal to containers' PID 1."""
+    from runtime import lifecycle
+
+    sig = lifecycle.parse_signal(signal_)
+    _each(containers, lambda root, ref: lifecycle.kill(root, ref, sig))
+
+
+@app.command()
+def rm(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
+       force: bool = typer.Option(False, "-f", "--force", help="Kill the container first if it runs.")):
+    """Remove containers."""
+    from runtime import lifecycle
+
+    _each(containers, lambda root, ref: lifecycle.rm(root, ref, force))
 
 
 @app.command()
 def prune():
     """Remove stopped containers and everything a crashed pyrun left on the host."""
-    from runtime import container, state
+    from runtime import container
 
-    for name in container.prune(state.state_root(_ROOT["root"])):
+    for name in container.prune(_root()):
         print(name)
+
+
+def _each(refs: List[str], action) -> None:
+    """As docker does with several containers: act on each in turn and print its name when done."""
+    root = _root()
+    for ref in refs:
+        action(root, ref)
+        print(ref)
+
+
+def _root() -> str:
+    from runtime import state
+
+    root = state.state_root(_ROOT["root"])
+    state.ensure_root(root)
+    return root
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """A container's life, as a table of contents: create, start, wait, tear down.
 
     run(spec)
+      tidy up after crashed pyruns       reconcile() below
       reserve an id and name             state.py
       cgroup: create, set limits         cgroups.py        (journaled)
       writable layer: create             Layer below       (journaled)
@@ -9,23 +10,32 @@
       fork the container, wait "ready"   process.py -> init.py
       network: wire veth, NAT rules      network/          (journaled)
       cgroup: join PID 1, say "go"       -> init.py execs the command
-      wait, forwarding signals           process.py
-      tear down: the journal, backwards  steps.py
+      wait, forwarding signals           process.py (run -d: monitor.py)
+      tear down: the journal, backwards  finish() below, steps.py
 
 Every host-side change goes through the journal, so a failure anywhere (or a
 crash, see `pyrun prune`) is undone by the same code path as a normal exit.
+
+With -d, pyrun forks a monitor that does the same work with its output in a
+log file, and exits as soon as the command runs. The monitor then replaces
+itself (execve) with the small program in monitor.py, so that what stays
+resident for each detached container is little more than an interpreter.
 """
+import json
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 
-from runtime import process, state
+from runtime import process, signals, state
 from runtime.cgroups import Cgroup
+from runtime.errors import PyrunError
 from runtime.network import dns
-from runtime.spec import ContainerSpec
+from runtime.spec import BindMount, ContainerSpec, Resources
 from runtime.steps import Journal, Step
+
+LOG = "container.log"
 
 
 @dataclass
@@ -54,23 +64,40 @@ def _ignore_missing(_func, _path, exc_info) -> None:
         raise exc_info[1]
 
 
-def _now() -> str:
+def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False) -> int:
-    """Run SPEC in the foreground and return its exit code."""
+def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False) -> int:
+    """Run SPEC; return its exit code, or with DETACH print its id and return 0 once it runs."""
     state.ensure_root(root)
+    reconcile(root)
     with state.locked(root):
         cid, name = state.new_container(root, spec.name)
     cdir = state.container_dir(root, cid)
-    record_path = os.path.join(cdir, "state.json")
-    record = state.read_json(record_path)
+    record = state.read_json(os.path.join(cdir, "state.json"))
+    record.update(_describe(spec, cid, remove, cdir))
+    if detach:
+        return _detach(spec, root, record, verbose)
+    signals.abort_on_signals()
+    proc = start(spec, root, record, verbose)
+    try:
+        proc.wait()
+    finally:
+        signals.ignore_signals()
+        if proc.status is None:
+            proc.kill()
+        code = finish(root, cid, proc.reap())
+    return code
+
+
+def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -> process.ContainerProcess:
+    """Set the container up and start its command; on failure undo everything and raise."""
+    cid, name = record["Id"], record["Name"]
+    cdir = state.container_dir(root, cid)
     journal = Journal(os.path.join(cdir, "journal"), trace=verbose)
-    hostname = spec.hostname or cid[:12]
+    hostname = record["Config"]["Hostname"]
     proc = network = None
-    started = False
-    process.abort_on_signals()
     try:
         cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
         journal.run(cgroup)
@@ -82,53 +109,185 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         proc = process.spawn(spec, layer, binds, hostname)
         if network:
             network.attach(proc.pid, journal)
+            record["NetworkSettings"].update(network.settings())
         cgroup.join(proc.pid)
         proc.go()
-        started = True
-        record.update(Config={"Cmd": list(spec.command), "Hostname": hostname},
-                      State={"Status": "running", "Pid": proc.pid, "StartedAt": _now()})
-        state.write_json(record_path, record)
-        code = proc.wait()
-        oom = code == 137 and cgroup.oom_killed()
-        if oom:
-            print(f"pyrun: container {name} was killed by the kernel: out of memory "
-                  f"(--memory {spec.resources.memory >> 20}m)", file=sys.stderr)
-        record["State"].update(Status="exited", ExitCode=code, OOMKilled=oom, FinishedAt=_now())
-        return code
-    finally:
-        process.ignore_signals()
-        if proc is not None:
-            if proc.status is None:
-                proc.kill()
-                proc.reap()
+        record["State"] = {"Status": "running", "Running": True, "Pid": proc.pid, "ExitCode": 0,
+                           "OOMKilled": False, "StartedAt": now(), "FinishedAt": ""}
+        record["Init"] = {"Pid": proc.pid, "StartTime": state.start_time(proc.pid)}
+        state.write_json(os.path.join(cdir, "state.json"), record)
+        proc.held = network.sockets if network else []
+        return proc
+    except BaseException:
+        signals.ignore_signals()
+        if proc is not None and proc.status is None:
+            proc.kill()
+            proc.reap()
         errors = journal.undo()
         if network:
             network.close()
         for error in errors:
             print(f"pyrun: teardown: {error}", file=sys.stderr)
-        if remove or not started:
-            shutil.rmtree(cdir, ignore_errors=True)
-        else:
-            state.write_json(record_path, record)
+        shutil.rmtree(cdir, ignore_errors=True)
+        raise
+
+
+def finish(root: str, cid: str, code: int) -> int:
+    """PID 1 has exited with CODE: record how, undo the journal, keep or remove the record."""
+    cdir = state.container_dir(root, cid)
+    record = state.read_json(os.path.join(cdir, "state.json"))
+    journal = Journal(os.path.join(cdir, "journal"))
+    cgroups = [step for step in journal.steps() if isinstance(step, Cgroup)]
+    oom = code == 137 and any(c.oom_killed() for c in cgroups)
+    if oom:
+        memory = record["HostConfig"]["Memory"] >> 20
+        print(f"pyrun: container {record['Name']} was killed by the kernel: out of memory (--memory {memory}m)",
+              file=sys.stderr)
+    for error in journal.undo():
+        print(f"pyrun: teardown: {error}", file=sys.stderr)
+    record["State"].update(Status="exited", Running=False, ExitCode=code, OOMKilled=oom, FinishedAt=now())
+    if record["HostConfig"]["AutoRemove"]:
+        shutil.rmtree(cdir, ignore_errors=True)
+    else:
+        state.write_json(os.path.join(cdir, "state.json"), record)
+    return code
+
+
+def _detach(spec: ContainerSpec, root: str, record: dict, verbose: bool) -> int:
+    """run -d: fork the monitor, wait until it has started the command (or failed), print the id."""
+    cid = record["Id"]
+    told, tell = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:
+        os.close(told)
+        _become_monitor(spec, root, record, verbose, tell)
+    os.close(tell)
+    with os.fdopen(told) as f:
+        report = f.read()
+    if not report:
+        raise PyrunError("run -d", f"the monitor died while starting the container; see {record['LogPath']}")
+    report = json.loads(report)
+    if "error" in report:
+        raise PyrunError(report["step"], report["error"], report["code"])
+    print(cid)
+    return 0
+
+
+def _become_monitor(spec: ContainerSpec, root: str, record: dict, verbose: bool, tell: int) -> None:
+    """The forked monitor: detach from the terminal, start the container, then exec monitor.py."""
+    try:
+        os.setsid()
+        log = os.open(record["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)  # the container inherits these: its output goes to the log
+        record["Monitor"] = state.me()
+        state.write_json(os.path.join(state.container_dir(root, record["Id"]), "state.json"), record)
+        signals.abort_on_signals()
+        proc = start(spec, root, record, verbose)
+    except PyrunError as e:
+        os.write(tell, json.dumps({"step": e.step, "error": e.detail, "code": e.exit_code}).encode())
+        os._exit(e.exit_code)
+    except BaseException as e:
+        os.write(tell, json.dumps({"step": "run -d", "error": repr(e), "code": 125}).encode())
+        os._exit(125)
+    os.write(tell, b'{"ok": true}')
+    os.close(tell)
+    for sock in proc.held:  # the published ports stay reserved for as long as the monitor lives
+        os.set_inheritable(sock.fileno(), True)
+    signals.ignore_signals()
+    os.execv(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid)])
+
+
+def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
+    """The record's description of SPEC, in Docker's inspect shape; spec_from() reads it back."""
+    return {
+        "Created": now(),
+        "Path": spec.command[0],
+        "Args": list(spec.command[1:]),
+        "LogPath": os.path.join(cdir, LOG),
+        "Config": {"Image": spec.rootfs, "Cmd": list(spec.command), "Env": [f"{k}={v}" for k, v in spec.env],
+                   "Hostname": spec.hostname or cid[:12], "WorkingDir": spec.workdir,
+                   "Tty": spec.tty, "OpenStdin": spec.interactive},
+        "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
+                       "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
+                       "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
+                       "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
+                       "PidsLimit": spec.resources.pids_limit or 0},
+        "NetworkSettings": {"IPAddress": "", "Gateway": "", "MacAddress": "", "Ports": _ports(spec)},
+    }
+
+
+def spec_from(record: dict) -> ContainerSpec:
+    """The ContainerSpec that _describe() wrote down (ports and limits aside): what exec needs."""
+    config, host = record["Config"], record["HostConfig"]
+    return ContainerSpec(
+        rootfs=config["Image"], command=tuple(config["Cmd"]), name=record["Name"], hostname=config["Hostname"],
+        env=tuple(tuple(e.split("=", 1)) for e in config["Env"]), workdir=config["WorkingDir"],
+        mounts=tuple(BindMount(*b.split(":")[:2], b.endswith(":ro")) for b in host["Binds"]),
+        network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
+        read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"])
+
+
+def _ports(spec: ContainerSpec) -> dict:
+    ports: dict = {}
+    for p in spec.ports:
+        ports.setdefault(f"{p.container_port}/{p.proto}", []).append(
+            {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
+    return ports
+
+
+def reconcile(root: str) -> list[dict]:
+    """Undo what crashed pyruns left: the journal of every container whose monitor died unannounced.
+
+    Cheap enough for every `pyrun run`: a directory listing and a stat of
+    /proc per container. The records stay, marked "dead", for ps -a and rm.
+    """
+    dead = []
+    for record in state.all_records(root):
+        if record["State"]["Status"] in ("exited", "dead") or state.alive(record.get("Monitor")):
+            continue
+        cdir = state.container_dir(root, record["Id"])
+        with state.locked(root):  # two reconcilers must not undo the same journal at once
+            if not os.path.exists(os.path.join(cdir, "state.json")):
+                continue
+            errors = Journal(os.path.join(cdir, "journal")).undo()
+            for error in errors:
+                print(f"pyrun: cleaning up after {record['Name']}: {error}", file=sys.stderr)
+            record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
+            state.write_json(os.path.join(cdir, "state.json"), record)
+        dead.append(record)
+    return dead
+
+
+def remove(root: str, record: dict) -> None:
+    """Remove a container that no longer runs: undo whatever its journal still names, then its directory."""
+    cdir = state.container_dir(root, record["Id"])
+    with state.locked(root):
+        errors = Journal(os.path.join(cdir, "journal")).undo()
+        if errors:
+            raise PyrunError("rm", f"{record['Name']}: " + "; ".join(errors))
+        shutil.rmtree(cdir, ignore_errors=True)
 
 
 def prune(root: str) -> list[str]:
-    """Remove every container whose monitor is gone, undoing what its journal says; return their names.
+    """Remove every container that is not running, undoing what its journal says; return their names.
 
     A monitor killed with SIGKILL leaves its journal behind: replaying it here
     restores the host exactly. Containers still owned by a live pyrun are left alone.
     """
+    reconcile(root)
     pruned = []
     for record in state.all_records(root):
         if state.alive(record.get("Monitor")):
             continue
-        cdir = state.container_dir(root, record["Id"])
-        errors = Journal(os.path.join(cdir, "journal")).undo()
-        for error in errors:
-            print(f"pyrun: prune {record['Name']}: {error}", file=sys.stderr)
-        if not errors:
-            shutil.rmtree(cdir, ignore_errors=True)
+        try:
+            remove(root, record)
             pruned.append(record["Name"])
+        except PyrunError as e:
+            print(f"pyrun: prune: {e.detail}", file=sys.stderr)
     return pruned
 
 

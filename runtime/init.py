@@ -8,6 +8,11 @@ builds the container in this order and ends in execve(2):
     namespaces -> rootfs -> hostname -> (pyrun: network, cgroup) -> parent-death
     signal -> terminal -> privileges -> close fds -> workdir -> execve
 
+`pyrun exec` runs the same two processes, except that the intermediate joins
+a running container's namespaces with setns(2), and its child skips the
+rootfs and hostname (they are the container's already): joining a PID
+namespace, like making one, applies only to children.
+
 Both report to pyrun over the sync socket (sync.py). Nothing here returns:
 each process ends in execve or _exit.
 """
@@ -28,11 +33,16 @@ _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
 _TIOCGPTN, _TIOCSPTLCK = 0x80045430, 0x40045431  # asm-generic/ioctls.h
 
 
-def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str) -> None:
-    step = "unshare"
+def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
+                 join: int | None = None) -> None:
+    """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`), and fork."""
+    step = "unshare" if join is None else "setns"
     try:
-        make_undumpable()
-        namespaces.unshare(namespaces.kinds(spec.network))
+        make_undumpable()  # before setns: a process in the container must not reach into ours (CVE-2019-5736)
+        if join is None:
+            namespaces.unshare(namespaces.kinds(spec.network))
+        else:
+            namespaces.join(join, namespaces.kinds(spec.network))
         step = "fork"
         sent, send = os.pipe()
         pid = os.fork()
@@ -42,19 +52,21 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: li
             # "pid" and exited (end of file), so that pyrun never reads "ready" before "pid".
             os.read(sent, 1)
             os.close(sent)
-            _init(sock, spec, layer, binds, hostname)
+            _init(sock, spec, layer, binds, hostname, build=join is None)
         sync.send(sock, "pid", pid=pid)
     except OSError as e:
         _fail(sock, step, e)
     os._exit(0)
 
 
-def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str) -> None:
+def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, build: bool = True) -> None:
+    """PID 1 (or, without BUILD, a process joining a running container): set up, wait for go, exec."""
     step = "rootfs"
     try:
-        rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir)
-        step = "sethostname"
-        socket.sethostname(hostname)
+        if build:
+            rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir)
+            step = "sethostname"
+            socket.sethostname(hostname)
         tty = None
         if spec.tty:
             step = "open(/dev/ptmx)"

@@ -8,12 +8,7 @@ command yet: that is where the network is wired and the cgroup joined.
 
 As the monitor, pyrun forwards the signals a user sends it, copies a
 pseudo-terminal's bytes both ways for -t, and turns the wait status into an
-exit code: the command's own, or 128+N for a death by signal N.
-
-A signal to pyrun means one thing in each phase, and none of them is "die
-half-way": during setup it aborts the setup (the journal undoes what was done),
-while the command runs it is forwarded, and during teardown it is ignored, so
-the teardown always finishes.
+exit code: the command's own, or 128+N for a death by signal N (signals.py).
 """
 import errno
 import fcntl
@@ -26,30 +21,8 @@ import tty as ttymod
 
 from runtime import init, sync
 from runtime.errors import PyrunError
+from runtime.signals import FORWARDED, exit_code, forward_to
 from runtime.spec import ContainerSpec
-
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def exit_code(status: int) -> int:
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
-
-
-def abort_on_signals() -> None:
-    """Setup phase: a signal raises PyrunError, so the caller's teardown runs."""
-    def abort(sig: int, _frame) -> None:
-        raise PyrunError("run", f"interrupted by {signal.Signals(sig).name} before the command started", 128 + sig)
-
-    for sig in FORWARDED:
-        signal.signal(sig, abort)
-
-
-def ignore_signals() -> None:
-    """Teardown phase: the command is gone and the host must be restored whatever the user sends."""
-    for sig in FORWARDED:
-        signal.signal(sig, signal.SIG_IGN)  # not a Python handler: the interpreter resets those as it exits
-
 
 class ContainerProcess:
     def __init__(self, pid: int, sock):
@@ -57,14 +30,14 @@ class ContainerProcess:
         self.sock = sock
         self.status: int | None = None
         self.master: int | None = None  # -t: pyrun's end of the container's terminal
+        self.held: list = []            # what must stay open while it runs: published ports' sockets
 
     def go(self) -> None:
         """Let PID 1 exec the command; raises PyrunError (exit 126/127/125) if that failed.
 
         Signals are forwarded from here on: the command may be running before go() returns.
         """
-        for sig in FORWARDED:
-            signal.signal(sig, lambda s, _f: self.kill(s))
+        forward_to(self.pid)
         sync.send(self.sock, "go")
         try:
             msg = sync.recv(self.sock)
@@ -92,8 +65,12 @@ class ContainerProcess:
         return self.reap()
 
 
-def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str) -> ContainerProcess:
-    """Fork the container's processes; return once PID 1 is ready and waiting for go()."""
+def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int | None = None) -> ContainerProcess:
+    """Fork the container's processes; return once PID 1 is ready and waiting for go().
+
+    With JOIN (`pyrun exec`), the process joins the namespaces of the container
+    whose PID 1 is JOIN instead of making new ones, and is not PID 1.
+    """
     import prctl
 
     prctl.set_child_subreaper(1)
@@ -105,7 +82,7 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str) -> Contai
         for sig in FORWARDED:  # not Python's handlers: a signal now must act as it will on the command
             signal.signal(sig, signal.SIG_DFL)
         ours.close()
-        init.intermediate(theirs, spec, layer, binds, hostname)
+        init.intermediate(theirs, spec, layer, binds, hostname, join)
     theirs.close()
     try:
         pid = sync.expect(ours, "pid")["pid"]

@@ -104,6 +104,10 @@ def _container_path(value: str, path: str, option: str) -> str:
     return os.path.normpath(path)
 
 
+def parse_workdir(value: str) -> str:
+    return _container_path(value, value, "-w")
+
+
 def parse_volume(value: str) -> BindMount:
     parts = value.split(":")
     mode = parts.pop() if len(parts) == 3 else "rw"
@@ -181,7 +185,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         name=parse_name(name) if name is not None else None,
         hostname=parse_hostname(hostname) if hostname is not None else None,
         env=tuple(kv for kv in map(parse_env, env) if kv),
-        workdir=_container_path(workdir, workdir, "-w"),
+        workdir=parse_workdir(workdir),
         mounts=tuple(map(parse_volume, volumes)),
         network=network,
         ports=ports,

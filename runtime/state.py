@@ -10,13 +10,18 @@ Layout under the state root (--root, PYRUN_ROOT, default /run/pyrun):
 
 Writes go to a temporary file that is renamed over the old one, so a reader
 (or a crash) sees the old record or the new one, never half of each.
+
+A record's word is checked against the kernel before it is believed: the
+processes it names ({"Pid", "StartTime"}) must still exist with the same
+start time, or they have died and the pid may have been reused.
+
+The detached container's monitor imports this module, so it stays light:
+no tempfile, no secrets (each would pull in hashlib and OpenSSL).
 """
 import contextlib
 import fcntl
 import json
 import os
-import secrets
-import tempfile
 
 from runtime.errors import PyrunError
 
@@ -30,8 +35,8 @@ def state_root(option: str | None = None) -> str:
 def ensure_root(root: str) -> None:
     try:
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
-        probe = tempfile.TemporaryFile(dir=root)
-        probe.close()
+        if not os.access(root, os.W_OK):  # root may write anywhere, but not on a read-only mount
+            raise PermissionError(30, "Read-only file system")
     except OSError as e:
         raise PyrunError("invalid --root", f"{root!r}: {e.strerror}; expected a writable directory") from None
 
@@ -48,8 +53,8 @@ def locked(root: str):
 
 
 def write_json(path: str, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with open(tmp, "w") as f:
         json.dump(data, f, indent=1)
     os.replace(tmp, path)
 
@@ -98,7 +103,7 @@ def new_container(root: str, name: str | None) -> tuple[str, str]:
     if name in taken:
         raise PyrunError("invalid --name", f"{name!r} is already in use by another container; "
                                            "remove it with 'pyrun rm' or choose another name")
-    cid = secrets.token_hex(32)
+    cid = os.urandom(32).hex()
     name = name or cid[:12]
     os.makedirs(container_dir(root, cid))
     write_json(os.path.join(container_dir(root, cid), "state.json"),

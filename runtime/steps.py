@@ -78,6 +78,8 @@ class Journal:
         started = time.monotonic()
         step.up()
         self._trace(started, step.shell_up(), "")
+        if os.environ.get("PYRUN_DEBUG_PAUSE_AFTER") == step.kind:
+            _pause(step.kind)
 
     def _trace(self, started: float, commands: list[str], prefix: str) -> None:
         if self.trace:
@@ -108,3 +110,10 @@ class Journal:
             except FileNotFoundError:
                 pass
         return errors
+
+
+def _pause(kind: str) -> None:
+    """The fault tests' seam: stop for good right after a step, so a test can SIGKILL pyrun there."""
+    print(f"pyrun: paused after {kind} (PYRUN_DEBUG_PAUSE_AFTER)", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)

@@ -11,6 +11,7 @@ the sandbox: the machine's own network is never touched.
 import glob
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -91,6 +92,40 @@ def pyrun(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
 def pyrun_bg(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "runtime", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, **kw)
+
+
+class PtySession:
+    """pyrun on a pseudo-terminal of the test's own, as a user at a terminal runs it."""
+
+    def __init__(self, *args: str):
+        self.pid, self.master = pty.fork()
+        if self.pid == 0:
+            os.chdir(REPO)
+            os.execv(sys.executable, [sys.executable, "-m", "runtime", *args])
+        self.out = b""
+
+    def read_until(self, marker: bytes, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while marker not in self.out and time.monotonic() < deadline:
+            try:
+                self.out += os.read(self.master, 4096)
+            except OSError:  # EIO: pyrun has exited
+                break
+        return marker in self.out
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def wait(self) -> int:
+        """Read to the end, then return pyrun's exit code."""
+        self.read_until(b"\xff")
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.master)
+        return os.waitstatus_to_exitcode(status)
+
+
+def pty_session(*args: str) -> PtySession:
+    return PtySession(*args)
 
 
 def wait_for(predicate, timeout: float = 10, what: str = "condition"):

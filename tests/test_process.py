@@ -1,12 +1,10 @@
 """The container's process: PID 1, exit codes, signals, --init, the terminal."""
 import os
-import pty
 import signal
 import subprocess
 import sys
-import time
 
-from conftest import REPO, pyrun, pyrun_bg, wait_for
+from conftest import REPO, pty_session, pyrun, pyrun_bg, wait_for
 
 
 def test_command_is_pid_1(busybox, clean_host):
@@ -94,28 +92,10 @@ def _pid_of(cmdline: str) -> int | None:
 
 
 def test_tty_gives_an_interactive_shell(busybox, clean_host):
-    pid, master = pty.fork()
-    if pid == 0:
-        os.chdir(REPO)
-        os.execv(sys.executable, [sys.executable, "-m", "runtime", "run", "--rm", "-it", "--network", "none",
-                                  busybox, "sh"])
-    out = b""
-
-    def read_until(marker: bytes):
-        nonlocal out
-        deadline = time.monotonic() + 10
-        while marker not in out and time.monotonic() < deadline:
-            try:
-                out += os.read(master, 4096)
-            except OSError:
-                break
-        return marker in out
-
-    assert read_until(b"# "), out
-    os.write(master, b"tty; echo cols=$(stty size)\r")
-    assert read_until(b"cols="), out
-    os.write(master, b"exit 5\r")
-    read_until(b"\xff")  # until EOF
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 5
-    assert b"/dev/pts/" in out or b"/dev/console" in out, out
+    session = pty_session("run", "--rm", "-it", "--network", "none", busybox, "sh")
+    assert session.read_until(b"# "), session.out
+    session.write(b"tty; echo cols=$(stty size)\r")
+    assert session.read_until(b"cols="), session.out
+    session.write(b"exit 5\r")
+    assert session.wait() == 5
+    assert b"/dev/pts/" in session.out, session.out

@@ -110,10 +110,12 @@ class Veth(Step):
     address: str
     prefixlen: int
     gateway: str
+    mac: str
 
     def up(self) -> None:
         with _ipr() as ipr:
-            ipr.link("add", ifname=self.host_end, kind="veth", peer={"ifname": "eth0", "net_ns_pid": self.pid})
+            ipr.link("add", ifname=self.host_end, kind="veth",
+                     peer={"ifname": "eth0", "address": self.mac, "net_ns_pid": self.pid})
             index = ipr.link_lookup(ifname=self.host_end)[0]
             ipr.link("set", index=index, master=ipr.link_lookup(ifname=self.bridge)[0], state="up")
         with _inside(self.pid) as ipr:
@@ -131,7 +133,7 @@ class Veth(Step):
 
     def shell_up(self) -> list[str]:
         ns = f"nsenter --net=/proc/{self.pid}/ns/net"
-        return [f"ip link add {self.host_end} type veth peer name eth0 netns {self.pid}",
+        return [f"ip link add {self.host_end} type veth peer name eth0 address {self.mac} netns {self.pid}",
                 f"ip link set {self.host_end} master {self.bridge} up",
                 f"{ns} ip link set lo up",
                 f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
@@ -140,6 +142,11 @@ class Veth(Step):
 
     def shell_down(self) -> list[str]:
         return [f"ip link del {self.host_end}"]
+
+
+def mac_address(address: str) -> str:
+    """Docker's scheme: 02:42 (locally administered) and then the four bytes of the IPv4 address."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
 
 
 class _inside:
@@ -219,9 +226,14 @@ class BridgeNetwork:
         """After the fork, before the command: plug the container into the bridge and publish its ports."""
         journal.run(NetnsName(f"pyrun-{self.name}", pid))
         journal.run(Veth(f"pv{self.cid[:12]}", BRIDGE, pid, self.address, ipaddress.IPv4Network(SUBNET).prefixlen,
-                         str(ipam.gateway(SUBNET))))
+                         str(ipam.gateway(SUBNET)), mac_address(self.address)))
         if self.spec.ports:
             journal.run(firewall.ContainerRules(self.cid, BRIDGE, self.address, list(self.spec.ports)))
+
+    def settings(self) -> dict:
+        """The container's side of the wiring, as `docker inspect` shows it under NetworkSettings."""
+        return {"IPAddress": self.address, "IPPrefixLen": ipaddress.IPv4Network(SUBNET).prefixlen,
+                "Gateway": str(ipam.gateway(SUBNET)), "MacAddress": mac_address(self.address)}
 
     def close(self) -> None:
         for sock in self.sockets:

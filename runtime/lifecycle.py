@@ -1,0 +1,227 @@
+"""The commands that act on containers already made: ps, logs, exec, inspect, stop, kill, rm.
+
+Each is one plain function over the state directory (state.py) and the
+kernel. None of them trusts a record alone: a container is running only if
+its monitor and its PID 1 are both still the processes the record names
+(same pid, same start time), so a crash or a reused pid cannot fool `ps`.
+Signals go to PID 1; the container's monitor sees it exit and tears down.
+"""
+import calendar
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+
+from runtime import container, state
+from runtime.errors import PyrunError
+
+
+def find(root: str, ref: str) -> dict:
+    """The record named REF: a name, an id, or an unambiguous prefix of an id."""
+    records = state.all_records(root)
+    for record in records:
+        if ref in (record["Name"], record["Id"]):
+            return record
+    matches = [r for r in records if ref and r["Id"].startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise PyrunError("no such container", f"{ref!r} is ambiguous: it begins the ids of "
+                                              f"{', '.join(r['Name'] for r in matches)}; give more of the id")
+    raise PyrunError("no such container", f"{ref!r}: no container has this name or id (see 'pyrun ps -a')")
+
+
+def status(record: dict) -> str:
+    """created, running, stopping, exited or dead, checked against the processes themselves."""
+    said = record["State"]["Status"]
+    if said in ("exited", "dead"):
+        return said
+    if not state.alive(record.get("Monitor")):
+        return "dead"  # its pyrun was killed: `pyrun prune` or the next `pyrun run` cleans up
+    if said == "running" and not state.alive(record.get("Init")):
+        return "stopping"  # PID 1 is gone; the monitor is tearing down
+    return said
+
+
+def running(root: str, ref: str, action: str) -> dict:
+    record = find(root, ref)
+    if status(record) != "running":
+        raise PyrunError(action, f"container {record['Name']} is not running (it is {status(record)})")
+    return record
+
+
+def ps(root: str, show_all: bool = False) -> list[dict]:
+    """One row per container (only running ones unless SHOW_ALL), newest first."""
+    rows = []
+    for record in sorted(state.all_records(root), key=lambda r: r.get("Created", ""), reverse=True):
+        now = status(record)
+        if now != "running" and not show_all:
+            continue
+        st = record["State"]
+        net = record.get("NetworkSettings", {})
+        ports = [f"{b['HostIp']}:{b['HostPort']}->{port}" for port, binds in net.get("Ports", {}).items()
+                 for b in binds]
+        rows.append({"NAME": record["Name"], "ID": record["Id"][:12],
+                     "STATUS": f"exited ({st['ExitCode']})" if now == "exited" else now,
+                     "PID": str(st.get("Pid", "")) if now == "running" else "",
+                     "IP": net.get("IPAddress", "") if now == "running" else "",
+                     "PORTS": ", ".join(ports), "COMMAND": " ".join(record.get("Config", {}).get("Cmd", [])),
+                     "CREATED": _ago(record.get("Created"))})
+    return rows
+
+
+def _ago(stamp: str | None) -> str:
+    if not stamp:
+        return ""
+    seconds = int(time.time() - calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}{'s' if seconds // size > 1 else ''} ago"
+    return f"{max(seconds, 0)} seconds ago"
+
+
+def inspect(root: str, refs: list[str]) -> list[dict]:
+    """Docker's inspect shape; State.Status is checked against the kernel, as in ps."""
+    out = []
+    for ref in refs:
+        record = find(root, ref)
+        shown = {k: v for k, v in record.items() if k not in ("Monitor", "Init")}
+        shown["State"] = {**record["State"], "Status": status(record), "Running": status(record) == "running"}
+        out.append(shown)
+    return out
+
+
+def logs(root: str, ref: str, follow: bool = False) -> None:
+    """Copy the container's log to stdout; with FOLLOW, keep copying until the container has exited."""
+    record = find(root, ref)
+    try:
+        log = open(record["LogPath"], "rb")
+    except FileNotFoundError:
+        raise PyrunError("logs", f"container {record['Name']} has no log: only 'pyrun run -d' keeps one "
+                                 "(a foreground container writes to the terminal)") from None
+    out = sys.stdout.buffer
+    with log:
+        while True:
+            data = log.read(65536)
+            if data:
+                out.write(data)
+                out.flush()
+                continue
+            if not follow or not _still_there(root, record):
+                out.write(log.read())  # what was written between the last read and the exit
+                return
+            time.sleep(0.1)
+
+
+def _still_there(root: str, record: dict) -> bool:
+    path = os.path.join(state.container_dir(root, record["Id"]), "state.json")
+    try:
+        return status(state.read_json(path)) in ("created", "running", "stopping")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def parse_signal(value: str) -> signal.Signals:
+    name = value.upper()
+    try:
+        return signal.Signals(int(name)) if name.isdigit() else signal.Signals[name if name.startswith("SIG")
+                                                                              else "SIG" + name]
+    except (KeyError, ValueError):
+        raise PyrunError("invalid --signal", f"{value!r}: expected a signal name or number, "
+                                             "e.g. SIGTERM, TERM, HUP or 9") from None
+
+
+def parse_timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 86400:
+        raise PyrunError("invalid --time", f"{value!r}: expected a number of seconds from 0 to 86400")
+    return seconds
+
+
+def kill(root: str, ref: str, sig: signal.Signals = signal.SIGKILL) -> dict:
+    """Send SIG to the container's PID 1, which must still be the process the record names."""
+    record = running(root, ref, "kill")
+    init = record["Init"]
+    # pidfd_open pins the process: if it died after the check above, the signal cannot reach a newcomer.
+    try:
+        pidfd = os.pidfd_open(init["Pid"])
+    except ProcessLookupError:
+        return record
+    try:
+        if state.alive(init):
+            signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+    return record
+
+
+def wait_gone(root: str, record: dict, timeout: float) -> bool:
+    """Wait until the container's monitor has finished its teardown; False if TIMEOUT passed first."""
+    path = os.path.join(state.container_dir(root, record["Id"]), "state.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not state.alive(record.get("Monitor")) or not os.path.exists(path):
+            return True
+        try:
+            if state.read_json(path)["State"]["Status"] == "exited":
+                return True
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.02)
+    return False
+
+
+def stop(root: str, ref: str, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after TIMEOUT seconds, as `docker stop` does; returns once torn down."""
+    record = kill(root, ref, signal.SIGTERM)
+    if not wait_gone(root, record, timeout):
+        kill(root, ref, signal.SIGKILL)
+        wait_gone(root, record, 30)
+
+
+def rm(root: str, ref: str, force: bool = False) -> None:
+    """Remove a container that is not running; with FORCE, kill it first."""
+    record = find(root, ref)
+    if status(record) in ("running", "created", "stopping"):
+        if not force:
+            raise PyrunError("rm", f"container {record['Name']} is {status(record)}: stop it first, "
+                                   "or use 'pyrun rm -f'")
+        if status(record) == "running":
+            kill(root, ref, signal.SIGKILL)
+        if not wait_gone(root, record, 30):
+            raise PyrunError("rm", f"container {record['Name']} did not stop within 30 s")
+    if os.path.isdir(state.container_dir(root, record["Id"])):
+        container.remove(root, record)
+
+
+def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]], workdir: str | None,
+            interactive: bool, tty: bool) -> int:
+    """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs."""
+    from runtime import process, signals
+    from runtime.cgroups import Cgroup
+    from runtime.steps import Journal
+
+    record = running(root, ref, "exec")
+    base = container.spec_from(record)
+    spec = replace(base, command=tuple(command), env=base.env + tuple(env), workdir=workdir or base.workdir,
+                   interactive=interactive, tty=tty, init=False)
+    journal = Journal(os.path.join(state.container_dir(root, record["Id"]), "journal"))
+    signals.abort_on_signals()
+    proc = process.spawn(spec, "", [], spec.hostname, join=record["Init"]["Pid"])
+    try:
+        for step in journal.steps():
+            if isinstance(step, Cgroup):
+                step.join(proc.pid)
+        proc.go()
+        return proc.wait()
+    finally:
+        if proc.status is None:
+            proc.kill()
+            proc.reap()
