@@ -198,7 +198,10 @@ def _become_monitor(spec: ContainerSpec, root: str, record: dict, verbose: bool,
     for sock in proc.held:  # the published ports stay reserved for as long as the monitor lives
         os.set_inheritable(sock.fileno(), True)
     signals.ignore_signals()
-    os.execv(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid)])
+    os.chdir("/")  # hold no directory of the user's busy
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid)],
+              {**os.environ, "PYTHONPATH": here})
 
 
 def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:

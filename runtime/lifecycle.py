@@ -179,7 +179,12 @@ def wait_gone(root: str, record: dict, timeout: float) -> bool:
 
 
 def stop(root: str, ref: str, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL after TIMEOUT seconds, as `docker stop` does; returns once torn down."""
+    """SIGTERM, then SIGKILL after TIMEOUT seconds, as `docker stop` does; returns once torn down.
+
+    Stopping a container that is not running is not an error: it may have exited a moment ago.
+    """
+    if status(find(root, ref)) != "running":
+        return
     record = kill(root, ref, signal.SIGTERM)
     if not wait_gone(root, record, timeout):
         kill(root, ref, signal.SIGKILL)

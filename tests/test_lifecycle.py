@@ -139,6 +139,7 @@ def test_stop_sends_sigterm_then_sigkill(busybox, clean_host):
     assert time.monotonic() - started < 5
     assert inspect("polite")["State"]["ExitCode"] == 143
     assert [row["STATUS"] for row in ps("-a")] == ["exited (143)", "exited (137)"]
+    assert pyrun("stop", "polite").returncode == 0  # stopping a stopped container is no error
     assert pyrun("rm", "stubborn", "polite").returncode == 0
     assert ps("-a") == []
 
