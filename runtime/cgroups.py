@@ -154,4 +154,9 @@ class Cgroup(Step):
         return cmds
 
     def shell_down(self) -> list[str]:
-        return [f"rmdir {path}" for _, path in sorted(set(self.dirs().values()))]
+        """Kill what is left inside (the kernel refuses to remove a cgroup with members), then remove it."""
+        out = []
+        for _, path in sorted(set(self.dirs().values())):
+            out += [f"xargs -r kill -9 < {path}/cgroup.procs",
+                    f"for i in $(seq 100); do rmdir {path} 2>/dev/null && break; sleep 0.05; done"]
+        return out

@@ -46,6 +46,7 @@ def run(
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     verbose: bool = typer.Option(False, "--verbose", help="Print each host-side step as it is done."),
+    explain: bool = typer.Option(False, "--explain", help="Change nothing; print the same work as a shell script."),
 ):
     """Run COMMAND in a new container made from ROOTFS."""
     from runtime import container, spec as specmod
@@ -54,6 +55,11 @@ def run(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty)
+    if explain:
+        from runtime import explain as explainmod, state
+
+        print(explainmod.explain(spec, state.state_root(_ROOT["root"])))
+        return
     if detach and (interactive or tty):
         raise PyrunError("invalid -d", "a detached container cannot be given -i or -t (pyrun has no attach)")
     sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach))

@@ -87,7 +87,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         signals.ignore_signals()
         if proc.status is None:
             proc.kill()
-        code = finish(root, cid, proc.reap())
+        code = finish(root, cid, proc.reap(), verbose)
     return code
 
 
@@ -132,11 +132,11 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
         raise
 
 
-def finish(root: str, cid: str, code: int) -> int:
+def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
     """PID 1 has exited with CODE: record how, undo the journal, keep or remove the record."""
     cdir = state.container_dir(root, cid)
     record = state.read_json(os.path.join(cdir, "state.json"))
-    journal = Journal(os.path.join(cdir, "journal"))
+    journal = Journal(os.path.join(cdir, "journal"), trace=verbose)
     cgroups = [step for step in journal.steps() if isinstance(step, Cgroup)]
     oom = code == 137 and any(c.oom_killed() for c in cgroups)
     if oom:

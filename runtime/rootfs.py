@@ -175,3 +175,47 @@ def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, 
         root.close()
     if read_only:
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str) -> list[str]:
+    """What build() does, as commands run in the new mount namespace, from LAYER/merged.
+
+    The shell cannot resolve a path inside the rootfs the way openat2 does, so
+    unlike build() these commands trust the rootfs not to hold hostile symlinks.
+    """
+    merged = os.path.join(layer, "merged")
+    out = ["mount --make-rprivate /"]
+    if read_only:
+        out.append(f"mount --rbind {rootfs} {merged}")
+    else:
+        out.append(f"mount -t overlay overlay -o lowerdir={rootfs},upperdir={layer}/diff,workdir={layer}/work {merged}")
+    out += [f"cd {merged}",
+            "mount -t proc -o nosuid,nodev,noexec proc proc",
+            "mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs dev"]
+    out += [f"mknod -m 666 dev/{name} c {major} {minor}" for name, (major, minor) in DEVICES.items()]
+    out += [f"ln -s {target} dev/{name}" for name, target in DEV_LINKS.items()]
+    out += ["mkdir dev/pts dev/shm dev/mqueue",
+            "mount -t devpts -o nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5 devpts dev/pts",
+            "mount -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm dev/shm",
+            "mount -t mqueue -o nosuid,nodev,noexec mqueue dev/mqueue",
+            "mount -t sysfs -o ro,nosuid,nodev,noexec sysfs sys"]
+    for source, target, readonly in binds:  # Docker creates a missing mount point, as Root.target() does
+        if os.path.isdir(source):
+            out.append(f"mkdir -p .{target}")
+        else:
+            out.append(f"[ -e .{target} ] || {{ mkdir -p .{os.path.dirname(target)}; touch .{target}; }}")
+        out.append(f"mount --rbind {source} .{target}")
+        if readonly:
+            out.append(f"mount -o remount,bind,ro .{target}")
+    out += [f"mkdir -p .{workdir}"] if workdir != "/" else []
+    out += ["pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root",
+            "cd /"]
+    for path in MASKED:
+        out.append(f"if [ -d {path} ]; then mount -t tmpfs -o ro,size=0 tmpfs {path}; "
+                   f"elif [ -e {path} ]; then mount --bind /dev/null {path}; fi")
+    for path in READ_ONLY:
+        out.append(f"if [ -e {path} ]; then mount --rbind {path} {path} && "
+                   f"mount -o remount,bind,ro,nosuid,nodev,noexec {path}; fi")
+    if read_only:
+        out.append("mount -o remount,bind,ro /")
+    return out

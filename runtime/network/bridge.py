@@ -67,6 +67,25 @@ def ensure_bridge(name: str = BRIDGE, subnet: str = SUBNET) -> None:
     firewall.restore(firewall.missing_bridge_setup(firewall.save(), name, subnet))
 
 
+def ensure_bridge_shell(name: str = BRIDGE, subnet: str = SUBNET) -> list[str]:
+    """What ensure_bridge() does, as commands that, like it, change only what is missing."""
+    prefix = ipaddress.IPv4Network(subnet).prefixlen
+    gateway = ipam.gateway(subnet)
+    cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} type bridge",
+            f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
+            f"ip link set {name} up",
+            "sysctl -qw net.ipv4.ip_forward=1",
+            f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1   # this bridge only, never 'all'"]
+    for table, chains in firewall.CHAINS.items():
+        cmds += [f"iptables -t {table} -N {chain} 2>/dev/null || true" for chain in chains]
+    for table, chain, rule in firewall.JUMPS:
+        cmds.append(f"iptables -t {table} -C {chain} {rule} 2>/dev/null || iptables -t {table} -I {chain} 1 {rule}")
+    for table, rule in firewall.bridge_rules(name, subnet):
+        check = rule.replace("-A ", "-C ", 1)
+        cmds.append(f"iptables -t {table} {check} 2>/dev/null || iptables -t {table} {rule}")
+    return cmds
+
+
 @dataclass
 class NetnsName(Step):
     """/run/netns/NAME bound to the container's network namespace, so `ip netns exec NAME` works."""
@@ -95,7 +114,7 @@ class NetnsName(Step):
             pass
 
     def shell_up(self) -> list[str]:
-        return [f"touch {self.path}", f"mount --bind /proc/{self.pid}/ns/net {self.path}"]
+        return [f"mkdir -p {NETNS_DIR}", f"touch {self.path}", f"mount --bind /proc/{self.pid}/ns/net {self.path}"]
 
     def shell_down(self) -> list[str]:
         return [f"umount {self.path}", f"rm {self.path}"]

@@ -27,8 +27,7 @@ def next_free(root: str, network: str, subnet: str) -> str:
     """The lowest address no lease holds. Call under state.locked(root)."""
     net = ipaddress.IPv4Network(subnet)
     directory = lease_dir(root, network)
-    os.makedirs(directory, exist_ok=True)
-    taken = {str(gateway(subnet))} | set(os.listdir(directory))
+    taken = {str(gateway(subnet))} | set(os.listdir(directory) if os.path.isdir(directory) else [])
     for address in net.hosts():
         if str(address) not in taken:
             return str(address)
@@ -49,6 +48,7 @@ class Lease(Step):
         return os.path.join(lease_dir(self.root, self.network), self.address)
 
     def up(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(self.cid)
@@ -63,7 +63,8 @@ class Lease(Step):
             os.unlink(self.path)
 
     def shell_up(self) -> list[str]:
-        return [f"echo {self.cid[:12]} > {self.path}   # lease {self.address}"]
+        return [f"mkdir -p {lease_dir(self.root, self.network)}",
+                f"echo {self.cid} > {self.path}   # lease {self.address}: the file is the lease"]
 
     def shell_down(self) -> list[str]:
         return [f"rm {self.path}"]

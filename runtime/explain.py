@@ -1,0 +1,148 @@
+"""pyrun run --explain: the same container, built by hand, as a shell script a learner can read and run.
+
+Nothing is changed: the script is printed, not run. Its host-side commands
+come from the very Step objects that `pyrun run` journals and runs (their
+shell_up() and shell_down()), the bridge's from the same rule tables
+(bridge.ensure_bridge_shell), and the container side's from rootfs.build_shell,
+kept beside rootfs.build. Where the kernel interface has no shell command
+(pyrun holds each published port's socket; it opens the container's terminal
+in its own devpts), the script says so in a comment.
+
+The output is two scripts: the setup, and below the TEARDOWN line the
+teardown, which is the setup's steps undone in reverse, as `pyrun` does.
+"""
+import ipaddress
+import os
+import shlex
+
+from runtime import rootfs, state
+from runtime.cgroups import Cgroup
+from runtime.container import Layer
+from runtime.network import dns
+from runtime.spec import DEFAULT_PATH, ContainerSpec
+
+TEARDOWN = "# ======== TEARDOWN: run what follows to undo all of the above ========"
+PID = "$PID"  # the shell variable that holds the container's first process
+
+
+def explain(spec: ContainerSpec, root: str) -> str:
+    cid = os.urandom(32).hex()
+    cdir = state.container_dir(root, cid)
+    hostname = spec.hostname or cid[:12]
+    setup: list[tuple[str, list[str]]] = []
+    steps = []  # the journaled steps, in order, for the teardown
+
+    def step(title: str, obj=None, commands: list[str] = ()):
+        if obj is not None:
+            steps.append(obj)
+            commands = obj.shell_up()
+        setup.append((title, list(commands)))
+
+    cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
+    step("a cgroup per controller, with the limits (runtime/cgroups.py)", cgroup)
+    step("the writable layer: overlayfs upper, work and mount directories (runtime/container.py)",
+         Layer(os.path.join(cdir, "layer")))
+    network = _network(spec, root, cid)
+    if network:
+        step("the bridge, its address and pyrun's firewall chains, where missing (runtime/network/bridge.py)",
+             commands=network["bridge"])
+        if spec.ports:
+            step("the published host ports: pyrun binds each one and holds it while the container runs "
+                 "(a shell cannot hold a socket; check that they are free)",
+                 commands=[f"! ss -H -l{'t' if p.proto == 'tcp' else 'u'}n 'sport = :{p.host_port}' | grep -q ."
+                           for p in spec.ports])
+        step("an address for the container, one file per lease (runtime/network/ipam.py)", network["lease"])
+    step("/etc/hostname, /etc/hosts and /etc/resolv.conf for the container (runtime/network/dns.py)",
+         commands=_etc_files(cdir, hostname, network["address"] if network else None, spec.network))
+    step("the container's side, run in its new namespaces: rootfs, hostname, wait for the network, "
+         "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
+         commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, bool(network))))
+    unshare = "unshare --mount --uts --ipc --pid --fork --kill-child" + (" --net" if spec.network != "host" else "")
+    joins = [f"echo $BASHPID > {path}/cgroup.procs" for _, path in sorted(set(cgroup.dirs().values()))]
+    step("start it: join the cgroup, then new namespaces; the first process's children are in the new "
+         "PID namespace (runtime/process.py, runtime/init.py)",
+         commands=["(", *[f"  {j}" for j in joins], f"  exec {unshare} sh {cdir}/init.sh",
+                   f") > {cdir}/container.log 2>&1 < /dev/null &", "PID=$!",
+                   "# wait until unshare(2) has happened: before it, /proc/$PID/ns/* are still the host's",
+                   'until [ "$(readlink /proc/$PID/ns/mnt)" != "$(readlink /proc/$$/ns/mnt)" ]; do sleep 0.01; done',
+                   "echo \"the container's first process is $PID\""])
+    if network:
+        for title, obj in network["attach"]:
+            step(title, obj)
+
+    members = [f"{path}/cgroup.procs" for _, path in sorted(set(cgroup.dirs().values()))]
+    teardown = [("stop the container: kill every process in its cgroup (pyrun tears down once it has exited)",
+                 [f"xargs -r kill -9 < {members[0]}", f"while [ -s {members[0]} ]; do sleep 0.05; done"])]
+    teardown += [(f"undo: {type(obj).__name__} ({obj.kind})", obj.shell_down()) for obj in reversed(steps)]
+    teardown.append(("remove the container's directory", [f"rm -rf {cdir}"]))
+
+    header = ["#!/bin/bash",
+              f"# pyrun run --explain: by hand, what `pyrun run` would do for {shlex.join(spec.command)}",
+              "# Run as root. pyrun has changed nothing; each numbered step is one of its own.",
+              "set -euo pipefail",
+              f"export CID={cid}   # the container's id (pyrun makes a new one each time)",
+              f"export C={cdir.replace(cid, '$CID')}   # its state directory", ""]
+    text = "\n".join(_numbered(setup) + ["", TEARDOWN, "set +e   # go on past what is already gone, as pyrun's teardown does", ""] + _numbered(teardown))
+    return "\n".join(header) + "\n" + text.replace(cdir, "$C").replace(cid, "$CID")
+
+
+def _numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
+    out = []
+    for number, (title, commands) in enumerate(sections, 1):
+        out += [f"# {number}. {title}", *commands, ""]
+    return out
+
+
+def _heredoc(path: str, lines: list[str]) -> list[str]:
+    return [f"mkdir -p {os.path.dirname(path)}", f"cat > {path} <<'EOF'", *lines, "EOF"]
+
+
+def _etc_files(cdir: str, hostname: str, address: str | None, network: str) -> list[str]:
+    try:
+        with open(dns.HOST_RESOLV_CONF) as f:
+            resolv, _ = dns.resolv_conf(f.read(), network)
+    except FileNotFoundError:
+        resolv, _ = dns.resolv_conf("", network)
+    out = []
+    for name, text in (("hostname", hostname + "\n"), ("hosts", dns.hosts(hostname, address)),
+                       ("resolv.conf", resolv)):
+        out += _heredoc(f"{cdir}/{name}", text.rstrip("\n").splitlines())
+    return out
+
+
+def _init_script(spec: ContainerSpec, cdir: str, hostname: str, wait_for_network: bool) -> list[str]:
+    binds = [(f"{cdir}/{name}", f"/etc/{name}", False) for name in ("hostname", "hosts", "resolv.conf")]
+    binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
+    out = ["set -e", *rootfs.build_shell(spec.rootfs, os.path.join(cdir, "layer"), spec.read_only, binds,
+                                          spec.workdir)]
+    out.append(f"hostname {hostname}")
+    if wait_for_network:  # pyrun's "go" (runtime/sync.py): the host has plugged in eth0
+        out.append("until grep -q eth0: /proc/net/dev; do sleep 0.05; done")
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root", **dict(spec.env)}
+    caps = ",".join(f"+{c.lower()}" for c in sorted(spec.caps))
+    out += [f"cd {spec.workdir}",
+            "# setpriv is util-linux's, from the rootfs: the bounding set becomes the container's capabilities",
+            f"exec env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} \\",
+            f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''} -- \\",
+            f"  {shlex.join(spec.command)}"]
+    return out
+
+
+def _network(spec: ContainerSpec, root: str, cid: str) -> dict | None:
+    if spec.network != "bridge":
+        return None
+    from runtime.network import bridge, firewall, ipam
+
+    address = ipam.next_free(root, bridge.BRIDGE, bridge.SUBNET)  # what a run would lease now; nothing is taken
+    prefix = ipaddress.IPv4Network(bridge.SUBNET).prefixlen
+    name = spec.name or cid[:12]
+    attach = [("a name for its network namespace, so that `ip netns exec` finds it",
+               bridge.NetnsName(f"pyrun-{name}", PID)),
+              ("the veth pair: one end on the bridge, the other as the container's eth0 with its address "
+               "and default route", bridge.Veth(f"pv{cid[:12]}", bridge.BRIDGE, PID, address, prefix,
+                                                 str(ipam.gateway(bridge.SUBNET)), bridge.mac_address(address)))]
+    if spec.ports:
+        attach.append(("the published ports: DNAT and accept rules tagged with the container's id",
+                       firewall.ContainerRules(cid, bridge.BRIDGE, address, list(spec.ports))))
+    return {"bridge": bridge.ensure_bridge_shell(), "address": address,
+            "lease": ipam.Lease(root, bridge.BRIDGE, address, cid), "attach": attach}

@@ -1,0 +1,134 @@
+"""--explain and --verbose: each step as the shell command a learner would type, and the script runs as printed."""
+import os
+import subprocess
+import sys
+
+from conftest import HOST_IP, STATE_ROOT, pyrun, snapshot, wait_for
+from runtime import cgroups, rootfs
+from runtime.cgroups import Cgroup
+from runtime.container import Layer
+from runtime.explain import TEARDOWN
+from runtime.network import bridge, firewall, ipam
+from runtime.network.ports import PortMapping
+
+CID = "c0ffee" * 10 + "abcd"
+_GET = "import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=2).read().decode())"
+
+
+def test_golden_cgroup():
+    c = Cgroup(CID, memory=64 << 20, cpus=0.5, pids_limit=50)
+    base = {m: os.path.join(cgroups.hierarchy(m)[1], cgroups.PARENT, CID) for m in ("cpu", "memory", "pids")}
+    if cgroups.hierarchy("memory")[0] == 1:
+        limits = [f"echo 100000 > {base['cpu']}/cpu.cfs_period_us", f"echo 50000 > {base['cpu']}/cpu.cfs_quota_us",
+                  f"echo 67108864 > {base['memory']}/memory.limit_in_bytes", f"echo 50 > {base['pids']}/pids.max"]
+    else:
+        limits = [f"echo 50000 100000 > {base['cpu']}/cpu.max", f"echo 67108864 > {base['memory']}/memory.max",
+                  f"echo 50 > {base['pids']}/pids.max"]
+    paths = sorted(set(base.values()))
+    assert sorted(c.shell_up()) == sorted([f"mkdir -p {p}" for p in paths] + limits)
+    assert c.shell_down()[:2] == [
+        f"xargs -r kill -9 < {paths[0]}/cgroup.procs",
+        f"for i in $(seq 100); do rmdir {paths[0]} 2>/dev/null && break; sleep 0.05; done"]
+
+
+def test_golden_layer_and_lease():
+    assert Layer("/s/c/layer").shell_up() == ["mkdir -p /s/c/layer/diff /s/c/layer/work /s/c/layer/merged"]
+    assert Layer("/s/c/layer").shell_down() == ["rm -rf /s/c/layer"]
+    lease = ipam.Lease("/s", "pyrun0", "10.199.0.7", CID)
+    assert lease.shell_up() == ["mkdir -p /s/ipam/pyrun0",
+                                f"echo {CID} > /s/ipam/pyrun0/10.199.0.7   # lease 10.199.0.7: the file is the lease"]
+    assert lease.shell_down() == ["rm /s/ipam/pyrun0/10.199.0.7"]
+
+
+def test_golden_netns_and_veth():
+    ns = bridge.NetnsName("pyrun-web", 4242)
+    assert ns.shell_up() == ["mkdir -p /run/netns", "touch /run/netns/pyrun-web",
+                             "mount --bind /proc/4242/ns/net /run/netns/pyrun-web"]
+    assert ns.shell_down() == ["umount /run/netns/pyrun-web", "rm /run/netns/pyrun-web"]
+    veth = bridge.Veth("pvc0ffeec0ffee", "pyrun0", 4242, "10.199.0.7", 16, "10.199.0.1",
+                       bridge.mac_address("10.199.0.7"))
+    inside = "nsenter --net=/proc/4242/ns/net"
+    assert veth.shell_up() == [
+        "ip link add pvc0ffeec0ffee type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
+        "ip link set pvc0ffeec0ffee master pyrun0 up",
+        f"{inside} ip link set lo up", f"{inside} ip addr add 10.199.0.7/16 dev eth0",
+        f"{inside} ip link set eth0 up", f"{inside} ip route add default via 10.199.0.1"]
+    assert veth.shell_down() == ["ip link del pvc0ffeec0ffee"]
+
+
+def test_golden_published_port_rules():
+    rules = firewall.ContainerRules(CID, "pyrun0", "10.199.0.7", [PortMapping(None, 8088, 8000, "tcp"),
+                                                                 PortMapping("127.0.0.1", 5353, 53, "udp")])
+    tag = f"-m comment --comment pyrun:{CID}"
+    assert rules.shell_up() == [
+        f"iptables -t nat -A PYRUN-DNAT -p tcp -m tcp --dport 8088 {tag} -j DNAT --to-destination 10.199.0.7:8000",
+        f"iptables -t filter -A PYRUN-PUBLISHED -d 10.199.0.7/32 -o pyrun0 -p tcp -m tcp --dport 8000 "
+        f"-m conntrack --ctstate DNAT {tag} -j ACCEPT",
+        f"iptables -t nat -A PYRUN-DNAT -d 127.0.0.1/32 -p udp -m udp --dport 5353 {tag} "
+        f"-j DNAT --to-destination 10.199.0.7:53"]  # loopback only: no FORWARD accept
+    assert rules.shell_down() == [line.replace(" -A ", " -D ", 1) for line in rules.shell_up()]
+
+
+def test_golden_bridge_setup_is_idempotent_shell():
+    cmds = bridge.ensure_bridge_shell("pyrun0", "10.199.0.0/16")
+    assert cmds[:2] == ["ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 type bridge",
+                        "ip -4 addr show dev pyrun0 | grep -q 'inet 10.199.0.1/' || "
+                        "ip addr add 10.199.0.1/16 dev pyrun0"]
+    assert "iptables -t nat -C POSTROUTING -j PYRUN-POSTROUTING 2>/dev/null || " \
+           "iptables -t nat -I POSTROUTING 1 -j PYRUN-POSTROUTING" in cmds
+    assert len([c for c in cmds if "pyrun bridge pyrun0" in c]) == len(firewall.bridge_rules("pyrun0", "10.0.0.0/8"))
+
+
+def test_golden_rootfs():
+    cmds = rootfs.build_shell("/images/deb", "/s/c/layer", False, [("/data", "/mnt", True)], "/srv")
+    assert cmds[:3] == ["mount --make-rprivate /",
+                        "mount -t overlay overlay -o lowerdir=/images/deb,upperdir=/s/c/layer/diff,"
+                        "workdir=/s/c/layer/work /s/c/layer/merged", "cd /s/c/layer/merged"]
+    assert "mknod -m 666 dev/null c 1 3" in cmds and "ln -s pts/ptmx dev/ptmx" in cmds
+    assert cmds[cmds.index("mount --rbind /data ./mnt") + 1] == "mount -o remount,bind,ro ./mnt"
+    assert cmds.index("mkdir -p ./srv") < cmds.index("pivot_root . .") < cmds.index("cd /")
+    assert any(c.startswith("if [ -d /proc/kcore ]") for c in cmds[cmds.index("cd /"):])  # masked after the pivot
+
+
+def test_explain_changes_nothing(debian, clean_host):
+    before = snapshot()
+    r = pyrun("run", "--explain", "-p", "8087:8000", debian, "python", "-m", "http.server", "8000")
+    assert r.returncode == 0 and TEARDOWN in r.stdout, r.stderr
+    assert snapshot() == before
+
+
+def test_the_explained_script_runs_as_printed(debian, clean_host):
+    """bash runs the printed setup; the world reaches the server through the published port; the teardown
+    leaves nothing."""
+    out = pyrun("run", "--explain", "--name", "byhand", "-p", "8087:8000", debian,
+                "python", "-m", "http.server", "8000").stdout
+    setup, teardown = out.split(TEARDOWN)
+    header = setup.split("\n\n")[0]  # the CID and C variables, which the teardown needs too
+    r = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=60)
+    try:
+        assert r.returncode == 0, r.stderr
+        fetched = wait_for(lambda: _fetch(f"http://{HOST_IP}:8087/", "world"), timeout=20, what="the server")
+        assert "Directory listing" in fetched
+        assert _fetch("http://127.0.0.1:8087/")  # the host reaches its own published port
+        ns = subprocess.run(["ip", "netns", "exec", "pyrun-byhand", "ip", "-4", "-o", "addr", "show", "eth0"],
+                            capture_output=True, text=True)
+        assert "10.199." in ns.stdout  # the blog's commands work against it
+    finally:
+        t = subprocess.run(["bash", "-c", header + "\n" + teardown], capture_output=True, text=True, timeout=60)
+    assert t.returncode == 0, t.stderr
+    assert not os.listdir(os.path.join(STATE_ROOT, "containers"))
+
+
+def _fetch(url: str, netns: str | None = None) -> str | None:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    r = subprocess.run([*prefix, sys.executable, "-c", _GET, url], capture_output=True, text=True, timeout=15)
+    return r.stdout if r.returncode == 0 else None
+
+
+def test_verbose_prints_each_step_with_its_time(busybox, clean_host):
+    r = pyrun("run", "--rm", "--verbose", "-p", "8086:80", busybox, "true")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert any(" ms] ip link add pv" in line for line in lines)
+    assert any(" ms] undo: ip link del pv" in line for line in lines)
+    assert any(" ms] iptables -t nat -A PYRUN-DNAT" in line for line in lines)
