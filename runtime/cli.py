@@ -141,6 +141,40 @@ def rm(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
     _each(containers, lambda root, ref: lifecycle.rm(root, ref, force))
 
 
+network_app = typer.Typer(no_args_is_help=True, help="Bridge networks: the default 'bridge' and your own.")
+app.add_typer(network_app, name="network")
+
+
+@network_app.command("ls")
+def network_ls():
+    """List networks."""
+    from runtime.network import networks
+
+    rows = networks.describe(_root())
+    print(f"{'NAME':<16}{'BRIDGE':<17}{'SUBNET':<20}{'GATEWAY':<16}CONTAINERS")
+    for r in rows:
+        print(f"{r['name']:<16}{r['bridge']:<17}{r['subnet']:<20}{r['gateway']:<16}{r['containers']}")
+
+
+@network_app.command("create")
+def network_create(name: str = typer.Argument(...),
+                   subnet: str = typer.Option(..., "--subnet", help="A private IPv4 subnet, e.g. 10.123.0.0/24.")):
+    """Create a bridge network; containers on it find each other by name."""
+    from runtime import spec as specmod
+    from runtime.network import networks
+
+    net = networks.create(_root(), specmod.parse_name(name, "network name"), networks.parse_subnet(subnet))
+    print(net.name)
+
+
+@network_app.command("rm")
+def network_rm(names: List[str] = typer.Argument(..., metavar="NETWORK...")):
+    """Remove networks no container uses: the bridge, its rules, and pyrun's chains with the last one."""
+    from runtime.network import networks
+
+    _each(names, networks.remove)
+
+
 @app.command()
 def prune():
     """Remove stopped containers and everything a crashed pyrun left on the host."""

@@ -71,6 +71,10 @@ def now() -> str:
 def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False) -> int:
     """Run SPEC; return its exit code, or with DETACH print its id and return 0 once it runs."""
     state.ensure_root(root)
+    if spec.network not in ("none", "host"):
+        from runtime.network import networks
+
+        networks.get(root, spec.network)  # an unknown network is bad input: fail before anything exists
     reconcile(root)
     with state.locked(root):
         cid, name = state.new_container(root, spec.name)
@@ -105,6 +109,8 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
         journal.run(Layer(layer))
         network = _network(spec, root, cid, name, journal)
         binds = dns.write_files(cdir, hostname, network.address if network else None, spec.network)
+        if network and network.net.user_defined:
+            journal.run(dns.HostsEntry(root, network.net.bridge, cid, name, network.address))
         binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
         proc = process.spawn(spec, layer, binds, hostname)
         if network:
@@ -295,8 +301,8 @@ def prune(root: str) -> list[str]:
 
 
 def _network(spec: ContainerSpec, root: str, cid: str, name: str, journal: Journal):
-    if spec.network != "bridge":
+    if spec.network in ("none", "host"):
         return None
-    from runtime.network import bridge
+    from runtime.network import bridge, networks
 
-    return bridge.BridgeNetwork.prepare(spec, root, cid, name, journal)
+    return bridge.BridgeNetwork.prepare(spec, networks.get(root, spec.network), root, cid, name, journal)

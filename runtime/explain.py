@@ -11,7 +11,6 @@ in its own devpts), the script says so in a comment.
 The output is two scripts: the setup, and below the TEARDOWN line the
 teardown, which is the setup's steps undone in reverse, as `pyrun` does.
 """
-import ipaddress
 import os
 import shlex
 
@@ -129,20 +128,17 @@ def _init_script(spec: ContainerSpec, cdir: str, hostname: str, wait_for_network
 
 
 def _network(spec: ContainerSpec, root: str, cid: str) -> dict | None:
-    if spec.network != "bridge":
+    if spec.network in ("none", "host"):
         return None
-    from runtime.network import bridge, firewall, ipam
+    from runtime.network import bridge, ipam, networks
 
-    address = ipam.next_free(root, bridge.BRIDGE, bridge.SUBNET)  # what a run would lease now; nothing is taken
-    prefix = ipaddress.IPv4Network(bridge.SUBNET).prefixlen
-    name = spec.name or cid[:12]
-    attach = [("a name for its network namespace, so that `ip netns exec` finds it",
-               bridge.NetnsName(f"pyrun-{name}", PID)),
-              ("the veth pair: one end on the bridge, the other as the container's eth0 with its address "
-               "and default route", bridge.Veth(f"pv{cid[:12]}", bridge.BRIDGE, PID, address, prefix,
-                                                 str(ipam.gateway(bridge.SUBNET)), bridge.mac_address(address)))]
-    if spec.ports:
-        attach.append(("the published ports: DNAT and accept rules tagged with the container's id",
-                       firewall.ContainerRules(cid, bridge.BRIDGE, address, list(spec.ports))))
-    return {"bridge": bridge.ensure_bridge_shell(), "address": address,
-            "lease": ipam.Lease(root, bridge.BRIDGE, address, cid), "attach": attach}
+    net = networks.get(root, spec.network)
+    address = ipam.next_free(root, net.bridge, net.subnet)  # what a run would lease now; nothing is taken
+    wiring = bridge.BridgeNetwork(spec, net, cid, spec.name or cid[:12], address, [])
+    titles = {"netns": "a name for its network namespace, so that `ip netns exec` finds it",
+              "veth": "the veth pair: one end on the bridge, the other as the container's eth0 with its address "
+                      "and default route",
+              "iptables": "the published ports: DNAT and accept rules tagged with the container's id"}
+    return {"bridge": bridge.ensure_bridge_shell(net), "address": address,
+            "lease": ipam.Lease(root, net.bridge, address, cid),
+            "attach": [(titles[s.kind], s) for s in wiring.steps(PID)]}

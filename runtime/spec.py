@@ -155,8 +155,10 @@ def parse_hostname(value: str) -> str:
 
 
 def parse_network(value: str) -> str:
-    if value not in NETWORK_MODES:
-        raise PyrunError("invalid --network", f"{value!r}: expected one of {', '.join(NETWORK_MODES)}")
+    """bridge, none, host, or the name of a network made with `pyrun network create` (checked in run)."""
+    if value not in NETWORK_MODES and not _NAME.match(value):
+        raise PyrunError("invalid --network", f"{value!r}: expected one of {', '.join(NETWORK_MODES)} "
+                                              "or a network's name")
     return value
 
 
@@ -171,7 +173,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
     network = parse_network(network)
     ports = tuple(p for value in publish for p in parse_port(value))
-    if ports and network != "bridge":
+    if ports and network in ("none", "host"):
         raise PyrunError("invalid -p", f"ports are published only with --network bridge, not {network!r}")
     seen = {}
     for p in ports:

@@ -26,11 +26,9 @@ from runtime import state, syscalls
 from runtime.errors import PyrunError
 from runtime.namespaces import CLONE_NEWNET
 from runtime.network import firewall, ipam
+from runtime.network.networks import Network
 from runtime.steps import Journal, Step
 
-BRIDGE = "pyrun0"
-# A private /16 that is neither Docker's 172.17/16 nor Podman's 10.88/16.
-SUBNET = os.environ.get("PYRUN_SUBNET", "10.199.0.0/16")
 NETNS_DIR = "/run/netns"
 
 
@@ -45,17 +43,22 @@ def _ipr():
     return IPRoute()
 
 
-def ensure_bridge(name: str = BRIDGE, subnet: str = SUBNET) -> None:
+def exists(network: Network) -> bool:
+    with _ipr() as ipr:
+        return bool(ipr.link_lookup(ifname=network.bridge))
+
+
+def ensure_bridge(network: Network) -> None:
     """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
+    name, subnet, gateway = network.bridge, network.subnet, network.gateway
     net = ipaddress.IPv4Network(subnet)
-    gateway = str(ipam.gateway(subnet))
     with _ipr() as ipr:
         if not ipr.link_lookup(ifname=name):
             for route in ipr.get_routes(family=socket.AF_INET):
                 dst = route.get("dst") or "0.0.0.0"
                 if route.get("dst_len", 0) and ipaddress.IPv4Network(f"{dst}/{route['dst_len']}").overlaps(net):
                     raise PyrunError("bridge", f"subnet {subnet} overlaps the route to {dst}/{route['dst_len']}; "
-                                               "set PYRUN_SUBNET to a free private /16")
+                                               "choose a free private subnet (PYRUN_SUBNET for the default)")
             ipr.link("add", ifname=name, kind="bridge")
         index = ipr.link_lookup(ifname=name)[0]
         if not any(a.get("address") == gateway for a in ipr.get_addr(index=index, family=socket.AF_INET)):
@@ -67,10 +70,21 @@ def ensure_bridge(name: str = BRIDGE, subnet: str = SUBNET) -> None:
     firewall.restore(firewall.missing_bridge_setup(firewall.save(), name, subnet))
 
 
-def ensure_bridge_shell(name: str = BRIDGE, subnet: str = SUBNET) -> list[str]:
+def remove_bridge(network: Network, last: bool) -> None:
+    """ensure_bridge's mirror: the bridge and its rules; with LAST, pyrun's chains and jumps too."""
+    with _ipr() as ipr:
+        index = ipr.link_lookup(ifname=network.bridge)
+        if index:
+            ipr.link("del", index=index[0])
+    current = firewall.save()
+    firewall.restore(firewall.rules_tagged(current, f"pyrun bridge {network.bridge}"))
+    if last:
+        firewall.remove_chains(firewall.save())
+
+
+def ensure_bridge_shell(network: Network) -> list[str]:
     """What ensure_bridge() does, as commands that, like it, change only what is missing."""
-    prefix = ipaddress.IPv4Network(subnet).prefixlen
-    gateway = ipam.gateway(subnet)
+    name, subnet, gateway, prefix = network.bridge, network.subnet, network.gateway, network.prefixlen
     cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} type bridge",
             f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
             f"ip link set {name} up",
@@ -219,40 +233,46 @@ def reserve_ports(ports) -> list[socket.socket]:
 
 
 class BridgeNetwork:
-    """One container's attachment to the bridge: its address, veth pair and published ports."""
+    """One container's attachment to a bridge network: its address, veth pair and published ports."""
 
-    def __init__(self, spec, root: str, cid: str, name: str, address: str, sockets: list):
-        self.spec, self.root, self.cid, self.name = spec, root, cid, name
+    def __init__(self, spec, net: Network, cid: str, name: str, address: str, sockets: list):
+        self.spec, self.net, self.cid, self.name = spec, net, cid, name
         self.address = address
         self.sockets = sockets
 
     @classmethod
-    def prepare(cls, spec, root: str, cid: str, name: str, journal: Journal) -> "BridgeNetwork":
+    def prepare(cls, spec, net: Network, root: str, cid: str, name: str, journal: Journal) -> "BridgeNetwork":
         """Before the fork: check the ports, make sure the bridge exists, lease an address."""
         sockets = reserve_ports(spec.ports)
         try:
             with state.locked(root):
-                ensure_bridge()
-                lease = ipam.Lease(root, BRIDGE, ipam.next_free(root, BRIDGE, SUBNET), cid)
+                ensure_bridge(net)
+                lease = ipam.Lease(root, net.bridge, ipam.next_free(root, net.bridge, net.subnet), cid)
                 journal.run(lease)
         except BaseException:
             for sock in sockets:
                 sock.close()
             raise
-        return cls(spec, root, cid, name, lease.address, sockets)
+        return cls(spec, net, cid, name, lease.address, sockets)
+
+    def steps(self, pid) -> list[Step]:
+        """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
+        out = [NetnsName(f"pyrun-{self.name}", pid),
+               Veth(f"pv{self.cid[:12]}", self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
+                    mac_address(self.address))]
+        if self.spec.ports:
+            out.append(firewall.ContainerRules(self.cid, self.net.bridge, self.address, list(self.spec.ports)))
+        return out
 
     def attach(self, pid: int, journal: Journal) -> None:
         """After the fork, before the command: plug the container into the bridge and publish its ports."""
-        journal.run(NetnsName(f"pyrun-{self.name}", pid))
-        journal.run(Veth(f"pv{self.cid[:12]}", BRIDGE, pid, self.address, ipaddress.IPv4Network(SUBNET).prefixlen,
-                         str(ipam.gateway(SUBNET)), mac_address(self.address)))
-        if self.spec.ports:
-            journal.run(firewall.ContainerRules(self.cid, BRIDGE, self.address, list(self.spec.ports)))
+        for step in self.steps(pid):
+            journal.run(step)
 
     def settings(self) -> dict:
         """The container's side of the wiring, as `docker inspect` shows it under NetworkSettings."""
-        return {"IPAddress": self.address, "IPPrefixLen": ipaddress.IPv4Network(SUBNET).prefixlen,
-                "Gateway": str(ipam.gateway(SUBNET)), "MacAddress": mac_address(self.address)}
+        return {"IPAddress": self.address, "IPPrefixLen": self.net.prefixlen, "Gateway": self.net.gateway,
+                "MacAddress": mac_address(self.address)}
 
     def close(self) -> None:
         for sock in self.sockets:

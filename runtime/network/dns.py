@@ -6,9 +6,18 @@ own. A resolver on the host's loopback (systemd-resolved's 127.0.0.53, a
 local dnsmasq) is unreachable from the container's own network namespace, so
 such nameservers are dropped, and if none is left pyrun falls back to
 public resolvers, as Docker does; it says so on stderr.
+
+On a user-defined network containers find each other by name, as on
+Docker's user-defined networks: HostsEntry adds the others to a new
+container's /etc/hosts and the new one to theirs. The files are bind mounts,
+so they are rewritten in place (same inode), never replaced.
 """
 import os
 import sys
+from dataclasses import dataclass
+
+from runtime import state
+from runtime.steps import Step
 
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOST_RESOLV_CONF = "/etc/resolv.conf"
@@ -58,3 +67,67 @@ def write_files(directory: str, hostname: str, address: str | None, network: str
             f.write(text)
         binds.append((path, f"/etc/{name}", False))
     return binds
+
+
+@dataclass
+class HostsEntry(Step):
+    """Containers on the same user-defined network list each other in /etc/hosts."""
+
+    kind = "hosts"
+    root: str
+    bridge: str   # the network's bridge, which names its lease directory
+    cid: str
+    name: str
+    address: str
+
+    def _peers(self) -> list[tuple[str, str, str]]:
+        """(hosts file, address, name) of every other container holding an address on the network."""
+        from runtime.network import ipam
+
+        directory = ipam.lease_dir(self.root, self.bridge)
+        out = []
+        for address in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+            try:
+                with open(os.path.join(directory, address)) as f:
+                    cid = f.read().strip()
+                record = state.read_json(os.path.join(state.container_dir(self.root, cid), "state.json"))
+            except (FileNotFoundError, ValueError):
+                continue
+            if cid != self.cid:
+                out.append((os.path.join(state.container_dir(self.root, cid), "hosts"), address, record["Name"]))
+        return out
+
+    def _own(self) -> str:
+        return os.path.join(state.container_dir(self.root, self.cid), "hosts")
+
+    def up(self) -> None:
+        with state.locked(self.root):
+            peers = self._peers()
+            with open(self._own(), "a") as f:
+                f.writelines(f"{address}\t{name}\n" for _, address, name in peers)
+            for path, _, _ in peers:
+                with open(path, "a") as f:
+                    f.write(f"{self.address}\t{self.name}\n")
+
+    def down(self) -> None:
+        mine = f"{self.address}\t{self.name}\n"
+        with state.locked(self.root):
+            for path, _, _ in self._peers():
+                try:
+                    with open(path, "r+") as f:
+                        lines = [line for line in f if line != mine]
+                        f.seek(0)
+                        f.writelines(lines)
+                        f.truncate()
+                except FileNotFoundError:
+                    pass
+
+    def shell_up(self) -> list[str]:
+        peers = self._peers()
+        return ([f"printf '%s\\t%s\\n' {address} {name} >> {self._own()}" for _, address, name in peers] +
+                [f"printf '%s\\t%s\\n' {self.address} {self.name} >> {path}" for path, _, _ in peers])
+
+    def shell_down(self) -> list[str]:
+        line = f"$(printf '%s\\t%s' {self.address} {self.name})"
+        return [f'grep -vx "{line}" {path} > {path}.new; cat {path}.new > {path}; rm {path}.new   '
+                f'# in place: the file is bind-mounted' for path, _, _ in self._peers()]

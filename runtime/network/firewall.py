@@ -129,6 +129,15 @@ def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str
     return out
 
 
+def remove_chains(current: dict[str, list[str]]) -> None:
+    """Undo the chains and jumps missing_bridge_setup() adds: the jumps first, then the emptied chains."""
+    jumps = [(table, f"-D {chain} {rule}") for table, chain, rule in JUMPS
+             if f"-A {chain} {rule}" in current.get(table, [])]
+    chains = [(table, c) for table, names in CHAINS.items() for c in names
+              if any(line.startswith(f":{c} ") for line in current.get(table, []))]
+    restore(jumps + [(table, f"-F {c}") for table, c in chains] + [(table, f"-X {c}") for table, c in chains])
+
+
 def rules_tagged(current: dict[str, list[str]], tag: str) -> list[tuple[str, str]]:
     """Delete commands for every rule whose comment is exactly TAG."""
     out = []

@@ -1,0 +1,129 @@
+"""Networks: the default bridge and user-defined ones, each its own Linux bridge and subnet.
+
+`pyrun network create --subnet 10.123.0.0/24 NAME` makes a bridge (named
+pr-ID, within the 15 characters an interface name may have) with the
+subnet's first address, pyrun's forwarding and NAT rules for it, and a record
+STATE_ROOT/networks/NAME.json. Containers started with `--network NAME` get
+addresses from it and, unlike on the default network (as in Docker), find
+each other by name: each one's /etc/hosts lists the others (dns.HostsEntry).
+
+`pyrun network rm NAME` is the mirror image, refused while a container holds
+an address on it. The default network "bridge" (pyrun0) is made on first
+use and can be removed the same way; pyrun's chains go with the last bridge.
+"""
+import ipaddress
+import os
+from dataclasses import asdict, dataclass
+
+from runtime import state
+from runtime.errors import PyrunError
+
+DEFAULT_NAME = "bridge"
+# A private /16 that is neither Docker's 172.17/16 nor Podman's 10.88/16.
+DEFAULT_SUBNET = os.environ.get("PYRUN_SUBNET", "10.199.0.0/16")
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    bridge: str
+    subnet: str
+
+    @property
+    def gateway(self) -> str:
+        return str(ipaddress.IPv4Network(self.subnet).network_address + 1)
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.IPv4Network(self.subnet).prefixlen
+
+    @property
+    def user_defined(self) -> bool:
+        return self.name != DEFAULT_NAME
+
+
+DEFAULT = Network(DEFAULT_NAME, "pyrun0", DEFAULT_SUBNET)
+
+
+def _path(root: str, name: str) -> str:
+    return os.path.join(root, "networks", f"{name}.json")
+
+
+def all_networks(root: str) -> list[Network]:
+    directory = os.path.join(root, "networks")
+    names = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(directory) else []
+    return [DEFAULT] + [Network(**state.read_json(_path(root, n))) for n in names]
+
+
+def get(root: str, name: str) -> Network:
+    for net in all_networks(root):
+        if net.name == name:
+            return net
+    raise PyrunError("invalid --network", f"{name!r}: no such network; expected one of bridge, none, host "
+                                          "or a name from 'pyrun network ls'")
+
+
+def parse_subnet(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as e:
+        raise PyrunError("invalid --subnet", f"{value!r}: {e}; expected an IPv4 network such as 10.123.0.0/24") \
+            from None
+    if not net.is_private or net.prefixlen > 29:
+        raise PyrunError("invalid --subnet", f"{value!r}: expected a private IPv4 network of /29 or larger "
+                                             "(10/8, 172.16/12 or 192.168/16)")
+    return str(net)
+
+
+def holders(root: str, net: Network) -> list[str]:
+    """The ids of the containers holding an address on NET."""
+    from runtime.network import ipam
+
+    directory = ipam.lease_dir(root, net.bridge)
+    out = []
+    for address in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        try:
+            with open(os.path.join(directory, address)) as f:
+                out.append(f.read().strip())
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def create(root: str, name: str, subnet: str) -> Network:
+    """Make the network's bridge and rules and record it. Call with a validated NAME and SUBNET."""
+    from runtime.network import bridge
+
+    if name in ("none", "host"):
+        raise PyrunError("network create", f"{name!r} is reserved: --network {name} needs no network")
+    with state.locked(root):
+        for net in all_networks(root):
+            if net.name == name:
+                raise PyrunError("network create", f"{name!r}: a network of this name exists")
+            if ipaddress.IPv4Network(net.subnet).overlaps(ipaddress.IPv4Network(subnet)):
+                raise PyrunError("network create", f"{subnet} overlaps network {net.name} ({net.subnet})")
+        net = Network(name, f"pr-{os.urandom(6).hex()}", subnet)
+        bridge.ensure_bridge(net)  # refuses a subnet that overlaps one of the host's routes
+        os.makedirs(os.path.join(root, "networks"), exist_ok=True)
+        state.write_json(_path(root, name), asdict(net))
+    return net
+
+
+def remove(root: str, name: str) -> None:
+    from runtime.network import bridge
+
+    with state.locked(root):
+        net = get(root, name)
+        users = holders(root, net)
+        if users:
+            names = [r["Name"] for r in state.all_records(root) if r["Id"] in users] or users
+            raise PyrunError("network rm", f"network {name} is in use by {', '.join(names)}; remove them first")
+        others = [n for n in all_networks(root) if n.name != name]
+        bridge.remove_bridge(net, last=not any(bridge.exists(n) for n in others))
+        if net.user_defined:
+            os.unlink(_path(root, name))
+
+
+def describe(root: str) -> list[dict]:
+    return [{**asdict(n), "gateway": n.gateway, "containers": len(holders(root, n))} for n in all_networks(root)]
+
