@@ -175,6 +175,35 @@ def network_rm(names: List[str] = typer.Argument(..., metavar="NETWORK...")):
     _each(names, networks.remove)
 
 
+@network_app.command("inspect")
+def network_inspect(name: str = typer.Argument("bridge"),
+                    format_: str = typer.Option("text", "--format", help="text, json or dot (Graphviz).")):
+    """A network as the kernel sees it: veth pairs, addresses, rules with counters, a drawing."""
+    import json
+
+    from runtime.network import inspect as netinspect
+
+    if format_ not in ("text", "json", "dot"):
+        raise PyrunError("invalid --format", f"{format_!r}: expected text, json or dot")
+    info = netinspect.gather(_root(), name)
+    print({"text": netinspect.text, "dot": netinspect.dot,
+           "json": lambda i: json.dumps(i, indent=2)}[format_](info))
+
+
+@app.command()
+def doctor(publish: str = typer.Option(..., "-p", "--publish", help="The published host port to check.")):
+    """Walk a published port's packet path and name the first hop that fails."""
+    from runtime.network import doctor as doc
+
+    try:
+        port = int(publish)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise PyrunError("invalid -p", f"{publish!r}: expected a host port number from 1 to 65535")
+    sys.exit(doc.report(_root(), port))
+
+
 @app.command()
 def prune():
     """Remove stopped containers and everything a crashed pyrun left on the host."""

@@ -8,7 +8,7 @@ from runtime import cgroups, rootfs
 from runtime.cgroups import Cgroup
 from runtime.container import Layer
 from runtime.explain import TEARDOWN
-from runtime.network import bridge, firewall, ipam
+from runtime.network import bridge, firewall, ipam, networks
 from runtime.network.ports import PortMapping
 
 CID = "c0ffee" * 10 + "abcd"
@@ -70,7 +70,7 @@ def test_golden_published_port_rules():
 
 
 def test_golden_bridge_setup_is_idempotent_shell():
-    cmds = bridge.ensure_bridge_shell("pyrun0", "10.199.0.0/16")
+    cmds = bridge.ensure_bridge_shell(networks.Network("bridge", "pyrun0", "10.199.0.0/16"))
     assert cmds[:2] == ["ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 type bridge",
                         "ip -4 addr show dev pyrun0 | grep -q 'inet 10.199.0.1/' || "
                         "ip addr add 10.199.0.1/16 dev pyrun0"]

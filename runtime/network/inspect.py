@@ -1,0 +1,91 @@
+"""pyrun network inspect: a network as the kernel sees it, in words, in a drawing, or as Graphviz dot.
+
+Everything shown is read back from the kernel, not from pyrun's records
+alone: the veth pair's interface indexes (the host end's "link" attribute is
+the peer's ifindex inside the container: `ip -d link` prints it as
+pvXXX@if2), the addresses, and pyrun's iptables rules with their packet and
+byte counters (`iptables-save -c`), which show which rule a packet matched.
+"""
+from runtime import state
+from runtime.network import networks
+
+
+def gather(root: str, name: str) -> dict:
+    from runtime.network.bridge import _ipr
+
+    net = networks.get(root, name)
+    records = {r["Id"]: r for r in state.all_records(root)}
+    containers = []
+    with _ipr() as ipr:
+        for cid in networks.holders(root, net):
+            record = records.get(cid)
+            if not record:
+                continue
+            host_end = f"pv{cid[:12]}"
+            index = ipr.link_lookup(ifname=host_end)
+            link = ipr.get_links(index[0])[0] if index else None
+            settings = record.get("NetworkSettings", {})
+            containers.append({
+                "name": record["Name"], "id": cid[:12], "host_end": host_end,
+                "host_ifindex": index[0] if index else None,
+                "peer_ifindex": link.get_attr("IFLA_LINK") if link else None,
+                "netns": f"pyrun-{record['Name']}", "ip": settings.get("IPAddress", ""),
+                "mac": settings.get("MacAddress", ""),
+                "ports": [f"{b['HostIp']}:{b['HostPort']}->{port}" for port, binds in settings.get("Ports", {}).items()
+                          for b in binds]})
+    return {"network": net.name, "bridge": net.bridge, "subnet": net.subnet, "gateway": net.gateway,
+            "containers": containers, "rules": _rules(net, containers)}
+
+
+def _rules(net: networks.Network, containers: list[dict]) -> list[str]:
+    """pyrun's rules for this network and its containers, with [packets:bytes] counters."""
+    import subprocess
+
+    tags = [f"pyrun bridge {net.bridge}"] + [f"pyrun:{c['id']}" for c in containers]
+    out, table = [], ""
+    for line in subprocess.run(["iptables-save", "-c"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith("[") and any(t in line for t in tags):
+            counters, rule = line.split(" ", 1)
+            out.append(f"{counters:>14} {table:6} {rule}")
+    return out
+
+
+def text(info: dict) -> str:
+    lines = [f"network {info['network']}: bridge {info['bridge']}, subnet {info['subnet']}, "
+             f"gateway {info['gateway']} (the bridge's own address)", ""]
+    if not info["containers"]:
+        lines.append("no containers")
+    for c in info["containers"]:
+        lines += [f"container {c['name']} ({c['id']})",
+                  f"  veth pair: {c['host_end']} (ifindex {c['host_ifindex']}, on {info['bridge']})"
+                  f" <-> eth0 (ifindex {c['peer_ifindex']}) in netns {c['netns']}",
+                  f"  eth0: {c['ip']}, MAC {c['mac']}   see: ip netns exec {c['netns']} ip addr",
+                  f"  published: {', '.join(c['ports']) or 'nothing'}"]
+    lines += ["", "pyrun's rules for it, with [packets:bytes] (iptables-save -c):", *info["rules"], "",
+              "topology:", *drawing(info)]
+    return "\n".join(lines)
+
+
+def drawing(info: dict) -> list[str]:
+    """An ASCII picture: the host, its bridge, and a veth pair ('=') to each container."""
+    lines = ["  other hosts ---(host's own interfaces)--- [ host ]",
+             f"                                              | {info['bridge']} {info['gateway']}"]
+    for i, c in enumerate(info["containers"]):
+        last = i == len(info["containers"]) - 1
+        ports = f"  {', '.join(c['ports'])}" if c["ports"] else ""
+        lines.append(f"                                              {'`' if last else '+'}-- {c['host_end']} ===="
+                     f" eth0 {c['ip']} [{c['name']}]{ports}")
+    return lines
+
+
+def dot(info: dict) -> str:
+    """Graphviz: `pyrun network inspect --format dot | dot -Tsvg > net.svg`."""
+    out = ["graph pyrun {", "  rankdir=LR; node [shape=box];",
+           f'  host [label="host"]; bridge [label="{info["bridge"]}\\n{info["gateway"]}"]; host -- bridge;']
+    for c in info["containers"]:
+        label = f'{c["name"]}\\neth0 {c["ip"]}' + "".join(f"\\n{p}" for p in c["ports"])
+        out.append(f'  "{c["id"]}" [label="{label}"]; bridge -- "{c["id"]}" [label="{c["host_end"]}"];')
+    out.append("}")
+    return "\n".join(out)
