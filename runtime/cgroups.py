@@ -1,4 +1,4 @@
-"""Control groups: how the kernel limits memory, CPU time and process count.
+"""Control groups: how the kernel limits memory, CPU time, process count and device access.
 
 A cgroup is a directory; limits are files in it; a process joins by having
 its pid written to cgroup.procs, and its children are born inside. On cgroup
@@ -13,6 +13,7 @@ controller: whichever hierarchy has it.
 | --cpus       | cpu.cfs_quota_us / cpu.cfs_period_us        | cpu.max "QUOTA PERIOD" |
 | --pids-limit | pids.max                                    | pids.max             |
 | OOM kills    | memory.oom_control: oom_kill N              | memory.events: oom_kill N |
+| devices      | devices.deny "a", devices.allow "c 1:3 rwm" | an eBPF program (not loaded: CAP_MKNOD is dropped) |
 """
 import os
 import signal
@@ -22,7 +23,11 @@ from dataclasses import dataclass
 from runtime.steps import Step
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-CONTROLLERS = ("memory", "cpu", "pids")
+CONTROLLERS = ("memory", "cpu", "pids", "devices")
+# The devices controller (v1) denies every device, then allows the ones /dev holds (rootfs.DEVICES) and
+# the terminals: with CAP_MKNOD a container may still make a node for the host's disk ("m"), never open it.
+DEVICE_RULES = ("a", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm",
+                "c 136:* rwm", "c *:* m", "b *:* m")
 PARENT = os.environ.get("PYRUN_CGROUP_PARENT", "pyrun")  # the tests use their own
 CPU_PERIOD_US = 100_000
 
@@ -43,6 +48,11 @@ def hierarchy(controller: str) -> tuple[int, str]:
     if controller in _v2_controllers():
         return 2, CGROUP_ROOT
     return 0, ""
+
+
+def guards_devices() -> bool:
+    """Can pyrun limit device access here? On cgroup v2 that takes an eBPF program, which pyrun does not load."""
+    return hierarchy("devices")[0] == 1
 
 
 def _write(path: str, value) -> None:
@@ -83,6 +93,9 @@ class Cgroup(Step):
                     out.append((controller, 2, "cpu.max", f"{quota} {CPU_PERIOD_US}"))
             if controller == "pids" and self.pids_limit:
                 out.append((controller, version, "pids.max", self.pids_limit))
+            if controller == "devices":
+                out += [(controller, 1, "devices.deny" if rule == "a" else "devices.allow", rule)
+                        for rule in DEVICE_RULES]
         return out
 
     def up(self) -> None:

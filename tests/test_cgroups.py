@@ -29,6 +29,8 @@ def test_limits_are_written_to_the_cgroup(busybox, clean_host):
         assert _read(f"{base}/memory/{CGROUP_PARENT}/{cid}/memory.limit_in_bytes") == str(64 << 20)
         assert _read(f"{base}/cpu/{CGROUP_PARENT}/{cid}/cpu.cfs_quota_us") == "50000"
         assert _read(f"{base}/pids/{CGROUP_PARENT}/{cid}/pids.max") == "50"
+        devices = _read(f"{base}/devices/{CGROUP_PARENT}/{cid}/devices.list").splitlines()
+        assert "c 1:3 rwm" in devices and "b *:* m" in devices and "a *:* rwm" not in devices
         assert str(record["State"]["Pid"]) in _read(f"{base}/memory/{CGROUP_PARENT}/{cid}/cgroup.procs").split()
     finally:
         p.terminate()
