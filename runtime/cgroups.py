@@ -16,6 +16,7 @@ controller: whichever hierarchy has it.
 | devices      | devices.deny "a", devices.allow "c 1:3 rwm" | an eBPF program (not loaded: CAP_MKNOD is dropped) |
 """
 import os
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ class Cgroup(Step):
 
     def shell_up(self) -> list[str]:
         cmds = [f"mkdir -p {path}" for _, path in sorted(set(self.dirs().values()))]
-        cmds += [f"echo {value} > {self.dirs()[c][1]}/{name}" for c, _, name, value in self._limits()]
+        cmds += [f"echo {shlex.quote(str(value))} > {self.dirs()[c][1]}/{name}" for c, _, name, value in self._limits()]
         return cmds
 
     def shell_down(self) -> list[str]:

@@ -39,6 +39,8 @@ def run(
     pids_limit: Optional[str] = typer.Option(None, "--pids-limit"),
     cap_add: List[str] = typer.Option([], "--cap-add"),
     cap_drop: List[str] = typer.Option([], "--cap-drop"),
+    security_opt: List[str] = typer.Option([], "--security-opt",
+                                           help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format)."),
     read_only: bool = typer.Option(False, "--read-only", help="Mount the rootfs read-only, no writable layer."),
     init: bool = typer.Option(False, "--init", help="Run a reaper as PID 1 that forwards signals."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
@@ -54,7 +56,8 @@ def run(
     spec = specmod.build_spec(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
-        cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty)
+        cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
+        security_opt=security_opt)
     if explain:
         from runtime import explain as explainmod, state
 

@@ -234,6 +234,7 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
                    "Tty": spec.tty, "OpenStdin": spec.interactive},
         "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
                        "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
+                       "SecurityOpt": [f"seccomp={spec.seccomp_setting}"],
                        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
                        "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
                        "PidsLimit": spec.resources.pids_limit or 0},
@@ -243,13 +244,16 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
 
 def spec_from(record: dict) -> ContainerSpec:
     """The ContainerSpec that _describe() wrote down (ports and limits aside): what exec needs."""
+    from runtime.spec import parse_security_opts
+
     config, host = record["Config"], record["HostConfig"]
     return ContainerSpec(
         rootfs=config["Image"], command=tuple(config["Cmd"]), name=record["Name"], hostname=config["Hostname"],
         env=tuple(tuple(e.split("=", 1)) for e in config["Env"]), workdir=config["WorkingDir"],
         mounts=tuple(BindMount(*b.split(":")[:2], b.endswith(":ro")) for b in host["Binds"]),
         network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
-        read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"])
+        read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"],
+        **parse_security_opts(host["SecurityOpt"]))
 
 
 def _ports(spec: ContainerSpec) -> dict:

@@ -24,7 +24,7 @@ import socket
 import struct
 import sys
 
-from runtime import namespaces, rootfs, sync
+from runtime import namespaces, rootfs, seccomp, sync
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.security import drop_privileges, make_undumpable
 from runtime.spec import DEFAULT_PATH, ContainerSpec
@@ -140,6 +140,9 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None) -> None:
         os.chdir(spec.workdir)
         if not os.getcwd().startswith("/"):
             raise PyrunError(step, "the working directory is outside the container")
+        if spec.seccomp is not None:
+            step = "seccomp"  # last: from here on only the profile's system calls work, execve among them
+            seccomp.load(spec.seccomp, spec.caps)
         step = f"exec {spec.command[0]}"
         os.execvpe(spec.command[0], list(spec.command), env)
     except FileNotFoundError as e:

@@ -52,6 +52,8 @@ class ContainerSpec:
     init: bool = False
     interactive: bool = False
     tty: bool = False
+    seccomp_setting: str = "default"   # as given: default, unconfined or a profile's path
+    seccomp: dict | None = None        # the profile itself, read on the host before the fork; None: unconfined
 
 
 def parse_memory(value: str) -> int:
@@ -167,7 +169,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
                pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                read_only: bool = False, init: bool = False, interactive: bool = False,
-               tty: bool = False) -> ContainerSpec:
+               tty: bool = False, security_opt: list[str] = ()) -> ContainerSpec:
     """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
@@ -198,4 +200,15 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         ),
         caps=parse_caps(list(cap_add), list(cap_drop)),
         read_only=read_only, init=init, interactive=interactive, tty=tty,
+        **parse_security_opts(security_opt),
     )
+
+
+def parse_security_opts(values: list[str]) -> dict:
+    """The seccomp fields of a ContainerSpec from --security-opt values (the last seccomp= wins)."""
+    from runtime import seccomp
+
+    setting = "default"
+    for value in values:
+        setting = seccomp.parse_option(value)
+    return {"seccomp_setting": setting, "seccomp": seccomp.profile_for(setting)}

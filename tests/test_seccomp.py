@@ -1,0 +1,101 @@
+"""seccomp: the system calls containers have used to get out are refused with EPERM, from inside a real container."""
+import errno
+import json
+
+import pyseccomp
+import pytest
+
+from conftest import pyrun, snapshot
+
+PROBE = """
+import ctypes, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+for name, nr, args in json.loads(sys.argv[1]):
+    ctypes.set_errno(0)
+    r = libc.syscall(nr, *[ctypes.c_long(a) for a in args])
+    out[name] = 0 if r >= 0 else ctypes.get_errno()
+print(json.dumps(out))
+"""
+
+CLONE_NEWUTS, CLONE_NEWNS, SIGCHLD = 0x04000000, 0x00020000, 17
+CALLS = {  # name: arguments that do no harm if the call were allowed
+    "keyctl": [0, 0, 0, 0, 0], "add_key": [0, 0, 0, 0, 0], "request_key": [0, 0, 0, 0],
+    "userfaultfd": [0], "kexec_load": [0, 0, 0, 0], "kexec_file_load": [-1, -1, 0, 0, 0],
+    "open_by_handle_at": [-1, 0, 0], "bpf": [0, 0, 0], "perf_event_open": [0, 0, -1, -1, 0],
+    "unshare": [CLONE_NEWUTS], "setns": [-1, 0], "mount": [0, 0, 0, 0, 0], "umount2": [0, 0],
+    "pivot_root": [0, 0], "socket": [40, 1, 0],  # AF_VSOCK
+    "personality": [0x0040000],  # ADDR_NO_RANDOMIZE: switching address randomisation off
+}
+
+
+def probe(rootfs: str, *options: str, calls: dict = CALLS) -> dict:
+    table = [(name, pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name), args)
+             for name, args in calls.items()]
+    r = pyrun("run", "--rm", "--network", "none", *options, rootfs, "python", "-c", PROBE, json.dumps(table))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_refused_system_calls_fail_with_eperm(debian, clean_host):
+    assert probe(debian) == {name: errno.EPERM for name in CALLS}
+
+
+def test_unconfined_lets_them_through_to_the_kernel(debian, clean_host):
+    # The control: without the filter the same calls reach the kernel, which answers otherwise.
+    results = probe(debian, "--security-opt", "seccomp=unconfined")
+    for name in ("keyctl", "add_key", "request_key", "socket", "personality"):
+        assert results[name] != errno.EPERM, (name, results[name])
+
+
+def test_clone_with_namespace_flags_is_refused_plain_fork_is_not(debian, clean_host):
+    calls = {"clone": [CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0]}
+    assert probe(debian, calls=calls) == {"clone": errno.EPERM}
+    script = "import os; pid = os.fork(); os._exit(0) if pid == 0 else print(os.waitpid(pid, 0)[1])"
+    r = pyrun("run", "--rm", "--network", "none", debian, "python", "-c", script)
+    assert r.stdout == "0\n", r.stderr
+
+
+def test_cap_sys_admin_allows_unshare_as_docker_does(debian, clean_host):
+    assert probe(debian, "--cap-add", "SYS_ADMIN", calls={"unshare": [CLONE_NEWUTS]}) == {"unshare": 0}
+
+
+def test_the_filter_is_on_for_run_and_exec(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", busybox, "grep", "^Seccomp:", "/proc/self/status")
+    assert r.stdout.split() == ["Seccomp:", "2"]
+    r = pyrun("run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined", busybox,
+              "grep", "^Seccomp:", "/proc/self/status")
+    assert r.stdout.split() == ["Seccomp:", "0"]
+    assert pyrun("run", "-d", "--name", "filtered", "--network", "none", busybox, "sleep", "60").returncode == 0
+    try:
+        r = pyrun("exec", "filtered", "grep", "^Seccomp:", "/proc/self/status")
+        assert r.stdout.split() == ["Seccomp:", "2"]
+    finally:
+        pyrun("rm", "-f", "filtered")
+
+
+def test_a_docker_format_profile_file(busybox, clean_host, tmp_path):
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EACCES}]}))
+    r = pyrun("run", "--rm", "--network", "none", "--security-opt", f"seccomp={profile}", busybox,
+              "sh", "-c", "mkdir /tmp/x || echo refused; echo still here")
+    assert r.stdout == "refused\nstill here\n" and "Permission denied" in r.stderr
+
+
+BAD = [
+    (["--security-opt", "seccomp=/no/such.json"], "seccomp=/no/such.json: No such file or directory"),
+    (["--security-opt", "seccomp={tmp}/garbage.json"], "not JSON"),
+    (["--security-opt", "seccomp={tmp}/wrong.json"], "defaultAction must be one of"),
+    (["--security-opt", "apparmor=unconfined"], "'apparmor=unconfined': expected seccomp=unconfined"),
+]
+
+
+@pytest.mark.parametrize("options,message", BAD, ids=[o[1] for o, _ in BAD])
+def test_bad_security_opt_is_125_and_leaves_nothing(busybox, clean_host, tmp_path, options, message):
+    (tmp_path / "garbage.json").write_text("{ not json")
+    (tmp_path / "wrong.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_MAYBE"}))
+    before = snapshot()
+    r = pyrun("run", "--rm", *[o.format(tmp=tmp_path) for o in options], busybox, "true")
+    assert r.returncode == 125 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert snapshot() == before
