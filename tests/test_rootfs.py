@@ -84,21 +84,3 @@ def test_bind_mount_read_write_and_read_only(busybox, clean_host, tmp_path):
     assert (tmp_path / "out.txt").read_text() == "back\n"
     r = run_sh(busybox, "echo no > /data/ro.txt", "-v", f"{tmp_path}:/data:ro")
     assert r.returncode != 0 and not (tmp_path / "ro.txt").exists()
-
-
-def test_bind_target_symlink_cannot_escape(busybox, clean_host, tmp_path):
-    """Symlinks in the rootfs are followed inside the rootfs, never out of it (CVE-2021-30465's class)."""
-    escape = tmp_path / "escape-target"
-    escape.mkdir()
-    rootfs = tmp_path / "rootfs"
-    os.system(f"cp -a {busybox} {rootfs}")
-    os.symlink(str(escape), rootfs / "evil")           # absolute: names the host's directory
-    os.symlink("../../../../../../..", rootfs / "up")  # relative: climbs past the rootfs
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "f").write_text("x")
-    r = run_sh(str(rootfs), "ls /mnt2", "-v", f"{src}:/up/mnt2")
-    assert (r.returncode, r.stdout) == (0, "f\n"), r.stderr  # '..' stops at the container's /
-    r = run_sh(str(rootfs), "true", "-v", f"{src}:/evil/mnt")
-    assert r.returncode == 125 and "/evil is a symlink" in r.stderr, r.stderr
-    assert os.listdir(escape) == [], "a mount target was created on the host"
