@@ -3,11 +3,7 @@ import sys
 from typing import List, Optional
 
 import typer
-
-try:  # typer 0.2x carries its own copy of click
-    from typer._click.exceptions import ClickException
-except ImportError:
-    from click.exceptions import ClickException
+from click.exceptions import ClickException  # typer 0.20 parses with click (pyproject.toml says why 0.20)
 
 from runtime.errors import EXIT_PYRUN, PyrunError
 

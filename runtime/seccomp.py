@@ -24,7 +24,18 @@ import json
 import os
 import platform
 
-import pyseccomp  # loads libseccomp now: the container's init has pivoted away from the host's /usr/lib
+import ctypes.util
+
+# pyseccomp loads libseccomp as it is imported, which matters twice. It must happen before the fork,
+# as the container's init has pivoted away from the host's libraries by the time it loads a filter;
+# and find_library runs `ldconfig -p` per library (~15 ms each): the sonames are fixed, so name them.
+_find_library = ctypes.util.find_library
+ctypes.util.find_library = lambda name: {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}.get(name) \
+    or _find_library(name)
+try:
+    import pyseccomp
+finally:
+    ctypes.util.find_library = _find_library
 
 from runtime.errors import PyrunError
 

@@ -1,0 +1,282 @@
+"""pyrun side by side with runc and the CNI bridge/portmap plugins; run through scripts/bench, in the sandbox.
+
+Every comparison alternates the two commands in the same invocation, after a
+warm-up, and reports medians, so that a noisy machine moves both sides alike.
+Prints a markdown table and writes bench-results.json.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYRUN = [os.path.join(REPO, ".venv", "bin", "python"), "-m", "runtime"]
+CNI_PATH = "/usr/lib/cni"
+HOST_IP = "198.51.100.1"
+
+
+def sh(*argv, check=True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def alternate(commands: dict, runs: int, warmup: int = 2) -> dict[str, float]:
+    """Median wall time of each callable, run in turn RUNS times after WARMUP rounds."""
+    for _ in range(warmup):
+        for fn in commands.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, fn in commands.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+class Runc:
+    """A runc bundle over ROOTFS (runc spec, then adjusted), optionally in a named network namespace."""
+
+    def __init__(self, rootfs: str):
+        self.dir = tempfile.mkdtemp(prefix="pyrun-bench-bundle-")
+        sh("runc", "spec", cwd=self.dir)
+        self.rootfs = rootfs
+        self.count = 0
+
+    def run(self, netns: str | None = None) -> None:
+        with open(os.path.join(self.dir, "config.json")) as f:
+            config = json.load(f)
+        config["process"].update(terminal=False, args=["/bin/true"])
+        config["root"] = {"path": self.rootfs, "readonly": True}
+        if netns:
+            config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"] if n["type"] != "network"] + [
+                {"type": "network", "path": f"/run/netns/{netns}"}]
+        with open(os.path.join(self.dir, "config.json"), "w") as f:
+            json.dump(config, f)
+        self.count += 1
+        sh("runc", "--root", "/run/runc-bench", "run", f"bench{os.getpid()}-{self.count}", cwd=self.dir)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Cni:
+    """The bridge (host-local IPAM, ipMasq) and portmap plugins, invoked as a CNI runtime does."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.plugins = [
+            {"type": "bridge", "bridge": "cni-bench0", "isGateway": True, "ipMasq": True,
+             "ipam": {"type": "host-local", "subnet": "10.198.0.0/16", "dataDir": "/run/cni-bench-ipam"}},
+            {"type": "portmap", "capabilities": {"portMappings": True},
+             "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 8000, "protocol": "tcp"}]}},
+        ]
+
+    def _call(self, command: str, plugin: dict, netns: str, prev: dict | None) -> dict:
+        conf = {"cniVersion": "1.0.0", "name": "bench", **plugin}
+        if prev is not None:
+            conf["prevResult"] = prev
+        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": netns, "CNI_NETNS": f"/run/netns/{netns}",
+               "CNI_IFNAME": "eth0", "CNI_PATH": CNI_PATH, "PATH": os.environ["PATH"]}
+        r = subprocess.run([os.path.join(CNI_PATH, plugin["type"])], input=json.dumps(conf), env=env,
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"CNI {plugin['type']} {command}: {r.stdout}{r.stderr}")
+        return json.loads(r.stdout) if r.stdout.strip() else {}
+
+    def add(self, netns: str) -> dict:
+        result = None
+        for plugin in self.plugins:
+            result = self._call("ADD", plugin, netns, result)
+        return result
+
+    def delete(self, netns: str, result: dict) -> None:
+        for plugin in reversed(self.plugins):
+            self._call("DEL", plugin, netns, result)
+
+
+def bench_start(busybox: str, runs: int) -> list[dict]:
+    runc = Runc(busybox)
+    floor = ["unshare", "--fork", "--pid", "--mount", "--net", "--uts", "--ipc", "--mount-proc", "chroot", busybox,
+             "/bin/true"]
+    none = alternate({
+        "pyrun": lambda: sh(*PYRUN, "run", "--rm", "--network", "none", busybox, "/bin/true"),
+        "runc": runc.run,
+        "unshare": lambda: sh(*floor),
+    }, runs)
+    cni = Cni(18081)
+    counter = [0]
+
+    def reference():
+        counter[0] += 1
+        netns = f"bench-{counter[0]}"
+        sh("ip", "netns", "add", netns)
+        result = cni.add(netns)
+        runc.run(netns)
+        cni.delete(netns, result)
+        sh("ip", "netns", "del", netns)
+
+    bridge = alternate({
+        "pyrun": lambda: sh(*PYRUN, "run", "--rm", "-p", "18080:8000", busybox, "/bin/true"),
+        "runc+CNI": reference,
+    }, runs)
+    runc.close()
+    return [
+        {"what": "start to exit, no network", "pyrun": none["pyrun"], "reference": none["runc"],
+         "reference_name": "runc run", "floor": none["unshare"], "target": 3.0},
+        {"what": "start to exit, bridge + 1 published port", "pyrun": bridge["pyrun"],
+         "reference": bridge["runc+CNI"], "reference_name": "runc + CNI bridge/portmap ADD+DEL", "target": 0.75},
+    ]
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+def _host_state() -> dict:
+    rules = [line for line in sh("iptables-save").stdout.splitlines() if "pyrun:" in line]
+    links = [line.split(":")[1].strip() for line in sh("ip", "-o", "link").stdout.splitlines()
+             if ": pyrun0:" not in line]
+    leases = os.listdir("/run/pyrun/ipam/pyrun0") if os.path.isdir("/run/pyrun/ipam/pyrun0") else []
+    cgroups = [d for c in ("memory", "cpu", "pids", "devices")
+               for d in (os.listdir(f"/sys/fs/cgroup/{c}/{os.environ['PYRUN_CGROUP_PARENT']}")
+                         if os.path.isdir(f"/sys/fs/cgroup/{c}/{os.environ['PYRUN_CGROUP_PARENT']}") else [])
+               if os.path.isdir(f"/sys/fs/cgroup/{c}/{os.environ['PYRUN_CGROUP_PARENT']}/{d}")]
+    netns = os.listdir("/run/netns")
+    return {"rules": rules, "links": links, "leases": leases, "cgroups": cgroups, "netns": netns}
+
+
+def bench_scale(busybox: str, count: int) -> dict:
+    before = _host_state()
+    starts = []
+    for i in range(count):
+        starts.append(timed(lambda: sh(*PYRUN, "run", "-d", "--name", f"scale{i}", "-p", f"{20000 + i}:8000",
+                                       busybox, "sleep", "3600")))
+    rules = len([line for line in sh("iptables-save").stdout.splitlines() if "pyrun" in line])
+    records = json.loads(sh(*PYRUN, "inspect", *[f"scale{i}" for i in range(count)]).stdout)
+    rss = []
+    for r in records:
+        with open(f"/run/pyrun/containers/{r['Id']}/state.json") as f:
+            rss.append(_rss_kib(json.load(f)["Monitor"]["Pid"]))
+    for i in range(count):
+        sh(*PYRUN, "rm", "-f", f"scale{i}")
+    after = _host_state()
+    residue = sum(len(set(after[k]) ^ set(before[k])) for k in before)
+    pick = sorted({0, count // 2 - 1 if count > 1 else 0, count - 1})
+    return {"containers": count, "start_s": {str(i + 1): starts[i] for i in pick},
+            "last_vs_first": starts[-1] / starts[0], "firewall_rules": rules,
+            "monitor_rss_mib_median": statistics.median(rss) / 1024, "monitor_rss_mib_max": max(rss) / 1024,
+            "residue": residue}
+
+
+SINK = "import socket; s = socket.create_server(('', 8000)); c, _ = s.accept(); [0 for _ in iter(lambda: c.recv(1 << 20), b'')]"
+
+
+def _send(where: list[str], host: str, port: int, megabytes: int) -> float:
+    """MiB/s of MEGABYTES sent over one TCP connection from namespace WHERE."""
+    code = ("import socket, sys, time; c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10); "
+            "b = b'x' * (1 << 20); t = time.perf_counter()\n"
+            "for _ in range(int(sys.argv[3])): c.sendall(b)\n"
+            "c.shutdown(socket.SHUT_WR); c.recv(1); print(int(sys.argv[3]) / (time.perf_counter() - t))")
+    r = sh(*where, sys.executable, "-c", code, host, str(port), str(megabytes))
+    return float(r.stdout)
+
+
+def bench_data(debian: str, megabytes: int) -> dict:
+    results: dict[str, list[float]] = {"published (world -> host:port)": [], "host 127.0.0.1:port": [],
+                                       "direct (host -> container ip)": []}
+    for _ in range(3):
+        for name in results:
+            cid = sh(*PYRUN, "run", "-d", "-p", "18090:8000", debian, "python", "-c", SINK).stdout.strip()
+            ip = json.loads(sh(*PYRUN, "inspect", cid).stdout)[0]["NetworkSettings"]["IPAddress"]
+            for _ in range(100):
+                if sh("ip", "netns", "exec", f"pyrun-{cid[:12]}", "ss", "-Hlnt", "sport = :8000").stdout:
+                    break
+                time.sleep(0.05)
+            if name.startswith("published"):
+                results[name].append(_send(["ip", "netns", "exec", "world"], HOST_IP, 18090, megabytes))
+            elif name.startswith("host"):
+                results[name].append(_send([], "127.0.0.1", 18090, megabytes))
+            else:
+                results[name].append(_send([], ip, 8000, megabytes))
+            sh(*PYRUN, "rm", "-f", cid)
+    return {name: statistics.median(v) for name, v in results.items()}
+
+
+def bench_teardown(busybox: str, runs: int) -> dict:
+    cni = Cni(18082)
+    times: dict[str, list[float]] = {"pyrun rm -f": [], "CNI DEL": []}
+    for i in range(runs + 1):
+        sh(*PYRUN, "run", "-d", "--name", "td", "-p", "18083:8000", busybox, "sleep", "3600")
+        t = timed(lambda: sh(*PYRUN, "rm", "-f", "td"))
+        netns = f"td-{i}"
+        sh("ip", "netns", "add", netns)
+        result = cni.add(netns)
+        c = timed(lambda: cni.delete(netns, result))
+        sh("ip", "netns", "del", netns)
+        if i:  # the first round warms up
+            times["pyrun rm -f"].append(t)
+            times["CNI DEL"].append(c)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--scale", type=int, default=100)
+    parser.add_argument("--megabytes", type=int, default=512)
+    parser.add_argument("--busybox", required=True)
+    parser.add_argument("--debian", required=True)
+    parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"))
+    args = parser.parse_args()
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.machine()}, "
+               f"{os.cpu_count()} CPUs, kernel {platform.release()}", "runs": args.runs}
+    results["start"] = bench_start(args.busybox, args.runs)
+    results["scale"] = bench_scale(args.busybox, args.scale)
+    results["data_mib_s"] = bench_data(args.debian, args.megabytes)
+    results["teardown_s"] = bench_teardown(args.busybox, args.runs)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(table(results))
+
+
+def table(r: dict) -> str:
+    out = [f"Measured {r['date']} on {r['machine']}; medians of {r['runs']} alternating runs after a warm-up.", "",
+           "| measure | pyrun | reference | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for s in r["start"]:
+        ratio = s["pyrun"] / s["reference"]
+        out.append(f"| {s['what']} | {s['pyrun'] * 1000:.0f} ms | {s['reference_name']}: {s['reference'] * 1000:.0f} ms"
+                   + (f" (unshare floor {s['floor'] * 1000:.0f} ms)" if "floor" in s else "")
+                   + f" | {ratio:.2f}x | <= {s['target']}x | {'yes' if ratio <= s['target'] else 'no'} |")
+    sc = r["scale"]
+    starts = ", ".join(f"#{k}: {v * 1000:.0f} ms" for k, v in sc["start_s"].items())
+    out.append(f"| {sc['containers']} detached containers, start of {starts} | last/first | | "
+               f"{sc['last_vs_first']:.2f}x | <= 1.2x | {'yes' if sc['last_vs_first'] <= 1.2 else 'no'} |")
+    out.append(f"| monitor resident memory per container | {sc['monitor_rss_mib_median']:.1f} MiB (max "
+               f"{sc['monitor_rss_mib_max']:.1f}) | bare python ~9 MiB | | <= 12 MiB | "
+               f"{'yes' if sc['monitor_rss_mib_max'] <= 12 else 'no'} |")
+    out.append(f"| firewall rules with {sc['containers']} containers | {sc['firewall_rules']} | | | | |")
+    out.append(f"| residue after removing all | {sc['residue']} | | | 0 | {'yes' if sc['residue'] == 0 else 'no'} |")
+    d = r["data_mib_s"]
+    pub, direct = d["published (world -> host:port)"], d["direct (host -> container ip)"]
+    out.append(f"| TCP throughput: published port / host 127.0.0.1 / direct | {pub:.0f} / "
+               f"{d['host 127.0.0.1:port']:.0f} / {direct:.0f} MiB/s | direct | {pub / direct:.2f} | >= 0.9 | "
+               f"{'yes' if pub / direct >= 0.9 else 'no'} |")
+    t = r["teardown_s"]
+    out.append(f"| teardown of a running container with one port | {t['pyrun rm -f'] * 1000:.0f} ms | "
+               f"CNI DEL: {t['CNI DEL'] * 1000:.0f} ms | {t['pyrun rm -f'] / t['CNI DEL']:.2f}x | | |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
