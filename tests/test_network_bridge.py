@@ -290,3 +290,12 @@ def test_network_host_shares_the_hosts_interfaces(busybox, clean_host):
 def test_network_none_has_only_loopback(busybox, clean_host):
     r = pyrun("run", "--rm", "--network", "none", busybox, "ip", "-o", "link")
     assert [line.split(":")[1].strip() for line in r.stdout.splitlines()] == ["lo"], r.stdout
+
+
+def test_teardown_forgives_a_rule_removed_by_hand(busybox, clean_host):
+    # The exact-delete batch fails when one rule is missing; the rest are then removed by their tag.
+    with container(busybox, HTTPD.format(port=8000), "-p", "8079:8000", "-p", "8078:8000") as record:
+        sh(f"iptables -t nat -S PYRUN-DNAT | grep -- '--dport 8079 ' | grep {record['Id']} | sed 's/^-A/-D/' "
+           "| xargs -L1 iptables -t nat")
+        assert "--dport 8078 " in sh("iptables -t nat -S PYRUN-DNAT").stdout
+    # clean_host: nothing of the container is left

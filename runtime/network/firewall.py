@@ -165,7 +165,13 @@ class ContainerRules(Step):
         restore(container_rules(self.cid, self.bridge, self.address, self.mappings()))
 
     def down(self) -> None:
-        restore(rules_tagged(save(), f"pyrun:{self.cid}"))
+        """Delete the rules up() added, in one batch; if any is gone already (the batch then deletes nothing),
+        delete whatever still carries the container's tag instead, as CNI's DEL forgives what is missing."""
+        try:
+            restore([(t, r.replace("-A ", "-D ", 1)) for t, r in
+                     container_rules(self.cid, self.bridge, self.address, self.mappings())])
+        except PyrunError:
+            restore(rules_tagged(save(), f"pyrun:{self.cid}"))
 
     def shell_up(self) -> list[str]:
         return [f"iptables -t {t} {r}" for t, r in container_rules(self.cid, self.bridge, self.address,
