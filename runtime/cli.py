@@ -176,16 +176,16 @@ def network_rm(names: List[str] = typer.Argument(..., metavar="NETWORK...")):
 
 @network_app.command("inspect")
 def network_inspect(name: str = typer.Argument("bridge"),
-                    format_: str = typer.Option("text", "--format", help="text, json or dot (Graphviz).")):
+                    format_: str = typer.Option("text", "--format", help="text, json, dot or svg (Graphviz).")):
     """A network as the kernel sees it: veth pairs, addresses, rules with counters, a drawing."""
     import json
 
     from runtime.network import inspect as netinspect
 
-    if format_ not in ("text", "json", "dot"):
-        raise PyrunError("invalid --format", f"{format_!r}: expected text, json or dot")
+    if format_ not in ("text", "json", "dot", "svg"):
+        raise PyrunError("invalid --format", f"{format_!r}: expected text, json, dot or svg")
     info = netinspect.gather(_root(), name)
-    print({"text": netinspect.text, "dot": netinspect.dot,
+    print({"text": netinspect.text, "dot": netinspect.dot, "svg": netinspect.svg,
            "json": lambda i: json.dumps(i, indent=2)}[format_](info))
 
 

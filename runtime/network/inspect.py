@@ -89,3 +89,16 @@ def dot(info: dict) -> str:
         out.append(f'  "{c["id"]}" [label="{label}"]; bridge -- "{c["id"]}" [label="{c["host_end"]}"];')
     out.append("}")
     return "\n".join(out)
+
+
+def svg(info: dict) -> str:
+    """The dot drawing rendered by Graphviz's dot, which must be installed (apt install graphviz)."""
+    import subprocess
+
+    from runtime.errors import PyrunError
+
+    try:
+        return subprocess.run(["dot", "-Tsvg"], input=dot(info), capture_output=True, text=True, check=True).stdout
+    except FileNotFoundError:
+        raise PyrunError("network inspect", "--format svg needs Graphviz's dot: apt install graphviz, "
+                                            "or use --format dot") from None
