@@ -37,14 +37,16 @@ def _sysctl(path: str, value: str) -> None:
         f.write(value)
 
 
-def _ipr():
+def netlink():
+    """A netlink session in this process's network namespace. pyroute2 is imported here, when a bridge
+    network is used, because its import alone takes ~190 ms (README, "Performance")."""
     from pyroute2 import IPRoute
 
     return IPRoute()
 
 
 def exists(network: Network) -> bool:
-    with _ipr() as ipr:
+    with netlink() as ipr:
         return bool(ipr.link_lookup(ifname=network.bridge))
 
 
@@ -52,7 +54,7 @@ def ensure_bridge(network: Network) -> None:
     """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
     net = ipaddress.IPv4Network(subnet)
-    with _ipr() as ipr:
+    with netlink() as ipr:
         if not ipr.link_lookup(ifname=name):
             for route in ipr.get_routes(family=socket.AF_INET):
                 dst = route.get("dst") or "0.0.0.0"
@@ -72,7 +74,7 @@ def ensure_bridge(network: Network) -> None:
 
 def remove_bridge(network: Network, last: bool) -> None:
     """ensure_bridge's mirror: the bridge and its rules; with LAST, pyrun's chains and jumps too."""
-    with _ipr() as ipr:
+    with netlink() as ipr:
         index = ipr.link_lookup(ifname=network.bridge)
         if index:
             ipr.link("del", index=index[0])
@@ -146,7 +148,7 @@ class Veth(Step):
     mac: str
 
     def up(self) -> None:
-        with _ipr() as ipr:
+        with netlink() as ipr:
             ipr.link("add", ifname=self.host_end, kind="veth",
                      peer={"ifname": "eth0", "address": self.mac, "net_ns_pid": self.pid})
             index = ipr.link_lookup(ifname=self.host_end)[0]
@@ -159,7 +161,7 @@ class Veth(Step):
             ipr.route("add", dst="0.0.0.0/0", gateway=self.gateway)
 
     def down(self) -> None:
-        with _ipr() as ipr:
+        with netlink() as ipr:
             index = ipr.link_lookup(ifname=self.host_end)
             if index:
                 ipr.link("del", index=index[0])
@@ -194,7 +196,7 @@ class _inside:
         try:
             syscalls.setns(there, CLONE_NEWNET, f"/proc/{self.pid}/ns/net")
             try:
-                self.ipr = _ipr()
+                self.ipr = netlink()
             finally:
                 syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
         finally:

@@ -11,12 +11,12 @@ from runtime.network import networks
 
 
 def gather(root: str, name: str) -> dict:
-    from runtime.network.bridge import _ipr
+    from runtime.network.bridge import netlink
 
     net = networks.get(root, name)
     records = {r["Id"]: r for r in state.all_records(root)}
     containers = []
-    with _ipr() as ipr:
+    with netlink() as ipr:
         for cid in networks.holders(root, net):
             record = records.get(cid)
             if not record:
