@@ -134,10 +134,8 @@ def test_stop_sends_sigterm_then_sigkill(busybox, clean_host):
     assert time.monotonic() - started >= 1
     assert inspect("stubborn")["State"]["ExitCode"] == 137
     detached(busybox, "--init", "sleep 300", name="polite")  # --init passes SIGTERM on: sleep dies at once
-    started = time.monotonic()
     assert pyrun("stop", "polite").returncode == 0
-    assert time.monotonic() - started < 5
-    assert inspect("polite")["State"]["ExitCode"] == 143
+    assert inspect("polite")["State"]["ExitCode"] == 143  # SIGTERM did it, not the SIGKILL 10 s later
     assert [row["STATUS"] for row in ps("-a")] == ["exited (143)", "exited (137)"]
     assert pyrun("stop", "polite").returncode == 0  # stopping a stopped container is no error
     assert pyrun("rm", "stubborn", "polite").returncode == 0
