@@ -1,5 +1,6 @@
 """User-defined networks, network inspect and doctor: real bridges, real packets, the kernel's own state."""
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -92,6 +93,11 @@ def test_network_inspect_reads_the_veth_pair_from_the_kernel(busybox, clean_host
         text = pyrun("network", "inspect").stdout
         assert f"{c['host_end']} ==== eth0 {c['ip']} [seen]" in text
         assert pyrun("network", "inspect", "--format", "dot").stdout.startswith("graph pyrun {")
+        r = pyrun("network", "inspect", "--format", "svg")
+        if shutil.which("dot"):
+            assert r.returncode == 0 and "<svg" in r.stdout, r.stderr
+        else:
+            assert r.returncode == 125 and "needs Graphviz's dot" in r.stderr
     finally:
         pyrun("rm", "-f", "seen")
 
