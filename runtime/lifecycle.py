@@ -144,14 +144,22 @@ def parse_timeout(value: str) -> float:
 
 
 def kill(root: str, ref: str, sig: signal.Signals = signal.SIGKILL) -> dict:
-    """Send SIG to the container's PID 1, which must still be the process the record names."""
+    """Send SIG to the running container REF's PID 1."""
     record = running(root, ref, "kill")
-    init = record["Init"]
-    # pidfd_open pins the process: if it died after the check above, the signal cannot reach a newcomer.
+    _signal(record, sig)
+    return record
+
+
+def _signal(record: dict, sig: signal.Signals) -> None:
+    """Send SIG to the record's PID 1 if it is still that process; if it has exited meanwhile, do nothing."""
+    init = record.get("Init")
+    if not init:
+        return
+    # pidfd_open pins the process: if it died after the check below, the signal cannot reach a newcomer.
     try:
         pidfd = os.pidfd_open(init["Pid"])
     except ProcessLookupError:
-        return record
+        return
     try:
         if state.alive(init):
             signal.pidfd_send_signal(pidfd, sig)
@@ -159,7 +167,6 @@ def kill(root: str, ref: str, sig: signal.Signals = signal.SIGKILL) -> dict:
         pass
     finally:
         os.close(pidfd)
-    return record
 
 
 def wait_gone(root: str, record: dict, timeout: float) -> bool:
@@ -183,11 +190,12 @@ def stop(root: str, ref: str, timeout: float = 10) -> None:
 
     Stopping a container that is not running is not an error: it may have exited a moment ago.
     """
-    if status(find(root, ref)) != "running":
+    record = find(root, ref)
+    if status(record) != "running":
         return
-    record = kill(root, ref, signal.SIGTERM)
+    _signal(record, signal.SIGTERM)  # it may exit on its own meanwhile: no error then
     if not wait_gone(root, record, timeout):
-        kill(root, ref, signal.SIGKILL)
+        _signal(record, signal.SIGKILL)
         wait_gone(root, record, 30)
 
 
@@ -198,8 +206,7 @@ def rm(root: str, ref: str, force: bool = False) -> None:
         if not force:
             raise PyrunError("rm", f"container {record['Name']} is {status(record)}: stop it first, "
                                    "or use 'pyrun rm -f'")
-        if status(record) == "running":
-            kill(root, ref, signal.SIGKILL)
+        _signal(record, signal.SIGKILL)
         if not wait_gone(root, record, 30):
             raise PyrunError("rm", f"container {record['Name']} did not stop within 30 s")
     if os.path.isdir(state.container_dir(root, record["Id"])):

@@ -271,3 +271,16 @@ def test_ambiguous_id_prefix_is_125(busybox, clean_host):
     r = pyrun("inspect", digit)
     assert r.returncode == 125 and "ambiguous" in r.stderr
     assert pyrun("prune").returncode == 0 and ps("-a") == []
+
+
+def test_rm_f_and_stop_racing_with_exit(busybox, clean_host):
+    # Each container exits on its own at about the moment it is removed or stopped: never an error.
+    names = [f"racer{i}" for i in range(12)]
+    for i, n in enumerate(names):
+        assert pyrun("run", "-d", "--name", n, "--network", "none", busybox, "sleep", f"0.{i % 4 + 2}").returncode == 0
+    stops = [pyrun_bg("stop", n) for n in names[::2]]
+    removes = [pyrun_bg("rm", "-f", n) for n in names[1::2]]
+    for p in stops + removes:
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+    assert pyrun("rm", *names[::2]).returncode == 0
+    assert ps("-a") == []
