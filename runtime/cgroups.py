@@ -80,23 +80,22 @@ class Cgroup(Step):
                 out[controller] = (version, os.path.join(mount, PARENT, self.cid))
         return out
 
-    def _limits(self) -> list[tuple[str, int, str, object]]:
-        """(controller, version, file, value) for each limit asked for."""
+    def _limits(self) -> list[tuple[str, str, object]]:
+        """(directory, file, value) for each limit asked for, in the order they are written."""
         out = []
-        for controller, (version, _) in self.dirs().items():
+        for controller, (version, path) in self.dirs().items():
             if controller == "memory" and self.memory:
-                out.append((controller, version, "memory.limit_in_bytes" if version == 1 else "memory.max", self.memory))
+                out.append((path, "memory.limit_in_bytes" if version == 1 else "memory.max", self.memory))
             if controller == "cpu" and self.cpus:
                 quota = int(self.cpus * CPU_PERIOD_US)
                 if version == 1:
-                    out += [(controller, 1, "cpu.cfs_period_us", CPU_PERIOD_US), (controller, 1, "cpu.cfs_quota_us", quota)]
+                    out += [(path, "cpu.cfs_period_us", CPU_PERIOD_US), (path, "cpu.cfs_quota_us", quota)]
                 else:
-                    out.append((controller, 2, "cpu.max", f"{quota} {CPU_PERIOD_US}"))
+                    out.append((path, "cpu.max", f"{quota} {CPU_PERIOD_US}"))
             if controller == "pids" and self.pids_limit:
-                out.append((controller, version, "pids.max", self.pids_limit))
+                out.append((path, "pids.max", self.pids_limit))
             if controller == "devices":
-                out += [(controller, 1, "devices.deny" if rule == "a" else "devices.allow", rule)
-                        for rule in DEVICE_RULES]
+                out += [(path, "devices.deny" if rule == "a" else "devices.allow", rule) for rule in DEVICE_RULES]
         return out
 
     def up(self) -> None:
@@ -109,8 +108,8 @@ class Cgroup(Step):
             else:
                 self._enable_v2(controller)
                 os.makedirs(path, exist_ok=True)
-        for controller, _, name, value in self._limits():
-            _write(os.path.join(self.dirs()[controller][1], name), value)
+        for path, name, value in self._limits():
+            _write(os.path.join(path, name), value)
 
     def _enable_v2(self, controller: str) -> None:
         """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control."""
@@ -119,8 +118,12 @@ class Cgroup(Step):
         for directory in (CGROUP_ROOT, parent):
             _write(os.path.join(directory, "cgroup.subtree_control"), f"+{controller}")
 
+    def paths(self) -> list[str]:
+        """Its directories, one per hierarchy (controllers sharing a v2 hierarchy share one)."""
+        return sorted({path for _, path in self.dirs().values()})
+
     def join(self, pid: int) -> None:
-        for _, path in set(self.dirs().values()):
+        for path in self.paths():
             _write(os.path.join(path, "cgroup.procs"), pid)
 
     def oom_killed(self) -> bool:
@@ -134,43 +137,50 @@ class Cgroup(Step):
         return int(counts.get("oom_kill", 0)) > 0
 
     def down(self) -> None:
-        for _, path in set(self.dirs().values()):
-            for attempt in range(100):
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    # Still has members: processes that escaped the pid namespace's
-                    # end (or are still dying). Kill them and retry briefly.
-                    self._kill_members(path)
-                    time.sleep(0.01)
-            else:
-                os.rmdir(path)  # let the error out, naming the path
-
-    @staticmethod
-    def _kill_members(path: str) -> None:
-        try:
-            with open(os.path.join(path, "cgroup.procs")) as f:
-                pids = [int(p) for p in f.read().split()]
-        except FileNotFoundError:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for path in self.paths():
+            remove(path)
 
     def shell_up(self) -> list[str]:
-        cmds = [f"mkdir -p {path}" for _, path in sorted(set(self.dirs().values()))]
-        cmds += [f"echo {shlex.quote(str(value))} > {self.dirs()[c][1]}/{name}" for c, _, name, value in self._limits()]
+        cmds = [f"mkdir -p {path}" for path in self.paths()]
+        cmds += [f"echo {shlex.quote(str(value))} > {path}/{name}" for path, name, value in self._limits()]
         return cmds
 
     def shell_down(self) -> list[str]:
         """Kill what is left inside (the kernel refuses to remove a cgroup with members), then remove it."""
         out = []
-        for _, path in sorted(set(self.dirs().values())):
+        for path in self.paths():
             out += [f"xargs -r kill -9 < {path}/cgroup.procs",
                     f"for i in $(seq 100); do rmdir {path} 2>/dev/null && break; sleep 0.05; done"]
         return out
+
+
+def remove(path: str, seconds: float = 1.0) -> None:
+    """Remove the cgroup directory PATH, killing what is still inside, retrying for SECONDS.
+
+    The kernel refuses to remove a cgroup with members: processes that escaped
+    the pid namespace's end, or are still dying. Gone already is success.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            _kill_members(path)
+            time.sleep(0.01)
+    os.rmdir(path)  # let the error out, naming the path
+
+
+def _kill_members(path: str) -> None:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            pids = [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

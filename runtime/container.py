@@ -79,7 +79,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     with state.locked(root):
         cid, name = state.new_container(root, spec.name)
     cdir = state.container_dir(root, cid)
-    record = state.read_json(os.path.join(cdir, "state.json"))
+    record = state.read_json(state.record_path(root, cid))
     spec = _guard_devices(spec)
     record.update(_describe(spec, cid, remove, cdir))
     if detach:
@@ -122,7 +122,7 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
         record["State"] = {"Status": "running", "Running": True, "Pid": proc.pid, "ExitCode": 0,
                            "OOMKilled": False, "StartedAt": now(), "FinishedAt": ""}
         record["Init"] = {"Pid": proc.pid, "StartTime": state.start_time(proc.pid)}
-        state.write_json(os.path.join(cdir, "state.json"), record)
+        state.write_json(state.record_path(root, cid), record)
         proc.held = network.sockets if network else []
         return proc
     except BaseException:
@@ -142,7 +142,7 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
 def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
     """PID 1 has exited with CODE: record how, undo the journal, keep or remove the record."""
     cdir = state.container_dir(root, cid)
-    record = state.read_json(os.path.join(cdir, "state.json"))
+    record = state.read_json(state.record_path(root, cid))
     journal = Journal(os.path.join(cdir, "journal"), trace=verbose)
     cgroups = [step for step in journal.steps() if isinstance(step, Cgroup)]
     oom = code == 137 and any(c.oom_killed() for c in cgroups)
@@ -156,7 +156,7 @@ def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
     if record["HostConfig"]["AutoRemove"]:
         shutil.rmtree(cdir, ignore_errors=True)
     else:
-        state.write_json(os.path.join(cdir, "state.json"), record)
+        state.write_json(state.record_path(root, cid), record)
     return code
 
 
@@ -191,7 +191,7 @@ def _become_monitor(spec: ContainerSpec, root: str, record: dict, verbose: bool,
         os.dup2(log, 1)
         os.dup2(log, 2)  # the container inherits these: its output goes to the log
         record["Monitor"] = state.me()
-        state.write_json(os.path.join(state.container_dir(root, record["Id"]), "state.json"), record)
+        state.write_json(state.record_path(root, record["Id"]), record)
         signals.abort_on_signals()
         proc = start(spec, root, record, verbose)
     except PyrunError as e:
@@ -264,6 +264,12 @@ def _ports(spec: ContainerSpec) -> dict:
     return ports
 
 
+def published(record: dict) -> list[str]:
+    """The record's published ports as `docker ps` shows them: HOST_IP:HOST_PORT->PORT/PROTO."""
+    return [f"{b['HostIp']}:{b['HostPort']}->{port}"
+            for port, binds in record.get("NetworkSettings", {}).get("Ports", {}).items() for b in binds]
+
+
 def reconcile(root: str) -> list[dict]:
     """Undo what crashed pyruns left: the journal of every container whose monitor died unannounced.
 
@@ -276,13 +282,13 @@ def reconcile(root: str) -> list[dict]:
             continue
         cdir = state.container_dir(root, record["Id"])
         with state.locked(root):  # two reconcilers must not undo the same journal at once
-            if not os.path.exists(os.path.join(cdir, "state.json")):
+            if not os.path.exists(state.record_path(root, record["Id"])):
                 continue
             errors = Journal(os.path.join(cdir, "journal")).undo()
             for error in errors:
                 print(f"pyrun: cleaning up after {record['Name']}: {error}", file=sys.stderr)
             record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
-            state.write_json(os.path.join(cdir, "state.json"), record)
+            state.write_json(state.record_path(root, record["Id"]), record)
         dead.append(record)
     return dead
 

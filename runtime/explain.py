@@ -57,7 +57,7 @@ def explain(spec: ContainerSpec, root: str) -> str:
          "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
          commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, bool(network))))
     unshare = "unshare --mount --uts --ipc --pid --fork --kill-child" + (" --net" if spec.network != "host" else "")
-    joins = [f"echo $BASHPID > {path}/cgroup.procs" for _, path in sorted(set(cgroup.dirs().values()))]
+    joins = [f"echo $BASHPID > {path}/cgroup.procs" for path in cgroup.paths()]
     step("start it: join the cgroup, then new namespaces; the first process's children are in the new "
          "PID namespace (runtime/process.py, runtime/init.py)",
          commands=["(", *[f"  {j}" for j in joins], f"  exec {unshare} sh {cdir}/init.sh",
@@ -69,7 +69,7 @@ def explain(spec: ContainerSpec, root: str) -> str:
         for title, obj in network["attach"]:
             step(title, obj)
 
-    members = [f"{path}/cgroup.procs" for _, path in sorted(set(cgroup.dirs().values()))]
+    members = [f"{path}/cgroup.procs" for path in cgroup.paths()]
     teardown = [("stop the container: kill every process in its cgroup (pyrun tears down once it has exited)",
                  [f"xargs -r kill -9 < {members[0]}", f"while [ -s {members[0]} ]; do sleep 0.05; done"])]
     teardown += [(f"undo: {type(obj).__name__} ({obj.kind})", obj.shell_down()) for obj in reversed(steps)]

@@ -47,8 +47,9 @@ def status(record: dict) -> str:
 
 def running(root: str, ref: str, action: str) -> dict:
     record = find(root, ref)
-    if status(record) != "running":
-        raise PyrunError(action, f"container {record['Name']} is not running (it is {status(record)})")
+    now = status(record)
+    if now != "running":
+        raise PyrunError(action, f"container {record['Name']} is not running (it is {now})")
     return record
 
 
@@ -61,13 +62,11 @@ def ps(root: str, show_all: bool = False) -> list[dict]:
             continue
         st = record["State"]
         net = record.get("NetworkSettings", {})
-        ports = [f"{b['HostIp']}:{b['HostPort']}->{port}" for port, binds in net.get("Ports", {}).items()
-                 for b in binds]
         rows.append({"NAME": record["Name"], "ID": record["Id"][:12],
                      "STATUS": f"exited ({st['ExitCode']})" if now == "exited" else now,
                      "PID": str(st.get("Pid", "")) if now == "running" else "",
                      "IP": net.get("IPAddress", "") if now == "running" else "",
-                     "PORTS": ", ".join(ports), "COMMAND": " ".join(record.get("Config", {}).get("Cmd", [])),
+                     "PORTS": ", ".join(container.published(record)), "COMMAND": " ".join(record.get("Config", {}).get("Cmd", [])),
                      "CREATED": _ago(record.get("Created"))})
     return rows
 
@@ -88,7 +87,8 @@ def inspect(root: str, refs: list[str]) -> list[dict]:
     for ref in refs:
         record = find(root, ref)
         shown = {k: v for k, v in record.items() if k not in ("Monitor", "Init")}
-        shown["State"] = {**record["State"], "Status": status(record), "Running": status(record) == "running"}
+        now = status(record)
+        shown["State"] = {**record["State"], "Status": now, "Running": now == "running"}
         out.append(shown)
     return out
 
@@ -116,9 +116,9 @@ def logs(root: str, ref: str, follow: bool = False) -> None:
 
 
 def _still_there(root: str, record: dict) -> bool:
-    path = os.path.join(state.container_dir(root, record["Id"]), "state.json")
+    """Is the container still being set up, running, or being torn down by a live monitor?"""
     try:
-        return status(state.read_json(path)) in ("created", "running", "stopping")
+        return status(state.read_json(state.record_path(root, record["Id"]))) in ("created", "running", "stopping")
     except (FileNotFoundError, json.JSONDecodeError):
         return False
 
@@ -171,16 +171,10 @@ def _signal(record: dict, sig: signal.Signals) -> None:
 
 def wait_gone(root: str, record: dict, timeout: float) -> bool:
     """Wait until the container's monitor has finished its teardown; False if TIMEOUT passed first."""
-    path = os.path.join(state.container_dir(root, record["Id"]), "state.json")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not state.alive(record.get("Monitor")) or not os.path.exists(path):
+        if not _still_there(root, record):
             return True
-        try:
-            if state.read_json(path)["State"]["Status"] == "exited":
-                return True
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
         time.sleep(0.02)
     return False
 
@@ -202,10 +196,10 @@ def stop(root: str, ref: str, timeout: float = 10) -> None:
 def rm(root: str, ref: str, force: bool = False) -> None:
     """Remove a container that is not running; with FORCE, kill it first."""
     record = find(root, ref)
-    if status(record) in ("running", "created", "stopping"):
+    now = status(record)
+    if now in ("running", "created", "stopping"):
         if not force:
-            raise PyrunError("rm", f"container {record['Name']} is {status(record)}: stop it first, "
-                                   "or use 'pyrun rm -f'")
+            raise PyrunError("rm", f"container {record['Name']} is {now}: stop it first, or use 'pyrun rm -f'")
         _signal(record, signal.SIGKILL)
         if not wait_gone(root, record, 30):
             raise PyrunError("rm", f"container {record['Name']} did not stop within 30 s")

@@ -68,12 +68,17 @@ def container_dir(root: str, cid: str) -> str:
     return os.path.join(root, "containers", cid)
 
 
+def record_path(root: str, cid: str) -> str:
+    """Where container CID's record lives: containers/ID/state.json."""
+    return os.path.join(container_dir(root, cid), "state.json")
+
+
 def all_records(root: str) -> list[dict]:
     records = []
     base = os.path.join(root, "containers")
     for cid in sorted(os.listdir(base)) if os.path.isdir(base) else []:
         try:
-            records.append(read_json(os.path.join(base, cid, "state.json")))
+            records.append(read_json(record_path(root, cid)))
         except (FileNotFoundError, json.JSONDecodeError):
             continue  # a container being created or removed right now
     return records
@@ -106,6 +111,6 @@ def new_container(root: str, name: str | None) -> tuple[str, str]:
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     os.makedirs(container_dir(root, cid))
-    write_json(os.path.join(container_dir(root, cid), "state.json"),
+    write_json(record_path(root, cid),
                {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
     return cid, name

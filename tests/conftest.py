@@ -60,17 +60,13 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     """Remove the suite's parent cgroups, once the last container's processes are gone from them."""
+    from runtime import cgroups
+
     for path in getattr(config, "created_cgroup_parents", []):
-        for _ in range(200):
-            try:
-                os.rmdir(path)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            print(f"pyrun tests: could not remove {path}", file=sys.stderr)
+        try:
+            cgroups.remove(path, seconds=10)
+        except OSError as e:
+            print(f"pyrun tests: could not remove {path}: {e.strerror}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

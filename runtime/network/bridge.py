@@ -179,6 +179,16 @@ class Veth(Step):
         return [f"ip link del {self.host_end}"]
 
 
+def host_end(cid: str) -> str:
+    """The host end of a container's veth pair, named from its id within 15 characters."""
+    return f"pv{cid[:12]}"
+
+
+def netns_name(name: str) -> str:
+    """The container's network namespace as `ip netns` lists it."""
+    return f"pyrun-{name}"
+
+
 def mac_address(address: str) -> str:
     """Docker's scheme: 02:42 (locally administered) and then the four bytes of the IPv4 address."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
@@ -259,8 +269,8 @@ class BridgeNetwork:
 
     def steps(self, pid) -> list[Step]:
         """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
-        out = [NetnsName(f"pyrun-{self.name}", pid),
-               Veth(f"pv{self.cid[:12]}", self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
+        out = [NetnsName(netns_name(self.name), pid),
+               Veth(host_end(self.cid), self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
                     mac_address(self.address))]
         if self.spec.ports:
             out.append(firewall.ContainerRules(self.cid, self.net.bridge, self.address, list(self.spec.ports)))

@@ -90,7 +90,7 @@ class HostsEntry(Step):
             try:
                 with open(os.path.join(directory, address)) as f:
                     cid = f.read().strip()
-                record = state.read_json(os.path.join(state.container_dir(self.root, cid), "state.json"))
+                record = state.read_json(state.record_path(self.root, cid))
             except (FileNotFoundError, ValueError):
                 continue
             if cid != self.cid:

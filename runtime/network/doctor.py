@@ -64,6 +64,7 @@ def _listening(pid: int, port: int, proto: str) -> set[str]:
 def walk(root: str, port: int) -> list[tuple[bool, str]]:
     """(ok, what) for each hop in order, stopping at the first that fails."""
     from runtime.network import networks
+    from runtime.network.bridge import netns_name
 
     record, container_port, host_ip = _publisher(root, port)
     net = networks.get(root, record["HostConfig"]["NetworkMode"])
@@ -114,7 +115,7 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
     hop(bool(reachable), f"the container listens on {', '.join(sorted(reachable))}:{cport}/{proto}",
         f"in the container {('only ' + ', '.join(sorted(listening)) + ' listens') if listening else 'nothing listens'}"
         f" on port {cport}/{proto}: a server must listen on 0.0.0.0 (or {address}) to be reached through "
-        f"the bridge; see ip netns exec pyrun-{record['Name']} ss -lnt")
+        f"the bridge; see ip netns exec {netns_name(record['Name'])} ss -lnt")
     return steps
 
 

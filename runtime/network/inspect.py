@@ -11,7 +11,8 @@ from runtime.network import networks
 
 
 def gather(root: str, name: str) -> dict:
-    from runtime.network.bridge import netlink
+    from runtime.container import published
+    from runtime.network.bridge import host_end, netlink, netns_name
 
     net = networks.get(root, name)
     records = {r["Id"]: r for r in state.all_records(root)}
@@ -21,18 +22,17 @@ def gather(root: str, name: str) -> dict:
             record = records.get(cid)
             if not record:
                 continue
-            host_end = f"pv{cid[:12]}"
-            index = ipr.link_lookup(ifname=host_end)
+            end = host_end(cid)
+            index = ipr.link_lookup(ifname=end)
             link = ipr.get_links(index[0])[0] if index else None
             settings = record.get("NetworkSettings", {})
             containers.append({
-                "name": record["Name"], "id": cid[:12], "host_end": host_end,
+                "name": record["Name"], "id": cid[:12], "host_end": end,
                 "host_ifindex": index[0] if index else None,
                 "peer_ifindex": link.get_attr("IFLA_LINK") if link else None,
-                "netns": f"pyrun-{record['Name']}", "ip": settings.get("IPAddress", ""),
+                "netns": netns_name(record["Name"]), "ip": settings.get("IPAddress", ""),
                 "mac": settings.get("MacAddress", ""),
-                "ports": [f"{b['HostIp']}:{b['HostPort']}->{port}" for port, binds in settings.get("Ports", {}).items()
-                          for b in binds]})
+                "ports": published(record)})
     return {"network": net.name, "bridge": net.bridge, "subnet": net.subnet, "gateway": net.gateway,
             "containers": containers, "rules": _rules(net, containers)}
 
