@@ -51,11 +51,14 @@ def explain(spec: ContainerSpec, root: str) -> str:
                  commands=[f"! ss -H -l{'t' if p.proto == 'tcp' else 'u'}n 'sport = :{p.host_port}' | grep -q ."
                            for p in spec.ports])
         step("an address for the container, one file per lease (runtime/network/ipam.py)", network["lease"])
+    etc, _ = dns.files(hostname, network["address"] if network else None, spec.network)
     step("/etc/hostname, /etc/hosts and /etc/resolv.conf for the container (runtime/network/dns.py)",
-         commands=_etc_files(cdir, hostname, network["address"] if network else None, spec.network))
+         commands=[line for name, text in etc.items()
+                   for line in _heredoc(f"{cdir}/{name}", text.rstrip("\n").splitlines())])
+    binds = [(f"{cdir}/{name}", f"/etc/{name}", False) for name in etc]
     step("the container's side, run in its new namespaces: rootfs, hostname, wait for the network, "
          "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
-         commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, bool(network))))
+         commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, binds, bool(network))))
     unshare = "unshare --mount --uts --ipc --pid --fork --kill-child" + (" --net" if spec.network != "host" else "")
     joins = [f"echo $BASHPID > {path}/cgroup.procs" for path in cgroup.paths()]
     step("start it: join the cgroup, then new namespaces; the first process's children are in the new "
@@ -96,22 +99,8 @@ def _heredoc(path: str, lines: list[str]) -> list[str]:
     return [f"mkdir -p {os.path.dirname(path)}", f"cat > {path} <<'EOF'", *lines, "EOF"]
 
 
-def _etc_files(cdir: str, hostname: str, address: str | None, network: str) -> list[str]:
-    try:
-        with open(dns.HOST_RESOLV_CONF) as f:
-            resolv, _ = dns.resolv_conf(f.read(), network)
-    except FileNotFoundError:
-        resolv, _ = dns.resolv_conf("", network)
-    out = []
-    for name, text in (("hostname", hostname + "\n"), ("hosts", dns.hosts(hostname, address)),
-                       ("resolv.conf", resolv)):
-        out += _heredoc(f"{cdir}/{name}", text.rstrip("\n").splitlines())
-    return out
-
-
-def _init_script(spec: ContainerSpec, cdir: str, hostname: str, wait_for_network: bool) -> list[str]:
-    binds = [(f"{cdir}/{name}", f"/etc/{name}", False) for name in ("hostname", "hosts", "resolv.conf")]
-    binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
+def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wait_for_network: bool) -> list[str]:
+    binds = binds + [(m.source, m.target, m.readonly) for m in spec.mounts]
     out = ["set -e", *rootfs.build_shell(spec.rootfs, os.path.join(cdir, "layer"), spec.read_only, binds,
                                           spec.workdir)]
     out.append(f"hostname {hostname}")

@@ -130,6 +130,19 @@ def pty_session(*args: str) -> PtySession:
     return PtySession(*args)
 
 
+_GET = "import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())"
+
+
+def fetch(url: str, netns: str | None = None, timeout: float = 2) -> str | None:
+    """GET url from the sandbox host, or from namespace NETNS (e.g. "world"); None if it fails.
+
+    Python's urllib, not busybox wget: busybox-static's wget crashes on a refused connection."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    r = subprocess.run([*prefix, sys.executable, "-c", _GET, url, str(timeout)], capture_output=True, text=True,
+                       timeout=timeout + 10)
+    return r.stdout if r.returncode == 0 else None
+
+
 def wait_for(predicate, timeout: float = 10, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

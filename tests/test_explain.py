@@ -1,9 +1,8 @@
 """--explain and --verbose: each step as the shell command a learner would type, and the script runs as printed."""
 import os
 import subprocess
-import sys
 
-from conftest import HOST_IP, STATE_ROOT, pyrun, snapshot, wait_for
+from conftest import HOST_IP, STATE_ROOT, fetch, pyrun, snapshot, wait_for
 from runtime import cgroups, rootfs
 from runtime.cgroups import Cgroup
 from runtime.container import Layer
@@ -12,7 +11,6 @@ from runtime.network import bridge, firewall, ipam, networks
 from runtime.network.ports import PortMapping
 
 CID = "c0ffee" * 10 + "abcd"
-_GET = "import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=2).read().decode())"
 
 
 def test_golden_cgroup():
@@ -112,9 +110,9 @@ def test_the_explained_script_runs_as_printed(debian, clean_host):
     r = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=60)
     try:
         assert r.returncode == 0, r.stderr
-        fetched = wait_for(lambda: _fetch(f"http://{HOST_IP}:8087/", "world"), timeout=20, what="the server")
+        fetched = wait_for(lambda: fetch(f"http://{HOST_IP}:8087/", "world"), timeout=20, what="the server")
         assert "Directory listing" in fetched
-        assert _fetch("http://127.0.0.1:8087/")  # the host reaches its own published port
+        assert fetch("http://127.0.0.1:8087/")  # the host reaches its own published port
         ns = subprocess.run(["ip", "netns", "exec", "pyrun-byhand", "ip", "-4", "-o", "addr", "show", "eth0"],
                             capture_output=True, text=True)
         assert "10.199." in ns.stdout  # the blog's commands work against it
@@ -122,12 +120,6 @@ def test_the_explained_script_runs_as_printed(debian, clean_host):
         t = subprocess.run(["bash", "-c", header + "\n" + teardown], capture_output=True, text=True, timeout=60)
     assert t.returncode == 0, t.stderr
     assert not os.listdir(os.path.join(STATE_ROOT, "containers"))
-
-
-def _fetch(url: str, netns: str | None = None) -> str | None:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    r = subprocess.run([*prefix, sys.executable, "-c", _GET, url], capture_output=True, text=True, timeout=15)
-    return r.stdout if r.returncode == 0 else None
 
 
 def test_verbose_prints_each_step_with_its_time(busybox, clean_host):

@@ -9,17 +9,9 @@ import time
 
 import pytest
 
-from conftest import HOST_IP, STATE_ROOT, pty_session, pyrun, pyrun_bg, sh, snapshot, wait_for
+from conftest import HOST_IP, STATE_ROOT, fetch, pty_session, pyrun, pyrun_bg, sh, snapshot, wait_for
 
 HTTPD = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && echo started && exec httpd -f -v -p 8000 -h /www"
-_GET = "import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=2).read().decode())"
-
-
-def fetch(url: str) -> str | None:
-    r = subprocess.run([sys.executable, "-c", _GET, url], capture_output=True, text=True, timeout=15)
-    return r.stdout if r.returncode == 0 else None
-
-
 def detached(rootfs: str, *args: str, name: str = "web") -> str:
     r = pyrun("run", "-d", "--name", name, *args[:-1], rootfs, "sh", "-c", args[-1])
     assert r.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", r.stdout), r.stderr

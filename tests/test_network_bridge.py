@@ -12,21 +12,10 @@ import time
 
 import pytest
 
-from conftest import (HOST_IP, INTERNET_IP, REPO, STATE_ROOT, WORLD_IP, pyrun, pyrun_bg, running_record, sh,
+from conftest import (HOST_IP, INTERNET_IP, REPO, WORLD_IP, fetch, pyrun, pyrun_bg, running_record, sh,
                       wait_for)
 
 HTTPD = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p {port} -h /www"
-
-
-_GET = "import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())"
-
-
-def fetch(url: str, netns: str | None = None, timeout: float = 2) -> str | None:
-    """GET url from the sandbox host, or from namespace NETNS; None if it fails."""
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    r = subprocess.run([*prefix, sys.executable, "-c", _GET, url, str(timeout)], capture_output=True, text=True,
-                       timeout=timeout + 10)
-    return r.stdout if r.returncode == 0 else None
 
 
 @contextlib.contextmanager
@@ -36,9 +25,9 @@ def container(rootfs: str, script: str, *options: str, name: str | None = None, 
     p = pyrun_bg("run", "--rm", "--init", "--name", name, *options, rootfs, "sh", "-c", script)
     try:
         record = wait_for(lambda: running_record(name) if p.poll() is None else _died(p), what=f"container {name}")
+        record["ip"] = record["NetworkSettings"]["IPAddress"]
         if ready_url:
-            wait_for(lambda: fetch(ready_url.format(ip=_ip(record)), timeout=1), what=ready_url)
-        record["ip"] = _ip(record)
+            wait_for(lambda: fetch(ready_url.format(ip=record["ip"]), timeout=1), what=ready_url)
         yield record
     finally:
         if p.poll() is None:
@@ -52,15 +41,6 @@ def container(rootfs: str, script: str, *options: str, name: str | None = None, 
 
 def _died(p):
     raise AssertionError(f"pyrun exited with {p.returncode}: {p.stderr.read()}")
-
-
-def _ip(record) -> str:
-    leases = os.path.join(STATE_ROOT, "ipam", "pyrun0")
-    for address in os.listdir(leases):
-        with open(os.path.join(leases, address)) as f:
-            if f.read() == record["Id"]:
-                return address
-    raise AssertionError("no lease for the container")
 
 
 @pytest.fixture

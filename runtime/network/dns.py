@@ -48,20 +48,25 @@ def hosts(hostname: str, address: str | None) -> str:
     return text + f"127.0.1.1\t{hostname}\n"
 
 
-def write_files(directory: str, hostname: str, address: str | None, network: str) -> list[tuple[str, str, bool]]:
-    """Write the three files into DIRECTORY; return the bind mounts (source, target, readonly)."""
+def files(hostname: str, address: str | None, network: str) -> tuple[dict[str, str], bool]:
+    """The texts of /etc/hostname, /etc/hosts and /etc/resolv.conf; True when resolv.conf fell back."""
     try:
         with open(HOST_RESOLV_CONF) as f:
             host_resolv = f.read()
     except FileNotFoundError:
         host_resolv = ""
     resolv, fell_back = resolv_conf(host_resolv, network)
+    return {"hostname": hostname + "\n", "hosts": hosts(hostname, address), "resolv.conf": resolv}, fell_back
+
+
+def write_files(directory: str, hostname: str, address: str | None, network: str) -> list[tuple[str, str, bool]]:
+    """Write the three files into DIRECTORY; return the bind mounts (source, target, readonly)."""
+    texts, fell_back = files(hostname, address, network)
     if fell_back and network != "none":
         print(f"pyrun: the host's resolv.conf names no resolver reachable from a container; "
               f"using {', '.join(FALLBACK_NAMESERVERS)}", file=sys.stderr)
-    files = {"hostname": hostname + "\n", "hosts": hosts(hostname, address), "resolv.conf": resolv}
     binds = []
-    for name, text in files.items():
+    for name, text in texts.items():
         path = os.path.join(directory, name)
         with open(path, "w") as f:
             f.write(text)
@@ -84,17 +89,15 @@ class HostsEntry(Step):
         """(hosts file, address, name) of every other container holding an address on the network."""
         from runtime.network import ipam
 
-        directory = ipam.lease_dir(self.root, self.bridge)
         out = []
-        for address in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        for address, cid in ipam.leases(self.root, self.bridge).items():
+            if cid == self.cid:
+                continue
             try:
-                with open(os.path.join(directory, address)) as f:
-                    cid = f.read().strip()
                 record = state.read_json(state.record_path(self.root, cid))
             except (FileNotFoundError, ValueError):
                 continue
-            if cid != self.cid:
-                out.append((os.path.join(state.container_dir(self.root, cid), "hosts"), address, record["Name"]))
+            out.append((os.path.join(state.container_dir(self.root, cid), "hosts"), address, record["Name"]))
         return out
 
     def _own(self) -> str:

@@ -23,6 +23,19 @@ def lease_dir(root: str, network: str) -> str:
     return os.path.join(root, "ipam", network)
 
 
+def leases(root: str, network: str) -> dict[str, str]:
+    """address -> id of the container holding it, for every lease on NETWORK."""
+    directory = lease_dir(root, network)
+    out = {}
+    for address in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        try:
+            with open(os.path.join(directory, address)) as f:
+                out[address] = f.read().strip()
+        except FileNotFoundError:
+            continue  # released while we looked
+    return out
+
+
 def next_free(root: str, network: str, subnet: str) -> str:
     """The lowest address no lease holds. Call under state.locked(root)."""
     net = ipaddress.IPv4Network(subnet)

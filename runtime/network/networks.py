@@ -79,15 +79,7 @@ def holders(root: str, net: Network) -> list[str]:
     """The ids of the containers holding an address on NET."""
     from runtime.network import ipam
 
-    directory = ipam.lease_dir(root, net.bridge)
-    out = []
-    for address in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-        try:
-            with open(os.path.join(directory, address)) as f:
-                out.append(f.read().strip())
-        except FileNotFoundError:
-            continue
-    return out
+    return list(ipam.leases(root, net.bridge).values())
 
 
 def create(root: str, name: str, subnet: str) -> Network:
