@@ -112,10 +112,7 @@ def parse_option(value: str) -> str:
     if key != "seccomp" or not setting:
         raise PyrunError("invalid --security-opt", f"{value!r}: expected seccomp=unconfined, seccomp=PROFILE.json "
                                                    "or no-new-privileges")
-    if setting in ("unconfined", "default"):
-        return setting
-    load_profile(os.path.abspath(setting))  # validate now: bad input fails before anything exists
-    return os.path.abspath(setting)
+    return setting if setting in ("unconfined", "default") else os.path.abspath(setting)
 
 
 def load_profile(path: str) -> dict:

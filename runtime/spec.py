@@ -205,10 +205,11 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
 
 
 def parse_security_opts(values: list[str]) -> dict:
-    """The seccomp fields of a ContainerSpec from --security-opt values (the last seccomp= wins)."""
+    """The seccomp fields of a ContainerSpec from --security-opt values (the last seccomp= wins).
+
+    Every profile named is read, once, so a bad one fails here, before anything exists."""
     from runtime import seccomp
 
-    setting = "default"
-    for value in values:
-        setting = seccomp.parse_option(value)
-    return {"seccomp_setting": setting, "seccomp": seccomp.profile_for(setting)}
+    settings = [seccomp.parse_option(value) for value in values] or ["default"]
+    profiles = [seccomp.profile_for(setting) for setting in settings]
+    return {"seccomp_setting": settings[-1], "seccomp": profiles[-1]}

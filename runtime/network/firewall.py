@@ -117,10 +117,7 @@ def restore(lines: list[tuple[str, str]]) -> None:
 
 def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str) -> list[tuple[str, str]]:
     """What is missing of the chains, jumps and BRIDGE's rules. Declaring an existing chain would flush it."""
-    out = []
-    for table, chains in CHAINS.items():
-        have = current.get(table, [])
-        out += [(table, f":{c} - [0:0]") for c in chains if not any(line.startswith(f":{c} ") for line in have)]
+    out = [(table, f":{c} - [0:0]") for table, c in _chains(current, present=False)]
     for table, chain, rule in JUMPS:
         if f"-A {chain} {rule}" not in current.get(table, []):
             out.append((table, f"-I {chain} 1 {rule}"))
@@ -133,9 +130,14 @@ def remove_chains(current: dict[str, list[str]]) -> None:
     """Undo the chains and jumps missing_bridge_setup() adds: the jumps first, then the emptied chains."""
     jumps = [(table, f"-D {chain} {rule}") for table, chain, rule in JUMPS
              if f"-A {chain} {rule}" in current.get(table, [])]
-    chains = [(table, c) for table, names in CHAINS.items() for c in names
-              if any(line.startswith(f":{c} ") for line in current.get(table, []))]
+    chains = _chains(current, present=True)
     restore(jumps + [(table, f"-F {c}") for table, c in chains] + [(table, f"-X {c}") for table, c in chains])
+
+
+def _chains(current: dict[str, list[str]], present: bool) -> list[tuple[str, str]]:
+    """(table, chain) for pyrun's chains that CURRENT (an iptables-save) has, or with PRESENT false, lacks."""
+    return [(table, c) for table, names in CHAINS.items() for c in names
+            if any(line.startswith(f":{c} ") for line in current.get(table, [])) == present]
 
 
 def rules_tagged(current: dict[str, list[str]], tag: str) -> list[tuple[str, str]]:
