@@ -3,11 +3,11 @@
 This is the seed blog's recipe as a program. The bridge pyrun0 is a virtual
 switch with the gateway address; each container gets a veth pair, a virtual
 cable whose host end is plugged into the bridge and whose other end is
-created inside the container's network namespace as eth0. pyroute2 speaks
-netlink, the same protocol `ip` uses, in one session, with no `ip`
-processes. A netlink socket talks to the network namespace it was opened
-in, so to configure eth0 pyrun opens a second socket from inside the
-container's namespace (setns) and steps back out.
+created inside the container's network namespace as eth0. rtnl.py speaks
+netlink, the same protocol `ip` uses, with no `ip` processes. A netlink
+socket talks to the network namespace it was opened in, so to configure eth0
+pyrun opens a second socket from inside the container's namespace (setns)
+and steps back out.
 
     setup (host)                        undo
     bridge pyrun0 + gateway address     stays, like docker0 ('pyrun network rm')
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from runtime import state, syscalls
 from runtime.errors import PyrunError
 from runtime.namespaces import CLONE_NEWNET
-from runtime.network import firewall, ipam
+from runtime.network import firewall, ipam, rtnl
 from runtime.network.networks import Network
 from runtime.steps import Journal, Step
 
@@ -37,35 +37,56 @@ def _sysctl(path: str, value: str) -> None:
         f.write(value)
 
 
-def netlink():
-    """A netlink session in this process's network namespace. pyroute2 is imported here, when a bridge
-    network is used, because its import alone takes ~190 ms (README, "Performance")."""
-    from pyroute2 import IPRoute
+def netlink() -> rtnl.Session:
+    """A netlink session in this process's network namespace."""
+    return rtnl.Session()
 
-    return IPRoute()
+
+class netlink_in:
+    """A netlink session opened inside PID's network namespace; pyrun itself steps straight back out."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def __enter__(self):
+        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        there = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            syscalls.setns(there, CLONE_NEWNET, f"/proc/{self.pid}/ns/net")
+            try:
+                self.nl = netlink()
+            finally:
+                syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
+        finally:
+            os.close(there)
+            os.close(home)
+        return self.nl
+
+    def __exit__(self, *exc):
+        self.nl.close()
 
 
 def exists(network: Network) -> bool:
-    with netlink() as ipr:
-        return bool(ipr.link_lookup(ifname=network.bridge))
+    with netlink() as nl:
+        return nl.index(network.bridge) is not None
 
 
 def ensure_bridge(network: Network) -> None:
     """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
     net = ipaddress.IPv4Network(subnet)
-    with netlink() as ipr:
-        if not ipr.link_lookup(ifname=name):
-            for route in ipr.get_routes(family=socket.AF_INET):
-                dst = route.get("dst") or "0.0.0.0"
-                if route.get("dst_len", 0) and ipaddress.IPv4Network(f"{dst}/{route['dst_len']}").overlaps(net):
-                    raise PyrunError("bridge", f"subnet {subnet} overlaps the route to {dst}/{route['dst_len']}; "
+    with netlink() as nl:
+        index = nl.index(name)
+        if index is None:
+            for dst, prefixlen in nl.routes():
+                if prefixlen and ipaddress.IPv4Network(f"{dst}/{prefixlen}").overlaps(net):
+                    raise PyrunError("bridge", f"subnet {subnet} overlaps the route to {dst}/{prefixlen}; "
                                                "choose a free private subnet (PYRUN_SUBNET for the default)")
-            ipr.link("add", ifname=name, kind="bridge")
-        index = ipr.link_lookup(ifname=name)[0]
-        if not any(a.get("address") == gateway for a in ipr.get_addr(index=index, family=socket.AF_INET)):
-            ipr.addr("add", index=index, address=gateway, prefixlen=net.prefixlen)
-        ipr.link("set", index=index, state="up")
+            nl.add_bridge(name)
+            index = nl.index(name)
+        if gateway not in nl.addresses(index):
+            nl.add_address(index, gateway, net.prefixlen)
+        nl.up(index)
     _sysctl("net/ipv4/ip_forward", "1")
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
@@ -74,10 +95,8 @@ def ensure_bridge(network: Network) -> None:
 
 def remove_bridge(network: Network, last: bool) -> None:
     """ensure_bridge's mirror: the bridge and its rules; with LAST, pyrun's chains and jumps too."""
-    with netlink() as ipr:
-        index = ipr.link_lookup(ifname=network.bridge)
-        if index:
-            ipr.link("del", index=index[0])
+    with netlink() as nl:
+        nl.delete(network.bridge)
     current = firewall.save()
     firewall.restore(firewall.rules_tagged(current, f"pyrun bridge {network.bridge}"))
     if last:
@@ -148,23 +167,18 @@ class Veth(Step):
     mac: str
 
     def up(self) -> None:
-        with netlink() as ipr:
-            ipr.link("add", ifname=self.host_end, kind="veth",
-                     peer={"ifname": "eth0", "address": self.mac, "net_ns_pid": self.pid})
-            index = ipr.link_lookup(ifname=self.host_end)[0]
-            ipr.link("set", index=index, master=ipr.link_lookup(ifname=self.bridge)[0], state="up")
-        with _inside(self.pid) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            eth0 = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=eth0, address=self.address, prefixlen=self.prefixlen)
-            ipr.link("set", index=eth0, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+        with netlink() as nl:
+            nl.add_veth(self.host_end, nl.index(self.bridge), "eth0", self.mac, self.pid)
+        with netlink_in(self.pid) as nl:
+            nl.up(nl.index("lo"))
+            eth0 = nl.index("eth0")
+            nl.add_address(eth0, self.address, self.prefixlen)
+            nl.up(eth0)
+            nl.add_default_route(self.gateway)
 
     def down(self) -> None:
-        with netlink() as ipr:
-            index = ipr.link_lookup(ifname=self.host_end)
-            if index:
-                ipr.link("del", index=index[0])
+        with netlink() as nl:
+            nl.delete(self.host_end)
 
     def shell_up(self) -> list[str]:
         ns = f"nsenter --net=/proc/{self.pid}/ns/net"
@@ -192,30 +206,6 @@ def netns_name(name: str) -> str:
 def mac_address(address: str) -> str:
     """Docker's scheme: 02:42 (locally administered) and then the four bytes of the IPv4 address."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
-
-
-class _inside:
-    """A netlink session opened inside PID's network namespace; pyrun itself steps straight back out."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-
-    def __enter__(self):
-        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        there = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            syscalls.setns(there, CLONE_NEWNET, f"/proc/{self.pid}/ns/net")
-            try:
-                self.ipr = netlink()
-            finally:
-                syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
-        finally:
-            os.close(there)
-            os.close(home)
-        return self.ipr
-
-    def __exit__(self, *exc):
-        self.ipr.close()
 
 
 def reserve_ports(ports) -> list[socket.socket]:

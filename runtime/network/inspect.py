@@ -17,18 +17,17 @@ def gather(root: str, name: str) -> dict:
     net = networks.get(root, name)
     records = {r["Id"]: r for r in state.all_records(root)}
     containers = []
-    with netlink() as ipr:
+    with netlink() as nl:
         for cid in networks.holders(root, net):
             record = records.get(cid)
             if not record:
                 continue
             end = host_end(cid)
-            index = ipr.link_lookup(ifname=end)
-            link = ipr.get_links(index[0])[0] if index else None
+            link = nl.link(end)
             settings = record.get("NetworkSettings", {})
             containers.append({
                 "name": record["Name"], "id": cid[:12], "host_end": end,
-                "host_ifindex": index[0] if index else None,
+                "host_ifindex": link["index"] if link else None,
                 "peer_ifindex": link.get_attr("IFLA_LINK") if link else None,
                 "netns": netns_name(record["Name"]), "ip": settings.get("IPAddress", ""),
                 "mac": settings.get("MacAddress", ""),
