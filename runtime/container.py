@@ -7,9 +7,10 @@
       writable layer: create             Layer below       (journaled)
       network: lease an address          network/          (journaled)
       /etc/hosts, hostname, resolv.conf  network/dns.py
-      fork the container, wait "ready"   process.py -> init.py
+      fork the container's PID 1         process.py -> init.py (PID 1 builds its rootfs meanwhile)
       network: wire veth, NAT rules      network/          (journaled)
-      cgroup: join PID 1, say "go"       -> init.py execs the command
+      cgroup: join PID 1
+      wait "ready", say "go"             -> init.py execs the command
       wait, forwarding signals           process.py (run -d: monitor.py)
       tear down: the journal, backwards  finish() below, steps.py
 

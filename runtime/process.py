@@ -2,9 +2,10 @@
 
 pyrun forks the intermediate (init.py), which unshares and forks PID 1 and
 exits. pyrun makes itself a child subreaper first, so PID 1 is re-parented
-to pyrun, not to the host's init, and pyrun can wait for it. Between "ready"
+to pyrun, not to the host's init, and pyrun can wait for it. Between "pid"
 and "go" (sync.py) the container is a process with namespaces but no
-command yet: that is where the network is wired and the cgroup joined.
+command yet: while it builds its rootfs, pyrun wires the network and joins
+it to the cgroup, then waits for its "ready".
 
 As the monitor, pyrun forwards the signals a user sends it, copies a
 pseudo-terminal's bytes both ways for -t, and turns the wait status into an
@@ -25,18 +26,28 @@ from runtime.signals import FORWARDED, exit_code, forward_to
 from runtime.spec import ContainerSpec
 
 class ContainerProcess:
-    def __init__(self, pid: int, sock):
+    def __init__(self, pid: int, sock, tty: bool):
         self.pid = pid
         self.sock = sock
+        self.tty = tty
         self.status: int | None = None
         self.master: int | None = None  # -t: pyrun's end of the container's terminal
         self.held: list = []            # what must stay open while it runs: published ports' sockets
 
     def go(self) -> None:
-        """Let PID 1 exec the command; raises PyrunError (exit 126/127/125) if that failed.
+        """Wait until PID 1 is ready, then let it exec the command; raises PyrunError (exit 126/127/125) if
+        either failed.
 
         Signals are forwarded from here on: the command may be running before go() returns.
         """
+        try:
+            if self.tty:
+                self.master = sync.expect(self.sock, "pty")["fds"][0]
+            sync.expect(self.sock, "ready")
+        except PyrunError:
+            self.reap()
+            self.sock.close()
+            raise
         forward_to(self.pid)
         sync.send(self.sock, "go")
         try:
@@ -66,7 +77,8 @@ class ContainerProcess:
 
 
 def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int | None = None) -> ContainerProcess:
-    """Fork the container's processes; return once PID 1 is ready and waiting for go().
+    """Fork the container's processes; return once PID 1 exists. It builds the container while the
+    caller wires its network and cgroup, and waits for go().
 
     With JOIN (`pyrun exec`), the process joins the namespaces of the container
     whose PID 1 is JOIN instead of making new ones, and is not PID 1.
@@ -88,16 +100,7 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
         pid = sync.expect(ours, "pid")["pid"]
     finally:
         os.waitpid(intermediate, 0)
-    proc = ContainerProcess(pid, ours)
-    try:
-        if spec.tty:
-            proc.master = sync.expect(ours, "pty")["fds"][0]
-        sync.expect(ours, "ready")
-    except PyrunError:
-        proc.reap()
-        ours.close()
-        raise
-    return proc
+    return ContainerProcess(pid, ours, spec.tty)
 
 
 def _copy_window_size(master: int) -> None:

@@ -160,8 +160,10 @@ def _applies(rule: dict, caps: frozenset[str]) -> bool:
     return not (exc.get("arches") and _arch() in exc["arches"])
 
 
-def load(profile: dict, caps: frozenset[str]) -> None:
-    """Install PROFILE for the calling process and what it execs. Needs no_new_privs (or CAP_SYS_ADMIN)."""
+def build(profile: dict, caps: frozenset[str]):
+    """PROFILE as a filter for a process with CAPS. Its load() installs it for the calling process and what it
+    execs, and needs no_new_privs (or CAP_SYS_ADMIN). Building takes ~8 ms and loading ~2: PID 1 builds while
+    pyrun wires the network, and loads last, just before execve."""
     def action(name: str, errno_ret: int | None):
         if name == "SCMP_ACT_ERRNO":
             return pyseccomp.ERRNO(errno_ret if errno_ret is not None else errno.EPERM)
@@ -180,4 +182,4 @@ def load(profile: dict, caps: frozenset[str]) -> None:
                 f.add_rule(action(rule["action"], rule.get("errnoRet")), name, *args)
             except (ValueError, OSError, RuntimeError):
                 continue  # not a system call on this architecture or kernel
-    f.load()
+    return f
