@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from runtime.errors import PyrunError
 
@@ -41,7 +41,8 @@ class Step:
     def up(self) -> None:
         raise NotImplementedError
 
-    def down(self) -> None:
+    def down(self) -> Callable[[], None] | None:
+        """Undo up(). A step that has left the work to a child process returns the function that waits for it."""
         raise NotImplementedError
 
     def shell_up(self) -> list[str]:
@@ -95,12 +96,25 @@ class Journal:
             return []
 
     def undo(self) -> list[str]:
-        """Undo every recorded step, newest first. Keeps going past failures and returns them."""
-        errors = []
+        """Undo every recorded step, newest first. Keeps going past failures and returns them.
+
+        A step still finishing in a child process (iptables-restore) is waited for at the end: the kernel
+        makes both an nftables rule deletion and a veth pair's deletion wait out an RCU grace period
+        (~15 ms each), and done side by side they wait for one."""
+        errors, unfinished = [], []
         for step in reversed(self.steps()):
+            started = time.monotonic()
             try:
-                started = time.monotonic()
-                step.down()
+                finish = step.down()
+                if finish:
+                    unfinished.append((step, started, finish))
+                else:
+                    self._trace(started, step.shell_down(), "undo: ")
+            except (OSError, PyrunError) as e:
+                errors.append(f"undo {step.kind}: {e}")
+        for step, started, finish in unfinished:
+            try:
+                finish()
                 self._trace(started, step.shell_down(), "undo: ")
             except (OSError, PyrunError) as e:
                 errors.append(f"undo {step.kind}: {e}")

@@ -32,6 +32,7 @@ nat POSTROUTING -> PYRUN-POSTROUTING
 """
 import subprocess
 from dataclasses import dataclass, field
+from typing import Callable
 
 from runtime.errors import PyrunError
 from runtime.network.ports import PortMapping
@@ -81,21 +82,31 @@ def container_rules(cid: str, bridge: str, address: str, ports: list[PortMapping
     return rules
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
+def _start(argv: list[str], stdin: str = "") -> Callable[[], str]:
+    """Start ARGV reading STDIN; the returned function waits for it and returns its output, or raises
+    PyrunError with its first line of errors."""
     try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
     except FileNotFoundError:
         raise PyrunError(argv[0], "not installed; run scripts/setup") from None
-    if done.returncode:
-        raise PyrunError(argv[0], (done.stderr.strip() or f"exit status {done.returncode}").splitlines()[0])
-    return done.stdout
+    with proc.stdin:
+        proc.stdin.write(stdin)
+
+    def wait() -> str:
+        with proc.stdout, proc.stderr:
+            out, error = proc.stdout.read(), proc.stderr.read()
+        if proc.wait():
+            raise PyrunError(argv[0], (error.strip() or f"exit status {proc.returncode}").splitlines()[0])
+        return out
+    return wait
 
 
 def save() -> dict[str, list[str]]:
     """The current rules, table -> lines of iptables-save."""
     tables: dict[str, list[str]] = {}
     current = None
-    for line in _run(["iptables-save"]).splitlines():
+    for line in _start(["iptables-save"])().splitlines():
         if line.startswith("*"):
             current = tables.setdefault(line[1:], [])
         elif current is not None and line != "COMMIT" and not line.startswith("#"):
@@ -105,14 +116,17 @@ def save() -> dict[str, list[str]]:
 
 def restore(lines: list[tuple[str, str]]) -> None:
     """Apply (table, line) pairs in one atomic iptables-restore batch that flushes nothing."""
-    if not lines:
-        return
+    start_restore(lines)()
+
+
+def start_restore(lines: list[tuple[str, str]]) -> Callable[[], str]:
+    """restore() in the background: returns the function that waits for it and raises if it failed."""
     text = ""
     for table in ("filter", "nat"):
         body = [line for t, line in lines if t == table]
         if body:
             text += f"*{table}\n" + "\n".join(body) + "\nCOMMIT\n"
-    _run(["iptables-restore", "--noflush", "--wait"], text)
+    return _start(["iptables-restore", "--noflush", "--wait"], text) if text else lambda: ""
 
 
 def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str) -> list[tuple[str, str]]:
@@ -166,14 +180,19 @@ class ContainerRules(Step):
     def up(self) -> None:
         restore(container_rules(self.cid, self.bridge, self.address, self.mappings()))
 
-    def down(self) -> None:
-        """Delete the rules up() added, in one batch; if any is gone already (the batch then deletes nothing),
-        delete whatever still carries the container's tag instead, as CNI's DEL forgives what is missing."""
-        try:
-            restore([(t, r.replace("-A ", "-D ", 1)) for t, r in
-                     container_rules(self.cid, self.bridge, self.address, self.mappings())])
-        except PyrunError:
-            restore(rules_tagged(save(), f"pyrun:{self.cid}"))
+    def down(self) -> Callable[[], None]:
+        """Start deleting the rules up() added, in one batch, and return the function that waits for it. If any
+        is gone already (the batch then deletes nothing), that function deletes whatever still carries the
+        container's tag instead, as CNI's DEL forgives what is missing."""
+        batch = start_restore([(t, r.replace("-A ", "-D ", 1)) for t, r in
+                               container_rules(self.cid, self.bridge, self.address, self.mappings())])
+
+        def finish() -> None:
+            try:
+                batch()
+            except PyrunError:
+                restore(rules_tagged(save(), f"pyrun:{self.cid}"))
+        return finish
 
     def shell_up(self) -> list[str]:
         return [f"iptables -t {t} {r}" for t, r in container_rules(self.cid, self.bridge, self.address,
