@@ -9,7 +9,7 @@
       /etc/hosts, hostname, resolv.conf  network/dns.py
       fork the container's PID 1         process.py -> init.py (PID 1 builds its rootfs meanwhile)
       network: wire veth, NAT rules      network/          (journaled)
-      cgroup: join PID 1
+      cgroup: join PID 1                 (in a thread, while the network is wired)
       wait "ready", say "go"             -> init.py execs the command
       wait, forwarding signals           process.py (run -d: monitor.py)
       tear down: the journal, backwards  finish() below, steps.py
@@ -22,10 +22,12 @@ log file, and exits as soon as the command runs. The monitor then replaces
 itself (execve) with the small program in monitor.py, so that what stays
 resident for each detached container is little more than an interpreter.
 """
+import contextlib
 import json
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -115,10 +117,12 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
             journal.run(dns.HostsEntry(root, network.net.bridge, cid, name, network.address))
         binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
         proc = process.spawn(spec, layer, binds, hostname)
-        if network:
-            network.attach(proc.pid, journal)
-            record["NetworkSettings"].update(network.settings())
-        cgroup.join(proc.pid)
+        # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
+        # the network is wired meanwhile.
+        with _meanwhile(cgroup.join, proc.pid):
+            if network:
+                network.attach(proc.pid, journal)
+                record["NetworkSettings"].update(network.settings())
         proc.go()
         record["State"] = {"Status": "running", "Running": True, "Pid": proc.pid, "ExitCode": 0,
                            "OOMKilled": False, "StartedAt": now(), "FinishedAt": ""}
@@ -138,6 +142,28 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
             print(f"pyrun: teardown: {error}", file=sys.stderr)
         shutil.rmtree(cdir, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _meanwhile(function, *args):
+    """Call FUNCTION(*ARGS) in a thread while the with-block runs; wait for it at the end and raise what it
+    raised (the block's own exception, if any, wins)."""
+    failed = []
+
+    def call() -> None:
+        try:
+            function(*args)
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
