@@ -8,6 +8,7 @@
       network: lease an address          network/          (journaled)
       /etc/hosts, hostname, resolv.conf  network/dns.py
       fork the container's PID 1         process.py -> init.py (PID 1 builds its rootfs meanwhile)
+      network: ensure the bridge         network/          (while the intermediate unshares)
       network: wire veth, NAT rules      network/          (journaled)
       cgroup: join PID 1                 (in a thread, while the network is wired)
       wait "ready", say "go"             -> init.py execs the command
@@ -116,7 +117,7 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
         if network and network.net.user_defined:
             journal.run(dns.HostsEntry(root, network.net.bridge, cid, name, network.address))
         binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
-        proc = process.spawn(spec, layer, binds, hostname)
+        proc = process.spawn(spec, layer, binds, hostname, meanwhile=network.ensure_bridge if network else None)
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
         # the network is wired meanwhile.
         with _meanwhile(cgroup.join, proc.pid):

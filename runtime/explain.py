@@ -125,7 +125,7 @@ def _network(spec: ContainerSpec, root: str, cid: str) -> dict | None:
 
     net = networks.get(root, spec.network)
     address = ipam.next_free(root, net.bridge, net.subnet)  # what a run would lease now; nothing is taken
-    wiring = bridge.BridgeNetwork(spec, net, cid, spec.name or cid[:12], address, [])
+    wiring = bridge.BridgeNetwork(spec, net, root, cid, spec.name or cid[:12], address, [])
     titles = {"netns": "a name for its network namespace, so that `ip netns exec` finds it",
               "veth": "the veth pair: one end on the bridge, the other as the container's eth0 with its address "
                       "and default route",

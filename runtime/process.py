@@ -76,12 +76,15 @@ class ContainerProcess:
         return self.reap()
 
 
-def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int | None = None) -> ContainerProcess:
+def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int | None = None,
+          meanwhile=None) -> ContainerProcess:
     """Fork the container's processes; return once PID 1 exists. It builds the container while the
     caller wires its network and cgroup, and waits for go().
 
-    With JOIN (`pyrun exec`), the process joins the namespaces of the container
-    whose PID 1 is JOIN instead of making new ones, and is not PID 1.
+    MEANWHILE, if given, is called while the intermediate makes the namespaces,
+    which pyrun would otherwise spend waiting. With JOIN (`pyrun exec`), the
+    process joins the namespaces of the container whose PID 1 is JOIN instead
+    of making new ones, and is not PID 1.
     """
     import prctl
 
@@ -96,11 +99,23 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
         ours.close()
         init.intermediate(theirs, spec, layer, binds, hostname, join)
     theirs.close()
+    failed = None
+    try:
+        if meanwhile:
+            meanwhile()
+    except BaseException as e:
+        failed = e
     try:
         pid = sync.expect(ours, "pid")["pid"]
     finally:
         os.waitpid(intermediate, 0)
-    return ContainerProcess(pid, ours, spec.tty)
+    proc = ContainerProcess(pid, ours, spec.tty)
+    if failed:
+        proc.kill()
+        proc.reap()
+        ours.close()
+        raise failed
+    return proc
 
 
 def _copy_window_size(master: int) -> None:

@@ -237,25 +237,30 @@ def reserve_ports(ports) -> list[socket.socket]:
 class BridgeNetwork:
     """One container's attachment to a bridge network: its address, veth pair and published ports."""
 
-    def __init__(self, spec, net: Network, cid: str, name: str, address: str, sockets: list):
-        self.spec, self.net, self.cid, self.name = spec, net, cid, name
+    def __init__(self, spec, net: Network, root: str, cid: str, name: str, address: str, sockets: list):
+        self.spec, self.net, self.root, self.cid, self.name = spec, net, root, cid, name
         self.address = address
         self.sockets = sockets
 
     @classmethod
     def prepare(cls, spec, net: Network, root: str, cid: str, name: str, journal: Journal) -> "BridgeNetwork":
-        """Before the fork: check the ports, make sure the bridge exists, lease an address."""
+        """Before the fork: check the ports, lease an address (/etc/hosts names it)."""
         sockets = reserve_ports(spec.ports)
         try:
             with state.locked(root):
-                ensure_bridge(net)
                 lease = ipam.Lease(root, net.bridge, ipam.next_free(root, net.bridge, net.subnet), cid)
                 journal.run(lease)
         except BaseException:
             for sock in sockets:
                 sock.close()
             raise
-        return cls(spec, net, cid, name, lease.address, sockets)
+        return cls(spec, net, root, cid, name, lease.address, sockets)
+
+    def ensure_bridge(self) -> None:
+        """Make sure the bridge and its rules exist. pyrun does it while the intermediate unshares (spawn's
+        MEANWHILE): it is what a run pays for netlink (pyroute2's message classes load, ~13 ms)."""
+        with state.locked(self.root):
+            ensure_bridge(self.net)
 
     def steps(self, pid) -> list[Step]:
         """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
