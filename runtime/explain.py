@@ -111,7 +111,7 @@ def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wai
     out += [f"cd {spec.workdir}",
             "# setpriv is util-linux's, from the rootfs: the bounding set becomes the container's capabilities",
             "# (pyrun also loads a seccomp filter here, with libseccomp; no shell command does that: see"
-            " runtime/seccomp.py)" if spec.seccomp is not None else "# (seccomp: unconfined)",
+            " runtime/seccomp.py)" if spec.seccomp_setting != "unconfined" else "# (seccomp: unconfined)",
             f"exec env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} \\",
             f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''} -- \\",
             f"  {shlex.join(spec.command)}"]

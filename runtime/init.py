@@ -78,7 +78,8 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, bui
             sync.send(sock, "pty", fds=[master])
             os.close(master)
         step = "seccomp"
-        syscall_filter = seccomp.build(spec.seccomp, spec.caps) if spec.seccomp is not None else None
+        profile = seccomp.profile_for(spec.seccomp_setting, spec.seccomp)
+        syscall_filter = seccomp.build(profile, spec.caps) if profile is not None else None
         sync.send(sock, "ready")
         if sync.recv(sock) is None:
             os._exit(EXIT_PYRUN)  # pyrun went away before saying go

@@ -53,7 +53,7 @@ class ContainerSpec:
     interactive: bool = False
     tty: bool = False
     seccomp_setting: str = "default"   # as given: default, unconfined or a profile's path
-    seccomp: dict | None = None        # the profile itself, read on the host before the fork; None: unconfined
+    seccomp: dict | None = None        # a profile file's contents, read on the host before the fork
 
 
 def parse_memory(value: str) -> int:
@@ -207,9 +207,9 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
 def parse_security_opts(values: list[str]) -> dict:
     """The seccomp fields of a ContainerSpec from --security-opt values (the last seccomp= wins).
 
-    Every profile named is read, once, so a bad one fails here, before anything exists."""
+    Every profile file named is read, once, so a bad one fails here, before anything exists."""
     from runtime import seccomp
 
-    settings = [seccomp.parse_option(value) for value in values] or ["default"]
-    profiles = [seccomp.profile_for(setting) for setting in settings]
-    return {"seccomp_setting": settings[-1], "seccomp": profiles[-1]}
+    settings = [s for s in map(seccomp.parse_option, values) if s is not None] or ["default"]
+    files = [seccomp.load_profile(s) if s not in ("default", "unconfined") else None for s in settings]
+    return {"seccomp_setting": settings[-1], "seccomp": files[-1]}

@@ -74,6 +74,18 @@ def test_the_filter_is_on_for_run_and_exec(busybox, clean_host):
         pyrun("rm", "-f", "filtered")
 
 
+@pytest.mark.parametrize("options,seccomp", [
+    (["--security-opt", "seccomp=unconfined", "--security-opt", "no-new-privileges"], "0"),
+    (["--security-opt", "no-new-privileges", "--security-opt", "seccomp=unconfined"], "0"),
+    (["--security-opt", "no-new-privileges"], "2"),
+])
+def test_no_new_privileges_leaves_seccomp_as_it_is(busybox, clean_host, options, seccomp):
+    """no-new-privileges is always on; saying so must not turn a filter on (or off)."""
+    r = pyrun("run", "--rm", "--network", "none", *options, busybox, "grep", "-E", "^(Seccomp|NoNewPrivs):",
+              "/proc/self/status")
+    assert r.stdout.split() == ["NoNewPrivs:", "1", "Seccomp:", seccomp], r.stdout + r.stderr
+
+
 def test_a_docker_format_profile_file(busybox, clean_host, tmp_path):
     profile = tmp_path / "no-mkdir.json"
     profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
