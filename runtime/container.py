@@ -75,10 +75,11 @@ def now() -> str:
 def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False) -> int:
     """Run SPEC; return its exit code, or with DETACH print its id and return 0 once it runs."""
     state.ensure_root(root)
+    net = None
     if spec.network not in ("none", "host"):
         from runtime.network import networks
 
-        networks.get(root, spec.network)  # an unknown network is bad input: fail before anything exists
+        net = networks.get(root, spec.network)  # an unknown network is bad input: fail before anything exists
     reconcile(root)
     with state.locked(root):
         cid, name = state.new_container(root, spec.name)
@@ -87,9 +88,9 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     spec = _guard_devices(spec)
     record.update(_describe(spec, cid, remove, cdir))
     if detach:
-        return _detach(spec, root, record, verbose)
+        return _detach(spec, net, root, record, verbose)
     signals.abort_on_signals()
-    proc = start(spec, root, record, verbose)
+    proc = start(spec, net, root, record, verbose)
     try:
         proc.wait()
     finally:
@@ -100,8 +101,9 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     return code
 
 
-def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -> process.ContainerProcess:
-    """Set the container up and start its command; on failure undo everything and raise."""
+def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = False) -> process.ContainerProcess:
+    """Set the container up, on the bridge network NET (None: --network none or host), and start its command;
+    on failure undo everything and raise."""
     cid, name = record["Id"], record["Name"]
     cdir = state.container_dir(root, cid)
     journal = Journal(os.path.join(cdir, "journal"), trace=verbose)
@@ -112,7 +114,7 @@ def start(spec: ContainerSpec, root: str, record: dict, verbose: bool = False) -
         journal.run(cgroup)
         layer = os.path.join(cdir, "layer")
         journal.run(Layer(layer))
-        network = _network(spec, root, cid, name, journal)
+        network = _network(spec, net, root, cid, name, journal)
         binds = dns.write_files(cdir, hostname, network.address if network else None, spec.network)
         if network and network.net.user_defined:
             journal.run(dns.HostsEntry(root, network.net.bridge, cid, name, network.address))
@@ -188,7 +190,7 @@ def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
     return code
 
 
-def _detach(spec: ContainerSpec, root: str, record: dict, verbose: bool) -> int:
+def _detach(spec: ContainerSpec, net, root: str, record: dict, verbose: bool) -> int:
     """run -d: fork the monitor, wait until it has started the command (or failed), print the id."""
     cid = record["Id"]
     told, tell = os.pipe()
@@ -196,7 +198,7 @@ def _detach(spec: ContainerSpec, root: str, record: dict, verbose: bool) -> int:
     sys.stderr.flush()
     if os.fork() == 0:
         os.close(told)
-        _become_monitor(spec, root, record, verbose, tell)
+        _become_monitor(spec, net, root, record, verbose, tell)
     os.close(tell)
     with os.fdopen(told) as f:
         report = f.read()
@@ -209,7 +211,7 @@ def _detach(spec: ContainerSpec, root: str, record: dict, verbose: bool) -> int:
     return 0
 
 
-def _become_monitor(spec: ContainerSpec, root: str, record: dict, verbose: bool, tell: int) -> None:
+def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: bool, tell: int) -> None:
     """The forked monitor: detach from the terminal, start the container, then exec monitor.py."""
     try:
         os.setsid()
@@ -221,7 +223,7 @@ def _become_monitor(spec: ContainerSpec, root: str, record: dict, verbose: bool,
         record["Monitor"] = state.me()
         state.write_json(state.record_path(root, record["Id"]), record)
         signals.abort_on_signals()
-        proc = start(spec, root, record, verbose)
+        proc = start(spec, net, root, record, verbose)
     except PyrunError as e:
         os.write(tell, json.dumps({"step": e.step, "error": e.detail, "code": e.exit_code}).encode())
         os._exit(e.exit_code)
@@ -350,9 +352,9 @@ def prune(root: str) -> list[str]:
     return pruned
 
 
-def _network(spec: ContainerSpec, root: str, cid: str, name: str, journal: Journal):
-    if spec.network in ("none", "host"):
+def _network(spec: ContainerSpec, net, root: str, cid: str, name: str, journal: Journal):
+    if net is None:
         return None
-    from runtime.network import bridge, networks
+    from runtime.network import bridge
 
-    return bridge.BridgeNetwork.prepare(spec, networks.get(root, spec.network), root, cid, name, journal)
+    return bridge.BridgeNetwork.prepare(spec, net, root, cid, name, journal)
