@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from runtime import state
 from runtime.errors import PyrunError
+from runtime.network import ipam
 
 DEFAULT_NAME = "bridge"
 # A private /16 that is neither Docker's 172.17/16 nor Podman's 10.88/16.
@@ -31,7 +32,7 @@ class Network:
 
     @property
     def gateway(self) -> str:
-        return str(ipaddress.IPv4Network(self.subnet).network_address + 1)
+        return str(ipam.gateway(self.subnet))
 
     @property
     def prefixlen(self) -> int:
@@ -77,8 +78,6 @@ def parse_subnet(value: str) -> str:
 
 def holders(root: str, net: Network) -> list[str]:
     """The ids of the containers holding an address on NET."""
-    from runtime.network import ipam
-
     return list(ipam.leases(root, net.bridge).values())
 
 
