@@ -106,7 +106,7 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
     on failure undo everything and raise."""
     cid, name = record["Id"], record["Name"]
     cdir = state.container_dir(root, cid)
-    journal = Journal(os.path.join(cdir, "journal"), trace=verbose)
+    journal = Journal(state.journal_path(root, cid), trace=verbose)
     hostname = record["Config"]["Hostname"]
     proc = network = None
     try:
@@ -173,7 +173,7 @@ def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
     """PID 1 has exited with CODE: record how, undo the journal, keep or remove the record."""
     cdir = state.container_dir(root, cid)
     record = state.read_json(state.record_path(root, cid))
-    journal = Journal(os.path.join(cdir, "journal"), trace=verbose)
+    journal = Journal(state.journal_path(root, cid), trace=verbose)
     cgroups = [step for step in journal.steps() if isinstance(step, Cgroup)]
     oom = code == 137 and any(c.oom_killed() for c in cgroups)
     if oom:
@@ -310,11 +310,10 @@ def reconcile(root: str) -> list[dict]:
     for record in state.all_records(root):
         if record["State"]["Status"] in ("exited", "dead") or state.alive(record.get("Monitor")):
             continue
-        cdir = state.container_dir(root, record["Id"])
         with state.locked(root):  # two reconcilers must not undo the same journal at once
             if not os.path.exists(state.record_path(root, record["Id"])):
                 continue
-            errors = Journal(os.path.join(cdir, "journal")).undo()
+            errors = Journal(state.journal_path(root, record["Id"])).undo()
             for error in errors:
                 print(f"pyrun: cleaning up after {record['Name']}: {error}", file=sys.stderr)
             record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
@@ -327,7 +326,7 @@ def remove(root: str, record: dict) -> None:
     """Remove a container that no longer runs: undo whatever its journal still names, then its directory."""
     cdir = state.container_dir(root, record["Id"])
     with state.locked(root):
-        errors = Journal(os.path.join(cdir, "journal")).undo()
+        errors = Journal(state.journal_path(root, record["Id"])).undo()
         if errors:
             raise PyrunError("rm", f"{record['Name']}: " + "; ".join(errors))
         shutil.rmtree(cdir, ignore_errors=True)

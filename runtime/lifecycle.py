@@ -218,7 +218,7 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
     base = container.spec_from(record)
     spec = replace(base, command=tuple(command), env=base.env + tuple(env), workdir=workdir or base.workdir,
                    interactive=interactive, tty=tty, init=False)
-    journal = Journal(os.path.join(state.container_dir(root, record["Id"]), "journal"))
+    journal = Journal(state.journal_path(root, record["Id"]))
     signals.abort_on_signals()
     proc = process.spawn(spec, "", [], spec.hostname, join=record["Init"]["Pid"])
     try:

@@ -73,6 +73,11 @@ def record_path(root: str, cid: str) -> str:
     return os.path.join(container_dir(root, cid), "state.json")
 
 
+def journal_path(root: str, cid: str) -> str:
+    """Where container CID's journal of host-side steps lives (steps.Journal): containers/ID/journal."""
+    return os.path.join(container_dir(root, cid), "journal")
+
+
 def all_records(root: str) -> list[dict]:
     records = []
     base = os.path.join(root, "containers")
