@@ -174,8 +174,8 @@ def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
     cdir = state.container_dir(root, cid)
     record = state.read_json(state.record_path(root, cid))
     journal = Journal(state.journal_path(root, cid), trace=verbose)
-    cgroups = [step for step in journal.steps() if isinstance(step, Cgroup)]
-    oom = code == 137 and any(c.oom_killed() for c in cgroups)
+    # Only a SIGKILL may be the OOM killer's: read the journal for the cgroup then, not on every exit.
+    oom = code == 137 and any(s.oom_killed() for s in journal.steps() if isinstance(s, Cgroup))
     if oom:
         memory = record["HostConfig"]["Memory"] >> 20
         print(f"pyrun: container {record['Name']} was killed by the kernel: out of memory (--memory {memory}m)",
