@@ -14,14 +14,15 @@ teardown, which is the setup's steps undone in reverse, as `pyrun` does.
 import os
 import shlex
 
-from runtime import rootfs, state
+from runtime import init, namespaces, rootfs, state
 from runtime.cgroups import Cgroup
 from runtime.container import Layer
 from runtime.network import dns
-from runtime.spec import DEFAULT_PATH, ContainerSpec
+from runtime.spec import ContainerSpec
 
 TEARDOWN = "# ======== TEARDOWN: run what follows to undo all of the above ========"
 PID = "$PID"  # the shell variable that holds the container's first process
+_UNSHARE = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid"}  # namespaces.FLAGS
 
 
 def explain(spec: ContainerSpec, root: str) -> str:
@@ -59,7 +60,7 @@ def explain(spec: ContainerSpec, root: str) -> str:
     step("the container's side, run in its new namespaces: rootfs, hostname, wait for the network, "
          "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
          commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, binds, bool(network))))
-    unshare = "unshare --mount --uts --ipc --pid --fork --kill-child" + (" --net" if spec.network != "host" else "")
+    unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind] for kind in namespaces.kinds(spec.network))
     joins = [f"echo $BASHPID > {path}/cgroup.procs" for path in cgroup.paths()]
     step("start it: join the cgroup, then new namespaces; the first process's children are in the new "
          "PID namespace (runtime/process.py, runtime/init.py)",
@@ -106,7 +107,7 @@ def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wai
     out.append(f"hostname {hostname}")
     if wait_for_network:  # pyrun's "go" (runtime/sync.py): the host has plugged in eth0
         out.append("until grep -q eth0: /proc/net/dev; do sleep 0.05; done")
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root", **dict(spec.env)}
+    env = init.environment(spec, hostname)
     caps = ",".join(f"+{c.lower()}" for c in sorted(spec.caps))
     out += [f"cd {spec.workdir}",
             "# setpriv is util-linux's, from the rootfs: the bounding set becomes the container's capabilities",

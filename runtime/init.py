@@ -115,7 +115,8 @@ def _die_with_parent(sock) -> None:
         os._exit(EXIT_PYRUN)
 
 
-def _environment(spec: ContainerSpec, hostname: str) -> dict[str, str]:
+def environment(spec: ContainerSpec, hostname: str) -> dict[str, str]:
+    """The command's environment: Docker's defaults, then -e (explain.py prints the same)."""
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
     if spec.tty:
         env["TERM"] = "xterm"
@@ -137,7 +138,7 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, syscall_fil
         # Python ignores these; an ignored signal stays ignored across execve.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-        env = _environment(spec, hostname)
+        env = environment(spec, hostname)
         step = "capabilities"
         drop_privileges(spec.caps)
         step = "close fds"
