@@ -130,8 +130,8 @@ def load_profile(path: str) -> dict:
     if not isinstance(profile, dict) or profile.get("defaultAction") not in ACTIONS:
         raise bad(f"defaultAction must be one of {', '.join(sorted(ACTIONS))}")
     for rule in profile.get("syscalls") or []:
-        names = rule.get("names") or ([rule["name"]] if rule.get("name") else None)
-        if not isinstance(rule, dict) or not names or rule.get("action") not in ACTIONS:
+        names = isinstance(rule, dict) and (rule.get("names") or ([rule["name"]] if rule.get("name") else None))
+        if not names or rule.get("action") not in ACTIONS:
             raise bad(f"each syscalls rule needs names and an action, got {json.dumps(rule)[:80]}")
         for a in rule.get("args") or []:
             if a.get("op") not in OPERATORS or not isinstance(a.get("index"), int):

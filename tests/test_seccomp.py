@@ -99,6 +99,7 @@ BAD = [
     (["--security-opt", "seccomp=/no/such.json"], "seccomp=/no/such.json: No such file or directory"),
     (["--security-opt", "seccomp={tmp}/garbage.json"], "not JSON"),
     (["--security-opt", "seccomp={tmp}/wrong.json"], "defaultAction must be one of"),
+    (["--security-opt", "seccomp={tmp}/bare.json"], "each syscalls rule needs names and an action, got \"mkdir\""),
     (["--security-opt", "apparmor=unconfined"], "'apparmor=unconfined': expected seccomp=unconfined"),
 ]
 
@@ -107,6 +108,7 @@ BAD = [
 def test_bad_security_opt_is_125_and_leaves_nothing(busybox, clean_host, tmp_path, options, message):
     (tmp_path / "garbage.json").write_text("{ not json")
     (tmp_path / "wrong.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_MAYBE"}))
+    (tmp_path / "bare.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": ["mkdir"]}))
     before = snapshot()
     r = pyrun("run", "--rm", *[o.format(tmp=tmp_path) for o in options], busybox, "true")
     assert r.returncode == 125 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
