@@ -5,6 +5,7 @@ warm-up, and reports medians, so that a noisy machine moves both sides alike.
 Prints a markdown table and writes bench-results.json.
 """
 import argparse
+import glob
 import json
 import os
 import platform
@@ -148,10 +149,8 @@ def _host_state() -> dict:
     links = [line.split(":")[1].strip() for line in sh("ip", "-o", "link").stdout.splitlines()
              if ": pyrun0:" not in line]
     leases = os.listdir("/run/pyrun/ipam/pyrun0") if os.path.isdir("/run/pyrun/ipam/pyrun0") else []
-    cgroups = [d for c in ("memory", "cpu", "pids", "devices")
-               for d in (os.listdir(f"/sys/fs/cgroup/{c}/{os.environ['PYRUN_CGROUP_PARENT']}")
-                         if os.path.isdir(f"/sys/fs/cgroup/{c}/{os.environ['PYRUN_CGROUP_PARENT']}") else [])
-               if os.path.isdir(f"/sys/fs/cgroup/{c}/{os.environ['PYRUN_CGROUP_PARENT']}/{d}")]
+    parent = os.environ["PYRUN_CGROUP_PARENT"]  # the containers' cgroups, in every hierarchy (v1 and v2)
+    cgroups = glob.glob(f"/sys/fs/cgroup/*/{parent}/*/") + glob.glob(f"/sys/fs/cgroup/{parent}/*/")
     netns = os.listdir("/run/netns")
     return {"rules": rules, "links": links, "leases": leases, "cgroups": cgroups, "netns": netns}
 
