@@ -141,16 +141,16 @@ class Cgroup(Step):
             remove(path)
 
     def shell_up(self) -> list[str]:
-        cmds = [f"mkdir -p {path}" for path in self.paths()]
-        cmds += [f"echo {shlex.quote(str(value))} > {path}/{name}" for path, name, value in self._limits()]
+        cmds = [f"mkdir -p {shlex.quote(path)}" for path in self.paths()]
+        cmds += [f"echo {shlex.quote(str(value))} > {shlex.quote(f'{path}/{name}')}" for path, name, value in self._limits()]
         return cmds
 
     def shell_down(self) -> list[str]:
         """Kill what is left inside (the kernel refuses to remove a cgroup with members), then remove it."""
         out = []
         for path in self.paths():
-            out += [f"xargs -r kill -9 < {path}/cgroup.procs",
-                    f"for i in $(seq 100); do rmdir {path} 2>/dev/null && break; sleep 0.05; done"]
+            out += [f"xargs -r kill -9 < {shlex.quote(f'{path}/cgroup.procs')}",
+                    f"for i in $(seq 100); do rmdir {shlex.quote(path)} 2>/dev/null && break; sleep 0.05; done"]
         return out
 
 

@@ -26,6 +26,7 @@ resident for each detached container is little more than an interpreter.
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import threading
@@ -57,10 +58,10 @@ class Layer(Step):
         shutil.rmtree(self.path, ignore_errors=False, onerror=_ignore_missing)
 
     def shell_up(self) -> list[str]:
-        return [f"mkdir -p {self.path}/diff {self.path}/work {self.path}/merged"]
+        return ["mkdir -p " + " ".join(shlex.quote(f"{self.path}/{sub}") for sub in ("diff", "work", "merged"))]
 
     def shell_down(self) -> list[str]:
-        return [f"rm -rf {self.path}"]
+        return [f"rm -rf {shlex.quote(self.path)}"]
 
 
 def _ignore_missing(_func, _path, exc_info) -> None:

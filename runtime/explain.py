@@ -61,11 +61,12 @@ def explain(spec: ContainerSpec, root: str) -> str:
          "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
          commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, binds, bool(network))))
     unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind] for kind in namespaces.kinds(spec.network))
-    joins = [f"echo $BASHPID > {path}/cgroup.procs" for path in cgroup.paths()]
+    joins = [f"echo $BASHPID > {shlex.quote(f'{path}/cgroup.procs')}" for path in cgroup.paths()]
+    c = shlex.quote(cdir)
     step("start it: join the cgroup, then new namespaces; the first process's children are in the new "
          "PID namespace (runtime/process.py, runtime/init.py)",
-         commands=["(", *[f"  {j}" for j in joins], f"  exec {unshare} sh {cdir}/init.sh",
-                   f") > {cdir}/container.log 2>&1 < /dev/null &", "PID=$!",
+         commands=["(", *[f"  {j}" for j in joins], f"  exec {unshare} sh {shlex.quote(f'{cdir}/init.sh')}",
+                   f") > {shlex.quote(f'{cdir}/container.log')} 2>&1 < /dev/null &", "PID=$!",
                    "# wait until unshare(2) has happened: before it, /proc/$PID/ns/* are still the host's",
                    'until [ "$(readlink /proc/$PID/ns/mnt)" != "$(readlink /proc/$$/ns/mnt)" ]; do sleep 0.01; done',
                    "echo \"the container's first process is $PID\""])
@@ -73,19 +74,22 @@ def explain(spec: ContainerSpec, root: str) -> str:
         for title, obj in network["attach"]:
             step(title, obj)
 
-    members = [f"{path}/cgroup.procs" for path in cgroup.paths()]
+    members = [shlex.quote(f"{path}/cgroup.procs") for path in cgroup.paths()]
     teardown = [("stop the container: kill every process in its cgroup (pyrun tears down once it has exited)",
                  [f"xargs -r kill -9 < {members[0]}", f"while [ -s {members[0]} ]; do sleep 0.05; done"])]
     teardown += [(f"undo: {type(obj).__name__} ({obj.kind})", obj.shell_down()) for obj in reversed(steps)]
-    teardown.append(("remove the container's directory", [f"rm -rf {cdir}"]))
+    teardown.append(("remove the container's directory", [f"rm -rf {c}"]))
 
     header = ["#!/bin/bash",
-              f"# pyrun run --explain: by hand, what `pyrun run` would do for {shlex.join(spec.command)}",
+              # repr: a newline in the command would end the comment and run the rest as a command
+              f"# pyrun run --explain: by hand, what `pyrun run` would do for {repr(shlex.join(spec.command))[1:-1]}",
               "# Run as root. pyrun has changed nothing; each numbered step is one of its own.",
               "set -euo pipefail",
               f"export CID={cid}   # the container's id (pyrun makes a new one each time)",
-              f"export C={cdir.replace(cid, '$CID')}   # its state directory", ""]
+              f"export C={c.replace(cid, '$CID') if c == cdir else c}   # its state directory", ""]
     text = "\n".join(_numbered(setup) + ["", TEARDOWN, "set +e   # go on past what is already gone, as pyrun's teardown does", ""] + _numbered(teardown))
+    if c != cdir:  # the state directory needed quoting, and $C inside quotes would not be expanded
+        return "\n".join(header) + "\n" + text
     return "\n".join(header) + "\n" + text.replace(cdir, "$C").replace(cid, "$CID")
 
 
@@ -97,7 +101,10 @@ def _numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
 
 
 def _heredoc(path: str, lines: list[str]) -> list[str]:
-    return [f"mkdir -p {os.path.dirname(path)}", f"cat > {path} <<'EOF'", *lines, "EOF"]
+    end = "EOF"
+    while end in "\n".join(lines).split("\n"):  # a line equal to the delimiter would end it; the rest would run
+        end += "_"
+    return [f"mkdir -p {shlex.quote(os.path.dirname(path))}", f"cat > {shlex.quote(path)} <<'{end}'", *lines, end]
 
 
 def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wait_for_network: bool) -> list[str]:
@@ -109,7 +116,7 @@ def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wai
         out.append("until grep -q eth0: /proc/net/dev; do sleep 0.05; done")
     env = init.environment(spec, hostname)
     caps = ",".join(f"+{c.lower()}" for c in sorted(spec.caps))
-    out += [f"cd {spec.workdir}",
+    out += [f"cd {shlex.quote(spec.workdir)}",
             "# setpriv is util-linux's, from the rootfs: the bounding set becomes the container's capabilities",
             "# (pyrun also loads a seccomp filter here, with libseccomp; no shell command does that: see"
             " runtime/seccomp.py)" if spec.seccomp_setting != "unconfined" else "# (seccomp: unconfined)",

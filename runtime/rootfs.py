@@ -18,6 +18,7 @@ disappears with the container and none is seen by the host. In order:
 """
 import os
 import stat
+from shlex import quote
 
 from runtime.errors import PyrunError
 from runtime.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
@@ -183,12 +184,13 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
     The shell cannot resolve a path inside the rootfs the way openat2 does, so
     unlike build() these commands trust the rootfs not to hold hostile symlinks.
     """
-    merged = os.path.join(layer, "merged")
+    merged = quote(os.path.join(layer, "merged"))
     out = ["mount --make-rprivate /"]
     if read_only:
-        out.append(f"mount --rbind {rootfs} {merged}")
+        out.append(f"mount --rbind {quote(rootfs)} {merged}")
     else:
-        out.append(f"mount -t overlay overlay -o lowerdir={rootfs},upperdir={layer}/diff,workdir={layer}/work {merged}")
+        options = quote(f"lowerdir={rootfs},upperdir={layer}/diff,workdir={layer}/work")
+        out.append(f"mount -t overlay overlay -o {options} {merged}")
     out += [f"cd {merged}",
             "mount -t proc -o nosuid,nodev,noexec proc proc",
             "mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs dev"]
@@ -200,14 +202,15 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
             "mount -t mqueue -o nosuid,nodev,noexec mqueue dev/mqueue",
             "mount -t sysfs -o ro,nosuid,nodev,noexec sysfs sys"]
     for source, target, readonly in binds:  # Docker creates a missing mount point, as Root.target() does
+        here = quote(f".{target}")
         if os.path.isdir(source):
-            out.append(f"mkdir -p .{target}")
+            out.append(f"mkdir -p {here}")
         else:
-            out.append(f"[ -e .{target} ] || {{ mkdir -p .{os.path.dirname(target)}; touch .{target}; }}")
-        out.append(f"mount --rbind {source} .{target}")
+            out.append(f"[ -e {here} ] || {{ mkdir -p {quote(f'.{os.path.dirname(target)}')}; touch {here}; }}")
+        out.append(f"mount --rbind {quote(source)} {here}")
         if readonly:
-            out.append(f"mount -o remount,bind,ro .{target}")
-    out += [f"mkdir -p .{workdir}"] if workdir != "/" else []
+            out.append(f"mount -o remount,bind,ro {here}")
+    out += [f"mkdir -p {quote(f'.{workdir}')}"] if workdir != "/" else []
     out += ["pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root",
             "cd /"]
     for path in MASKED:

@@ -19,6 +19,7 @@ and steps back out.
 """
 import ipaddress
 import os
+import shlex
 import socket
 from dataclasses import dataclass
 
@@ -149,10 +150,12 @@ class NetnsName(Step):
             pass
 
     def shell_up(self) -> list[str]:
-        return [f"mkdir -p {NETNS_DIR}", f"touch {self.path}", f"mount --bind /proc/{self.pid}/ns/net {self.path}"]
+        path = shlex.quote(self.path)
+        return [f"mkdir -p {NETNS_DIR}", f"touch {path}", f"mount --bind /proc/{self.pid}/ns/net {path}"]
 
     def shell_down(self) -> list[str]:
-        return [f"umount {self.path}", f"rm {self.path}"]
+        path = shlex.quote(self.path)
+        return [f"umount {path}", f"rm {path}"]
 
 
 @dataclass

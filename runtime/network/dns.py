@@ -13,6 +13,7 @@ container's /etc/hosts and the new one to theirs. The files are bind mounts,
 so they are rewritten in place (same inode), never replaced.
 """
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 
@@ -127,10 +128,10 @@ class HostsEntry(Step):
 
     def shell_up(self) -> list[str]:
         peers = self._peers()
-        return ([f"printf '%s\\t%s\\n' {address} {name} >> {self._own()}" for _, address, name in peers] +
-                [f"printf '%s\\t%s\\n' {self.address} {self.name} >> {path}" for path, _, _ in peers])
+        return ([f"printf '%s\\t%s\\n' {address} {name} >> {shlex.quote(self._own())}" for _, address, name in peers] +
+                [f"printf '%s\\t%s\\n' {self.address} {self.name} >> {shlex.quote(path)}" for path, _, _ in peers])
 
     def shell_down(self) -> list[str]:
         line = f"$(printf '%s\\t%s' {self.address} {self.name})"
-        return [f'grep -vx "{line}" {path} > {path}.new; cat {path}.new > {path}; rm {path}.new   '
-                f'# in place: the file is bind-mounted' for path, _, _ in self._peers()]
+        return [f'grep -vx "{line}" {p} > {p}.new; cat {p}.new > {p}; rm {p}.new   '
+                f'# in place: the file is bind-mounted' for p in (shlex.quote(path) for path, _, _ in self._peers())]

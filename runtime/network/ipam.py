@@ -8,6 +8,7 @@ handed out.
 """
 import ipaddress
 import os
+import shlex
 from dataclasses import dataclass
 
 from runtime.errors import PyrunError
@@ -76,8 +77,8 @@ class Lease(Step):
             os.unlink(self.path)
 
     def shell_up(self) -> list[str]:
-        return [f"mkdir -p {lease_dir(self.root, self.network)}",
-                f"echo {self.cid} > {self.path}   # lease {self.address}: the file is the lease"]
+        return [f"mkdir -p {shlex.quote(lease_dir(self.root, self.network))}",
+                f"echo {self.cid} > {shlex.quote(self.path)}   # lease {self.address}: the file is the lease"]
 
     def shell_down(self) -> list[str]:
-        return [f"rm {self.path}"]
+        return [f"rm {shlex.quote(self.path)}"]
