@@ -64,6 +64,10 @@ def pytest_unconfigure(config):
 
     for path in getattr(config, "created_cgroup_parents", []):
         try:
+            # A container a failed test left running would keep its cgroup, and so the parent, busy; its
+            # processes are the suite's own, and killing them lets its monitor tear it down.
+            for leftover in glob.glob(f"{path}/*/"):
+                cgroups.remove(leftover, seconds=10)
             cgroups.remove(path, seconds=10)
         except OSError as e:
             print(f"pyrun tests: could not remove {path}: {e.strerror}", file=sys.stderr)
