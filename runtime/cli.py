@@ -20,9 +20,19 @@ _ROOT: dict[str, Optional[str]] = {"root": None}
 _CMD = {"allow_interspersed_args": False}
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"pyrun version {version('pyrun')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(root: Optional[str] = typer.Option(None, "--root", envvar="PYRUN_ROOT",
-                                              help="State directory (default /run/pyrun).")):
+                                              help="State directory (default /run/pyrun)."),
+            _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                               help="Print pyrun's version and exit.")):
     _ROOT["root"] = root
 
 
@@ -72,10 +82,30 @@ def run(
 
 
 @app.command("ps")
-def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers that are not running.")):
+def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers that are not running."),
+       quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the ids."),
+       format_: Optional[str] = typer.Option(None, "--format",
+                                             help="A template per container, e.g. '{{.Names}} {{.Status}}', "
+                                                  "or 'table {{.ID}}\\t{{.Names}}'.")):
     """List containers."""
     from runtime import lifecycle
 
+    if quiet or format_ is not None:
+        from runtime import state, template
+
+        records = [r for r in sorted(state.all_records(_root()), key=lambda r: r.get("Created", ""), reverse=True)
+                   if all_ or lifecycle.status(r) == "running"]
+        rows = [lifecycle.docker_row(r) for r in records]
+        if quiet:
+            lines = [r["ID"] for r in rows]
+        elif format_.startswith("table"):
+            lines = template.table(template.parse(format_[5:].lstrip()), rows, lifecycle.PS_HEADERS)
+        else:
+            parts = template.parse(format_)
+            lines = [template.render(parts, r) for r in rows]
+        for line in lines:
+            print(line)
+        return
     rows = lifecycle.ps(_root(), all_)
     columns = ["NAME", "ID", "STATUS", "PID", "IP", "PORTS", "COMMAND", "CREATED"]
     widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns}
@@ -109,13 +139,57 @@ def exec_(container_: str = typer.Argument(..., metavar="CONTAINER"),
 
 
 @app.command()
-def inspect(containers: List[str] = typer.Argument(..., metavar="CONTAINER...")):
+def inspect(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
+            format_: Optional[str] = typer.Option(None, "-f", "--format",
+                                                  help="A template, e.g. '{{.State.Status}}' or '{{json .Config}}'.")):
     """Print containers' records as JSON, in Docker's shape."""
     import json
 
     from runtime import lifecycle
 
-    print(json.dumps(lifecycle.inspect(_root(), containers), indent=4))
+    if format_ is None:
+        print(json.dumps(lifecycle.inspect(_root(), containers), indent=4))
+        return
+    from runtime import template
+
+    parts = template.parse(format_)
+    _each(containers, lambda root, ref: print(template.render(parts, lifecycle.inspect(root, [ref])[0])),
+          echo=False)
+
+
+@app.command()
+def wait(containers: List[str] = typer.Argument(..., metavar="CONTAINER...")):
+    """Block until containers stop, then print their exit codes."""
+    from runtime import lifecycle
+
+    _each(containers, lambda root, ref: print(lifecycle.wait(root, ref)), echo=False)
+
+
+@app.command()
+def port(container_: str = typer.Argument(..., metavar="CONTAINER"),
+         private: Optional[str] = typer.Argument(None, metavar="[PRIVATE_PORT[/PROTO]]")):
+    """List a container's published ports, or the host addresses of one of them."""
+    from runtime import lifecycle
+
+    for line in lifecycle.port(lifecycle.find(_root(), container_), private):
+        print(line)
+
+
+@app.command(context_settings=_CMD)
+def top(container_: str = typer.Argument(..., metavar="CONTAINER"),
+        ps_args: List[str] = typer.Argument(None, metavar="[ps OPTIONS]")):
+    """Show a container's processes, with the host's ps (default -ef)."""
+    from runtime import lifecycle
+
+    print(lifecycle.top(_root(), container_, ps_args or []))
+
+
+@app.command()
+def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argument(..., metavar="DEST")):
+    """Copy files between a running container and the host: CONTAINER:PATH HOSTPATH, or back."""
+    from runtime import copy
+
+    copy.copy(_root(), source, dest)
 
 
 @app.command()
@@ -219,12 +293,22 @@ def prune():
         print(name)
 
 
-def _each(refs: List[str], action) -> None:
-    """As docker does with several containers: act on each in turn and print its name when done."""
+def _each(refs: List[str], action, echo: bool = True) -> None:
+    """As docker does with several containers: act on each in turn and print its name when done; one that
+    fails is reported and the others are still done, and the exit code says that one failed."""
     root = _root()
+    failed = None
     for ref in refs:
-        action(root, ref)
-        print(ref)
+        try:
+            action(root, ref)
+        except PyrunError as e:
+            print(f"pyrun: {e}", file=sys.stderr)
+            failed = e
+            continue
+        if echo:
+            print(ref, flush=True)
+    if failed:
+        sys.exit(failed.exit_code)
 
 
 def _root() -> str:

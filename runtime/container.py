@@ -41,6 +41,7 @@ from runtime.spec import BindMount, ContainerSpec, Resources
 from runtime.steps import Journal, Step
 
 LOG = "container.log"
+EXIT_CODE = "exitcode"  # written in place at the exit, for `pyrun wait` (lifecycle.wait says why)
 
 
 @dataclass
@@ -184,6 +185,9 @@ def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
     for error in journal.undo():
         print(f"pyrun: teardown: {error}", file=sys.stderr)
     record["State"].update(Status="exited", Running=False, ExitCode=code, OOMKilled=oom, FinishedAt=now())
+    with open(os.open(os.path.join(cdir, EXIT_CODE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+              "w") as f:
+        f.write(str(code))
     if record["HostConfig"]["AutoRemove"]:
         shutil.rmtree(cdir, ignore_errors=True)
     else:

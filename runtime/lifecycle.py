@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 from runtime import container, state
+from runtime.container import EXIT_CODE
 from runtime.errors import PyrunError
 
 
@@ -231,3 +232,94 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
         if proc.status is None:
             proc.kill()
             proc.reap()
+
+
+def docker_row(record: dict) -> dict:
+    """A container as `docker ps --format` names its fields (.ID, .Names, .Status, ...)."""
+    now, st = status(record), record["State"]
+    shown = {"running": f"Up {_ago(st.get('StartedAt')).removesuffix(' ago')}",
+             "exited": f"Exited ({st.get('ExitCode')}) {_ago(st.get('FinishedAt'))}"}.get(now, now.capitalize())
+    config = record.get("Config", {})
+    return {"ID": record["Id"][:12], "Names": record["Name"], "Image": config.get("Image", ""),
+            "Command": json.dumps(" ".join(config.get("Cmd", []))), "CreatedAt": record.get("Created", ""),
+            "RunningFor": _ago(record.get("Created")), "Ports": ", ".join(container.published(record)),
+            "Status": shown, "State": now, "Networks": record.get("HostConfig", {}).get("NetworkMode", ""),
+            "Mounts": ",".join(record.get("HostConfig", {}).get("Binds", []))}
+
+
+PS_HEADERS = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
+              "CreatedAt": "CREATED AT", "RunningFor": "CREATED"}
+
+
+def wait(root: str, ref: str) -> int:
+    """Block until the container REF has exited; return its exit code, as `docker wait` prints it.
+
+    A --rm container's record is gone as soon as it has exited, so the code is read from the file
+    finish() writes it to before removing anything: opened here first, it stays readable once unlinked."""
+    record = find(root, ref)
+    try:
+        code = os.open(os.path.join(state.container_dir(root, record["Id"]), EXIT_CODE),
+                       os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:  # removed since find()
+        code = None
+    try:
+        while True:
+            try:
+                record = state.read_json(state.record_path(root, record["Id"]))
+            except (FileNotFoundError, json.JSONDecodeError):
+                break
+            if status(record) in ("exited", "dead"):
+                break
+            time.sleep(0.01)
+        said = os.pread(code, 16, 0).decode().strip() if code is not None else ""
+    finally:
+        if code is not None:
+            os.close(code)
+    if said.lstrip("-").isdigit():
+        return int(said)
+    return record["State"]["ExitCode"] if status(record) == "exited" else -1  # dead: nobody saw it end
+
+
+def port(record: dict, private: str | None = None) -> list[str]:
+    """`docker port`: every mapping as '8000/tcp -> 0.0.0.0:8088', or PRIVATE's host addresses."""
+    ports = record.get("NetworkSettings", {}).get("Ports", {})
+    if private is None:
+        return [f"{p} -> {b['HostIp']}:{b['HostPort']}" for p, binds in ports.items() for b in binds]
+    key = private if "/" in private else f"{private}/tcp"
+    if not ports.get(key):
+        raise PyrunError("port", f"no public port '{key}' published for {record['Name']}")
+    return [f"{b['HostIp']}:{b['HostPort']}" for b in ports[key]]
+
+
+def pids(record: dict) -> list[int]:
+    """The host pids of every process in the container: those in its PID 1's PID namespace."""
+    pid = record["Init"]["Pid"]
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                    out.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue  # it exited while we looked, or it is not ours to see (the machine's own init)
+    return sorted(out)
+
+
+def top(root: str, ref: str, ps_args: list[str]) -> str:
+    """`docker top`: the host's ps (default -ef) limited to the container's processes."""
+    import subprocess
+
+    record = running(root, ref, "top")
+    mine = set(map(str, pids(record)))
+    out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
+    if out.returncode:
+        raise PyrunError("top", f"ps {' '.join(ps_args)}: {(out.stderr.strip() or 'failed').splitlines()[0]}")
+    header, *lines = out.stdout.splitlines() or [""]
+    if "PID" not in header.split():
+        raise PyrunError("top", f"ps {' '.join(ps_args)}: its output has no PID column")
+    column = header.split().index("PID")
+    return "\n".join([header] + [line for line in lines if len(line.split()) > column and line.split()[column] in mine])
