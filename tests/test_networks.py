@@ -117,7 +117,7 @@ def served(busybox, clean_host):
 
 def test_doctor_finds_nothing_wrong_with_a_healthy_port(served):
     code, out = _doctor(8084)
-    assert code == 0 and out.count(" ok ") == 8 and "FAIL" not in out
+    assert code == 0 and out.count(" ok ") == 16 and "FAIL" not in out
 
 
 def test_doctor_names_a_server_listening_on_127_0_0_1_only(busybox, clean_host):

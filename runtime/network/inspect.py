@@ -13,6 +13,7 @@ from runtime.network import networks
 def gather(root: str, name: str) -> dict:
     from runtime.container import published
     from runtime.network.bridge import host_end, netlink, netns_name
+    from runtime.network.doctor import holder
 
     net = networks.get(root, name)
     records = {r["Id"]: r for r in state.all_records(root)}
@@ -31,7 +32,10 @@ def gather(root: str, name: str) -> dict:
                 "peer_ifindex": link.get_attr("IFLA_LINK") if link else None,
                 "netns": netns_name(record["Name"]), "ip": settings.get("IPAddress", ""),
                 "mac": settings.get("MacAddress", ""),
-                "ports": published(record)})
+                "ports": published(record),
+                # who holds each host port, as `ss -lnp` names it
+                "held_by": [holder(int(b["HostPort"]), port.split("/")[1])
+                            for port, binds in settings.get("Ports", {}).items() for b in binds]})
     return {"network": net.name, "bridge": net.bridge, "subnet": net.subnet, "gateway": net.gateway,
             "containers": containers, "rules": _rules(net, containers)}
 
@@ -61,7 +65,7 @@ def text(info: dict) -> str:
                   f"  veth pair: {c['host_end']} (ifindex {c['host_ifindex']}, on {info['bridge']})"
                   f" <-> eth0 (ifindex {c['peer_ifindex']}) in netns {c['netns']}",
                   f"  eth0: {c['ip']}, MAC {c['mac']}   see: ip netns exec {c['netns']} ip addr",
-                  f"  published: {', '.join(c['ports']) or 'nothing'}"]
+                  f"  published: {', '.join(f'{p} (held by {h})' for p, h in zip(c['ports'], c['held_by'])) or 'nothing'}"]
     lines += ["", "pyrun's rules for it, with [packets:bytes] (iptables-save -c):", *info["rules"], "",
               "topology:", *drawing(info)]
     return "\n".join(lines)
