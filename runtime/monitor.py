@@ -16,6 +16,8 @@ from runtime import signals
 
 
 def main(root: str, cid: str, pid: int) -> None:
+    with open("/proc/self/comm", "w") as f:  # what ps and `ss -ltnp` call it, instead of "python3"
+        f.write("pyrun-monitor")
     signals.forward_to(pid)  # what a user sends the monitor is meant for the container
     _, status = os.waitpid(pid, 0)
     signals.ignore_signals()

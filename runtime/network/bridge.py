@@ -225,6 +225,10 @@ def reserve_ports(ports) -> list[socket.socket]:
             held.append(sock)
             try:
                 sock.bind((p.host_ip or "0.0.0.0", p.host_port))
+                if p.proto == "tcp":
+                    # Listening shows the reservation to `ss -ltnp` with its owner, as docker-proxy does.
+                    # It never gets a connection: the DNAT rules send every one to the container first.
+                    sock.listen(0)
             except OSError as e:
                 why = {98: "is already in use (by a host process or another container)",
                        99: "cannot be bound: the host has no such address"}.get(e.errno, e.strerror)
