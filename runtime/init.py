@@ -41,6 +41,7 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: li
                  join: int | None = None) -> None:
     """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`), and fork."""
     step = "unshare" if join is None else "setns"
+    os.umask(0o022)  # Docker's, for the container's files; pyrun's own 0077 is for its state only
     try:
         make_undumpable()  # before setns: a process in the container must not reach into ours (CVE-2019-5736)
         if join is None:
