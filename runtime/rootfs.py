@@ -16,12 +16,13 @@ disappears with the container and none is seen by the host. In order:
 5. hide what /proc and /sys would tell about the host (Docker's masked and
    read-only paths).
 """
+import errno
 import os
 import stat
 
 from runtime.errors import PyrunError
-from runtime.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
-                              MS_REC, MS_REMOUNT, mount, open_in_root, pivot_root, umount2)
+from runtime.syscalls import (MNT_DETACH, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
+                              MS_RDONLY, MS_REC, MS_REMOUNT, mount, mount_setattr, open_in_root, pivot_root, umount2)
 
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -116,7 +117,28 @@ def mount_dev(root: Root) -> None:
 def bind(root: Root, source: str, target: str, readonly: bool) -> None:
     root.mount(source, target, None, MS_BIND | MS_REC, directory=os.path.isdir(source))
     if readonly:
-        root.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY, directory=os.path.isdir(source))
+        read_only_tree(root, target, os.path.isdir(source))
+
+
+def read_only_tree(root: Root, path: str, directory: bool = True) -> None:
+    """Make the mount at PATH read-only, and every mount below it.
+
+    A remount with MS_RDONLY changes only the top mount: with -v /:/host:ro,
+    /host/proc would stay writable, and with it the host's core_pattern. The
+    tree was made private first (make_private), so nothing mounted on the host
+    later can propagate into it writable.
+    """
+    fd = root.target(path, directory)  # opened after the bind: the new mount, not the file under it
+    try:
+        mount_setattr(fd, MOUNT_ATTR_RDONLY, path)
+    except OSError as e:
+        if e.errno != errno.ENOSYS:
+            raise
+        raise PyrunError("mount_setattr", f"{path}: this kernel cannot make a bind mount read-only with the "
+                                          "mounts below it (mount_setattr(2), Linux 5.12); refusing the :ro "
+                                          "bind rather than leaving them writable") from None
+    finally:
+        os.close(fd)
 
 
 def pivot(new_root: str) -> None:
@@ -205,8 +227,8 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
         else:
             out.append(f"[ -e .{target} ] || {{ mkdir -p .{os.path.dirname(target)}; touch .{target}; }}")
         out.append(f"mount --rbind {source} .{target}")
-        if readonly:
-            out.append(f"mount -o remount,bind,ro .{target}")
+        if readonly:  # every mount below it too, as mount_setattr(2) with AT_RECURSIVE does
+            out.append(f"for m in $(findmnt -Rno TARGET .{target}); do mount -o remount,bind,ro $m; done")
     out += [f"mkdir -p .{workdir}"] if workdir != "/" else []
     out += ["pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root",
             "cd /"]

@@ -90,7 +90,8 @@ def test_golden_rootfs():
                         "mount -t overlay overlay -o lowerdir=/images/deb,upperdir=/s/c/layer/diff,"
                         "workdir=/s/c/layer/work /s/c/layer/merged", "cd /s/c/layer/merged"]
     assert "mknod -m 666 dev/null c 1 3" in cmds and "ln -s pts/ptmx dev/ptmx" in cmds
-    assert cmds[cmds.index("mount --rbind /data ./mnt") + 1] == "mount -o remount,bind,ro ./mnt"
+    assert cmds[cmds.index("mount --rbind /data ./mnt") + 1] == \
+        "for m in $(findmnt -Rno TARGET ./mnt); do mount -o remount,bind,ro $m; done"
     assert cmds.index("mkdir -p ./srv") < cmds.index("pivot_root . .") < cmds.index("cd /")
     assert any(c.startswith("if [ -d /proc/kcore ]") for c in cmds[cmds.index("cd /"):])  # masked after the pivot
 
