@@ -88,13 +88,25 @@ def make_private() -> None:
 
 
 def mount_layer(rootfs: str, layer: str, read_only: bool) -> str:
-    """Mount the container's root at LAYER/merged and return that path."""
+    """Mount the container's root at LAYER/merged and return that path.
+
+    overlayfs splits its options at ',' and lowerdir at ':', so a path pasted
+    into them (a rootfs named img:tag, a --root holding ',') could stack host
+    directories under the container's root. It gets /proc/self/fd/N of the
+    directories instead: resolved by the kernel, never split.
+    """
     merged = os.path.join(layer, "merged")
     if read_only:
         mount(rootfs, merged, None, MS_BIND | MS_REC)
-    else:
-        upper, work = os.path.join(layer, "diff"), os.path.join(layer, "work")
-        mount("overlay", merged, "overlay", 0, f"lowerdir={rootfs},upperdir={upper},workdir={work}")
+        return merged
+    fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+           for path in (rootfs, os.path.join(layer, "diff"), os.path.join(layer, "work"))]
+    try:
+        lower, upper, work = map(_fd_path, fds)
+        mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+    finally:
+        for fd in fds:
+            os.close(fd)
     return merged
 
 
@@ -210,7 +222,10 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
     if read_only:
         out.append(f"mount --rbind {rootfs} {merged}")
     else:
-        out.append(f"mount -t overlay overlay -o lowerdir={rootfs},upperdir={layer}/diff,workdir={layer}/work {merged}")
+        # overlayfs would split a path at ',' or ':': it gets the directories as open files instead.
+        out += [f"exec 3< {rootfs} 4< {layer}/diff 5< {layer}/work",
+                f"mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5 "
+                f"{merged}", "exec 3<&- 4<&- 5<&-"]
     out += [f"cd {merged}",
             "mount -t proc -o nosuid,nodev,noexec proc proc",
             "mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs dev"]

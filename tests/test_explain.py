@@ -86,9 +86,9 @@ def test_golden_bridge_setup_is_idempotent_shell():
 
 def test_golden_rootfs():
     cmds = rootfs.build_shell("/images/deb", "/s/c/layer", False, [("/data", "/mnt", True)], "/srv")
-    assert cmds[:3] == ["mount --make-rprivate /",
-                        "mount -t overlay overlay -o lowerdir=/images/deb,upperdir=/s/c/layer/diff,"
-                        "workdir=/s/c/layer/work /s/c/layer/merged", "cd /s/c/layer/merged"]
+    assert cmds[:5] == ["mount --make-rprivate /", "exec 3< /images/deb 4< /s/c/layer/diff 5< /s/c/layer/work",
+                        "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
+                        "workdir=/proc/self/fd/5 /s/c/layer/merged", "exec 3<&- 4<&- 5<&-", "cd /s/c/layer/merged"]
     assert "mknod -m 666 dev/null c 1 3" in cmds and "ln -s pts/ptmx dev/ptmx" in cmds
     assert cmds[cmds.index("mount --rbind /data ./mnt") + 1] == \
         "for m in $(findmnt -Rno TARGET ./mnt); do mount -o remount,bind,ro $m; done"
