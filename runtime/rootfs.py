@@ -4,8 +4,8 @@ Runs inside the container's new mount namespace, so every mount here
 disappears with the container and none is seen by the host. In order:
 
 1. make every inherited mount private, so nothing propagates back to the host;
-2. stack a copy-on-write overlay on the rootfs (or bind it read-only), so the
-   rootfs directory itself is never written;
+2. stack a copy-on-write overlay on the rootfs (with --read-only too, made
+   read-only at the end), so the rootfs directory itself is never written;
 3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, and the
    user's bind mounts, each target resolved *inside* the new root with
    openat2(RESOLVE_IN_ROOT): a symlink in the rootfs cannot aim a mount at
@@ -87,8 +87,12 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def mount_layer(rootfs: str, layer: str, read_only: bool) -> str:
+def mount_layer(rootfs: str, layer: str) -> str:
     """Mount the container's root at LAYER/merged and return that path.
+
+    An overlay also for --read-only: the mount points for -v, the -w
+    directory and a missing /etc/hostname go to the layer, never into the
+    user's rootfs, and build() makes the root read-only once they exist.
 
     overlayfs splits its options at ',' and lowerdir at ':', so a path pasted
     into them (a rootfs named img:tag, a --root holding ',') could stack host
@@ -96,9 +100,6 @@ def mount_layer(rootfs: str, layer: str, read_only: bool) -> str:
     directories instead: resolved by the kernel, never split.
     """
     merged = os.path.join(layer, "merged")
-    if read_only:
-        mount(rootfs, merged, None, MS_BIND | MS_REC)
-        return merged
     fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
            for path in (rootfs, os.path.join(layer, "diff"), os.path.join(layer, "work"))]
     try:
@@ -190,7 +191,7 @@ def mask_host_paths(root: Root) -> None:
 def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str) -> None:
     """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly)."""
     make_private()
-    merged = mount_layer(rootfs, layer, read_only)
+    merged = mount_layer(rootfs, layer)
     root = Root(merged)
     try:
         root.mount("proc", "/proc", "proc", _SAFE)
@@ -218,14 +219,10 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
     unlike build() these commands trust the rootfs not to hold hostile symlinks.
     """
     merged = os.path.join(layer, "merged")
-    out = ["mount --make-rprivate /"]
-    if read_only:
-        out.append(f"mount --rbind {rootfs} {merged}")
-    else:
-        # overlayfs would split a path at ',' or ':': it gets the directories as open files instead.
-        out += [f"exec 3< {rootfs} 4< {layer}/diff 5< {layer}/work",
-                f"mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5 "
-                f"{merged}", "exec 3<&- 4<&- 5<&-"]
+    # overlayfs would split a path at ',' or ':': it gets the directories as open files instead.
+    out = ["mount --make-rprivate /", f"exec 3< {rootfs} 4< {layer}/diff 5< {layer}/work",
+           f"mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5 "
+           f"{merged}", "exec 3<&- 4<&- 5<&-"]
     out += [f"cd {merged}",
             "mount -t proc -o nosuid,nodev,noexec proc proc",
             "mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs dev"]
