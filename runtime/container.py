@@ -24,6 +24,7 @@ itself (execve) with the small program in monitor.py, so that what stays
 resident for each detached container is little more than an interpreter.
 """
 import contextlib
+import errno
 import json
 import os
 import shlex
@@ -39,6 +40,7 @@ from runtime.errors import PyrunError
 from runtime.network import dns
 from runtime.spec import BindMount, ContainerSpec, Resources
 from runtime.steps import Journal, Step
+from runtime.syscalls import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_REMOUNT, mount, umount2
 
 LOG = "container.log"
 EXIT_CODE = "exitcode"  # written in place at the exit, for `pyrun wait` (lifecycle.wait says why)
@@ -46,23 +48,43 @@ EXIT_CODE = "exitcode"  # written in place at the exit, for `pyrun wait` (lifecy
 
 @dataclass
 class Layer(Step):
-    """The container's copy-on-write layer: overlayfs upper and work directories, and the mount point."""
+    """The container's copy-on-write layer: overlayfs upper and work directories, and the mount point.
+
+    Whatever the container writes lands in diff/ on the host, setuid-root
+    binaries and device nodes too (CVE-2021-41091's class). Two locks keep
+    them from host users: the layer is 0700, and it is a nosuid,nodev bind
+    mount of itself, so even with its directories opened up a setuid bit or
+    a device node in it means nothing on the host. The container sees the
+    files through its own overlay mount, whose flags are its own.
+    """
 
     kind = "layer"
     path: str
 
     def up(self) -> None:
-        for sub in ("diff", "work", "merged"):
+        for sub, mode in (("", 0o700), ("diff", 0o755), ("work", 0o700), ("merged", 0o700)):
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
+            os.chmod(os.path.join(self.path, sub), mode)  # diff's mode is the container's / mode: not the umask's
+        mount(self.path, self.path, None, MS_BIND)
+        mount(None, self.path, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
 
     def down(self) -> None:
+        try:
+            umount2(self.path, MNT_DETACH)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
+                raise
         shutil.rmtree(self.path, ignore_errors=False, onerror=_ignore_missing)
 
     def shell_up(self) -> list[str]:
-        return ["mkdir -p " + " ".join(shlex.quote(f"{self.path}/{sub}") for sub in ("diff", "work", "merged"))]
+        path = shlex.quote(self.path)
+        return [f"mkdir -p -m 0700 {path}", f"mkdir -m 0755 {shlex.quote(self.path + '/diff')}",
+                f"mkdir -m 0700 {shlex.quote(self.path + '/work')} {shlex.quote(self.path + '/merged')}",
+                f"mount --bind {path} {path}", f"mount -o remount,bind,nosuid,nodev {path}"]
 
     def shell_down(self) -> list[str]:
-        return [f"rm -rf {shlex.quote(self.path)}"]
+        path = shlex.quote(self.path)
+        return [f"umount -l {path}", f"rm -rf {path}"]
 
 
 def _ignore_missing(_func, _path, exc_info) -> None:
@@ -220,7 +242,7 @@ def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: 
     """The forked monitor: detach from the terminal, start the container, then exec monitor.py."""
     try:
         os.setsid()
-        log = os.open(record["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        log = os.open(record["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)

@@ -85,6 +85,7 @@ def explain(spec: ContainerSpec, root: str) -> str:
               f"# pyrun run --explain: by hand, what `pyrun run` would do for {repr(shlex.join(spec.command))[1:-1]}",
               "# Run as root. pyrun has changed nothing; each numbered step is one of its own.",
               "set -euo pipefail",
+              "umask 077   # pyrun's state is root's alone (runtime/state.py)",
               f"export CID={cid}   # the container's id (pyrun makes a new one each time)",
               f"export C={c.replace(cid, '$CID') if c == cdir else c}   # its state directory", ""]
     text = "\n".join(_numbered(setup) + ["", TEARDOWN, "set +e   # go on past what is already gone, as pyrun's teardown does", ""] + _numbered(teardown))
@@ -109,7 +110,7 @@ def _heredoc(path: str, lines: list[str]) -> list[str]:
 
 def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wait_for_network: bool) -> list[str]:
     binds = binds + [(m.source, m.target, m.readonly) for m in spec.mounts]
-    out = ["set -e", *rootfs.build_shell(spec.rootfs, os.path.join(cdir, "layer"), spec.read_only, binds,
+    out = ["set -e", "umask 022   # the container's, as Docker's (runtime/init.py)", *rootfs.build_shell(spec.rootfs, os.path.join(cdir, "layer"), spec.read_only, binds,
                                           spec.workdir)]
     out.append(f"hostname {hostname}")
     if wait_for_network:  # pyrun's "go" (runtime/sync.py): the host has plugged in eth0

@@ -25,6 +25,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 
@@ -34,15 +35,20 @@ from runtime.security import drop_privileges, make_undumpable
 from runtime.spec import DEFAULT_PATH, ContainerSpec
 
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
-_TIOCGPTN, _TIOCSPTLCK = 0x80045430, 0x40045431  # asm-generic/ioctls.h
+_TIOCSPTLCK, _TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h
+_PTMX = (5, 2)
 
 
 def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
                  join: int | None = None) -> None:
     """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`), and fork."""
     step = "unshare" if join is None else "setns"
+    os.umask(0o022)  # Docker's, for the container's files; pyrun's own 0077 is for its state only
     try:
         make_undumpable()  # before setns: a process in the container must not reach into ours (CVE-2019-5736)
+        # The host's, opened while still on the host: a running container's /dev/null may be a FIFO
+        # (open would block for good) or a symlink to one of its files.
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         if join is None:
             namespaces.unshare(namespaces.kinds(spec.network))
         else:
@@ -56,15 +62,17 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: li
             # "pid" and exited (end of file), so that pyrun never reads "ready" before "pid".
             os.read(sent, 1)
             os.close(sent)
-            _init(sock, spec, layer, binds, hostname, build=join is None)
+            _init(sock, spec, layer, binds, hostname, null, build=join is None)
         sync.send(sock, "pid", pid=pid)
     except OSError as e:
         _fail(sock, step, e)
     os._exit(0)
 
 
-def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, build: bool = True) -> None:
-    """PID 1 (or, without BUILD, a process joining a running container): set up, wait for go, exec."""
+def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, null: int, build: bool = True) -> None:
+    """PID 1 (or, without BUILD, a process joining a running container): set up, wait for go, exec.
+
+    NULL is the host's /dev/null, for a stdin that is not kept open."""
     step = "rootfs"
     try:
         if build:
@@ -73,7 +81,7 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, bui
             socket.sethostname(hostname)
         tty = None
         if spec.tty:
-            step = "open(/dev/ptmx)"
+            step = "open(/dev/pts/ptmx)"
             master, tty = _open_pty()
             sync.send(sock, "pty", fds=[master])
             os.close(master)
@@ -86,8 +94,8 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, bui
         step = "prctl(PR_SET_PDEATHSIG)"
         _die_with_parent(sock)
         if spec.init:
-            _reap(sock, spec, hostname, tty, syscall_filter)
-        _exec(sock, spec, hostname, tty, syscall_filter)
+            _reap(sock, spec, hostname, tty, null, syscall_filter)
+        _exec(sock, spec, hostname, tty, null, syscall_filter)
     except (OSError, PyrunError) as e:
         _fail(sock, step, e)
 
@@ -96,12 +104,25 @@ def _open_pty() -> tuple[int, int]:
     """A pseudo-terminal from the container's own devpts, so the shell's tty is /dev/pts/0 inside.
 
     A pty opened by pyrun on the host would belong to the host's devpts,
-    where the container cannot name it: `tty` would say "not a tty".
+    where the container cannot name it: `tty` would say "not a tty". A
+    running container may have swapped /dev/ptmx (a symlink into /dev/pts
+    that pyrun made) for a FIFO or a link to a file, so pyrun opens the
+    devpts's own ptmx, which no one can replace without mounting over it,
+    without following a link or waiting, checks that it is the pty
+    multiplexer, and asks it for the other side (TIOCGPTPEER) instead of
+    opening a path again.
     """
-    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
-    number = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
-    return master, os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
+    master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(master)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(*_PTMX):
+            raise PyrunError("open(/dev/pts/ptmx)", "not the pty multiplexer (character device 5:2)")
+        os.set_blocking(master, True)
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+        return master, fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    except BaseException:
+        os.close(master)
+        raise
 
 
 def _die_with_parent(sock) -> None:
@@ -124,7 +145,7 @@ def environment(spec: ContainerSpec, hostname: str) -> dict[str, str]:
     return env
 
 
-def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, syscall_filter) -> None:
+def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter) -> None:
     step = "setsid"
     try:
         os.setsid()
@@ -132,9 +153,7 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, syscall_fil
             step = "ioctl(TIOCSCTTY)"
             os.login_tty(tty)  # the pty becomes the controlling terminal and fds 0, 1 and 2
         elif not spec.interactive:
-            null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
-            os.close(null)
         # Python ignores these; an ignored signal stays ignored across execve.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -176,7 +195,7 @@ def _close_fds(sock: socket.socket) -> socket.socket:
     return sock
 
 
-def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, syscall_filter) -> None:
+def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter) -> None:
     """--init: stay as PID 1, run the command as a child, forward signals, reap orphans.
 
     PID 1 gets only the signals it has handlers for, so without an init a
@@ -185,7 +204,7 @@ def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, syscall_fil
     """
     child = os.fork()
     if child == 0:
-        _exec(sock, spec, hostname, tty, syscall_filter)
+        _exec(sock, spec, hostname, tty, null, syscall_filter)
     sock.close()
     if tty is not None:
         os.close(tty)

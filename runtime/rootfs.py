@@ -4,8 +4,8 @@ Runs inside the container's new mount namespace, so every mount here
 disappears with the container and none is seen by the host. In order:
 
 1. make every inherited mount private, so nothing propagates back to the host;
-2. stack a copy-on-write overlay on the rootfs (or bind it read-only), so the
-   rootfs directory itself is never written;
+2. stack a copy-on-write overlay on the rootfs (with --read-only too, made
+   read-only at the end), so the rootfs directory itself is never written;
 3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, and the
    user's bind mounts, each target resolved *inside* the new root with
    openat2(RESOLVE_IN_ROOT): a symlink in the rootfs cannot aim a mount at
@@ -16,13 +16,14 @@ disappears with the container and none is seen by the host. In order:
 5. hide what /proc and /sys would tell about the host (Docker's masked and
    read-only paths).
 """
+import errno
 import os
 import stat
 from shlex import quote
 
 from runtime.errors import PyrunError
-from runtime.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
-                              MS_REC, MS_REMOUNT, mount, open_in_root, pivot_root, umount2)
+from runtime.syscalls import (MNT_DETACH, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
+                              MS_RDONLY, MS_REC, MS_REMOUNT, mount, mount_setattr, open_in_root, pivot_root, umount2)
 
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -87,14 +88,27 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def mount_layer(rootfs: str, layer: str, read_only: bool) -> str:
-    """Mount the container's root at LAYER/merged and return that path."""
+def mount_layer(rootfs: str, layer: str) -> str:
+    """Mount the container's root at LAYER/merged and return that path.
+
+    An overlay also for --read-only: the mount points for -v, the -w
+    directory and a missing /etc/hostname go to the layer, never into the
+    user's rootfs, and build() makes the root read-only once they exist.
+
+    overlayfs splits its options at ',' and lowerdir at ':', so a path pasted
+    into them (a rootfs named img:tag, a --root holding ',') could stack host
+    directories under the container's root. It gets /proc/self/fd/N of the
+    directories instead: resolved by the kernel, never split.
+    """
     merged = os.path.join(layer, "merged")
-    if read_only:
-        mount(rootfs, merged, None, MS_BIND | MS_REC)
-    else:
-        upper, work = os.path.join(layer, "diff"), os.path.join(layer, "work")
-        mount("overlay", merged, "overlay", 0, f"lowerdir={rootfs},upperdir={upper},workdir={work}")
+    fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+           for path in (rootfs, os.path.join(layer, "diff"), os.path.join(layer, "work"))]
+    try:
+        lower, upper, work = map(_fd_path, fds)
+        mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+    finally:
+        for fd in fds:
+            os.close(fd)
     return merged
 
 
@@ -117,7 +131,28 @@ def mount_dev(root: Root) -> None:
 def bind(root: Root, source: str, target: str, readonly: bool) -> None:
     root.mount(source, target, None, MS_BIND | MS_REC, directory=os.path.isdir(source))
     if readonly:
-        root.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY, directory=os.path.isdir(source))
+        read_only_tree(root, target, os.path.isdir(source))
+
+
+def read_only_tree(root: Root, path: str, directory: bool = True) -> None:
+    """Make the mount at PATH read-only, and every mount below it.
+
+    A remount with MS_RDONLY changes only the top mount: with -v /:/host:ro,
+    /host/proc would stay writable, and with it the host's core_pattern. The
+    tree was made private first (make_private), so nothing mounted on the host
+    later can propagate into it writable.
+    """
+    fd = root.target(path, directory)  # opened after the bind: the new mount, not the file under it
+    try:
+        mount_setattr(fd, MOUNT_ATTR_RDONLY, path)
+    except OSError as e:
+        if e.errno != errno.ENOSYS:
+            raise
+        raise PyrunError("mount_setattr", f"{path}: this kernel cannot make a bind mount read-only with the "
+                                          "mounts below it (mount_setattr(2), Linux 5.12); refusing the :ro "
+                                          "bind rather than leaving them writable") from None
+    finally:
+        os.close(fd)
 
 
 def pivot(new_root: str) -> None:
@@ -157,7 +192,7 @@ def mask_host_paths(root: Root) -> None:
 def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str) -> None:
     """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly)."""
     make_private()
-    merged = mount_layer(rootfs, layer, read_only)
+    merged = mount_layer(rootfs, layer)
     root = Root(merged)
     try:
         root.mount("proc", "/proc", "proc", _SAFE)
@@ -185,12 +220,11 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
     unlike build() these commands trust the rootfs not to hold hostile symlinks.
     """
     merged = quote(os.path.join(layer, "merged"))
-    out = ["mount --make-rprivate /"]
-    if read_only:
-        out.append(f"mount --rbind {quote(rootfs)} {merged}")
-    else:
-        options = quote(f"lowerdir={rootfs},upperdir={layer}/diff,workdir={layer}/work")
-        out.append(f"mount -t overlay overlay -o {options} {merged}")
+    # overlayfs would split a path at ',' or ':': it gets the directories as open files instead.
+    out = ["mount --make-rprivate /",
+           f"exec 3< {quote(rootfs)} 4< {quote(f'{layer}/diff')} 5< {quote(f'{layer}/work')}",
+           f"mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5 "
+           f"{merged}", "exec 3<&- 4<&- 5<&-"]
     out += [f"cd {merged}",
             "mount -t proc -o nosuid,nodev,noexec proc proc",
             "mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs dev"]
@@ -208,8 +242,8 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
         else:
             out.append(f"[ -e {here} ] || {{ mkdir -p {quote(f'.{os.path.dirname(target)}')}; touch {here}; }}")
         out.append(f"mount --rbind {quote(source)} {here}")
-        if readonly:
-            out.append(f"mount -o remount,bind,ro {here}")
+        if readonly:  # every mount below it too, as mount_setattr(2) with AT_RECURSIVE does
+            out.append(f"findmnt -Rno TARGET {here} | while IFS= read -r m; do mount -o remount,bind,ro \"$m\"; done")
     out += [f"mkdir -p {quote(f'.{workdir}')}"] if workdir != "/" else []
     out += ["pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root",
             "cd /"]

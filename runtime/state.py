@@ -8,6 +8,11 @@ Layout under the state root (--root, PYRUN_ROOT, default /run/pyrun):
     containers/ID/...         writable layer, /etc files, log
     ipam/NETWORK/ADDRESS      one file per leased address (network/ipam.py)
 
+The state is root's alone: the root and every directory pyrun makes in it
+are 0700, its files 0600, whatever umask pyrun was started with. Records hold
+the -e values (secrets), and a container's writable layer holds whatever the
+container put there, setuid-root binaries and device nodes among them.
+
 Writes go to a temporary file that is renamed over the old one, so a reader
 (or a crash) sees the old record or the new one, never half of each.
 
@@ -33,12 +38,21 @@ def state_root(option: str | None = None) -> str:
 
 
 def ensure_root(root: str) -> None:
+    """Make ROOT ready for this pyrun process, and everything it creates from now on private to root."""
+    os.umask(0o077)  # the container's processes get Docker's 0022 back (init.py)
     try:
-        os.makedirs(os.path.join(root, "containers"), exist_ok=True)
+        os.makedirs(root, 0o700, exist_ok=True)
+        owner = os.stat(root).st_uid
+        if owner != os.geteuid():  # its owner could swap what pyrun writes for links to anywhere
+            raise PermissionError(1, f"owned by uid {owner}")
         if not os.access(root, os.W_OK):  # root may write anywhere, but not on a read-only mount
             raise PermissionError(30, "Read-only file system")
+        os.makedirs(os.path.join(root, "containers"), 0o700, exist_ok=True)
+        for path in (root, os.path.join(root, "containers")):
+            os.chmod(path, 0o700)  # also when an earlier pyrun, or an admin, made it looser
     except OSError as e:
-        raise PyrunError("invalid --root", f"{root!r}: {e.strerror}; expected a writable directory") from None
+        raise PyrunError("invalid --root", f"{root!r}: {e.strerror}; expected a writable directory "
+                                           "owned by root") from None
 
 
 @contextlib.contextmanager
@@ -54,7 +68,7 @@ def locked(root: str):
 
 def write_json(path: str, data: dict) -> None:
     tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp, "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w") as f:
         json.dump(data, f, indent=1)
     os.replace(tmp, path)
 
@@ -115,7 +129,7 @@ def new_container(root: str, name: str | None) -> tuple[str, str]:
                                            "remove it with 'pyrun rm' or choose another name")
     cid = os.urandom(32).hex()
     name = name or cid[:12]
-    os.makedirs(container_dir(root, cid))
+    os.makedirs(container_dir(root, cid), 0o700)
     write_json(record_path(root, cid),
                {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
     return cid, name

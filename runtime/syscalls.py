@@ -2,9 +2,10 @@
 
 Containers are built from a handful of syscalls: unshare(2) and setns(2)
 create and join namespaces, mount(2)/umount2(2) build the container's view of
-the filesystem, pivot_root(2) makes that view its root, and openat2(2) with
+the filesystem, pivot_root(2) makes that view its root, openat2(2) with
 RESOLVE_IN_ROOT resolves a path the way the container would, so that a
-symlink planted in the rootfs cannot point a mount at the host.
+symlink planted in the rootfs cannot point a mount at the host, and
+mount_setattr(2) changes the flags of a whole tree of mounts at once.
 
 Each wrapper raises OSError naming the syscall and its argument, in crun's
 style: "pivot_root(/run/pyrun/abc/merged): Invalid argument".
@@ -17,8 +18,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscall numbers for the calls glibc 2.36 has no wrapper for.
 _SYS = {
-    "x86_64": {"pivot_root": 155, "openat2": 437},
-    "aarch64": {"pivot_root": 41, "openat2": 437},
+    "x86_64": {"pivot_root": 155, "openat2": 437, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "openat2": 437, "mount_setattr": 442},
 }[platform.machine()]
 
 MS_RDONLY = 0x1
@@ -30,6 +31,13 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
+
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
@@ -76,3 +84,16 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH | os.O_CLOEXEC)
     return _check(_libc.syscall(_SYS["openat2"], ctypes.c_int(root_fd), path.encode(),
                                 ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))),
                   "openat2", path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(fd: int, attr_set: int, what: str = "") -> None:
+    """Set ATTR_SET (MOUNT_ATTR_*) on the mount FD is the root of and on every mount below it."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    _check(_libc.syscall(_SYS["mount_setattr"], ctypes.c_int(fd), b"", ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE),
+                         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           "mount_setattr", what or str(fd))

@@ -35,8 +35,10 @@ def test_golden_cgroup():
 
 
 def test_golden_layer_and_lease():
-    assert Layer("/s/c/layer").shell_up() == ["mkdir -p /s/c/layer/diff /s/c/layer/work /s/c/layer/merged"]
-    assert Layer("/s/c/layer").shell_down() == ["rm -rf /s/c/layer"]
+    assert Layer("/s/c/layer").shell_up() == [
+        "mkdir -p -m 0700 /s/c/layer", "mkdir -m 0755 /s/c/layer/diff", "mkdir -m 0700 /s/c/layer/work /s/c/layer/merged",
+        "mount --bind /s/c/layer /s/c/layer", "mount -o remount,bind,nosuid,nodev /s/c/layer"]
+    assert Layer("/s/c/layer").shell_down() == ["umount -l /s/c/layer", "rm -rf /s/c/layer"]
     lease = ipam.Lease("/s", "pyrun0", "10.199.0.7", CID)
     assert lease.shell_up() == ["mkdir -p /s/ipam/pyrun0",
                                 f"echo {CID} > /s/ipam/pyrun0/10.199.0.7   # lease 10.199.0.7: the file is the lease"]
@@ -84,11 +86,12 @@ def test_golden_bridge_setup_is_idempotent_shell():
 
 def test_golden_rootfs():
     cmds = rootfs.build_shell("/images/deb", "/s/c/layer", False, [("/data", "/mnt", True)], "/srv")
-    assert cmds[:3] == ["mount --make-rprivate /",
-                        "mount -t overlay overlay -o lowerdir=/images/deb,upperdir=/s/c/layer/diff,"
-                        "workdir=/s/c/layer/work /s/c/layer/merged", "cd /s/c/layer/merged"]
+    assert cmds[:5] == ["mount --make-rprivate /", "exec 3< /images/deb 4< /s/c/layer/diff 5< /s/c/layer/work",
+                        "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
+                        "workdir=/proc/self/fd/5 /s/c/layer/merged", "exec 3<&- 4<&- 5<&-", "cd /s/c/layer/merged"]
     assert "mknod -m 666 dev/null c 1 3" in cmds and "ln -s pts/ptmx dev/ptmx" in cmds
-    assert cmds[cmds.index("mount --rbind /data ./mnt") + 1] == "mount -o remount,bind,ro ./mnt"
+    assert cmds[cmds.index("mount --rbind /data ./mnt") + 1] == \
+        'findmnt -Rno TARGET ./mnt | while IFS= read -r m; do mount -o remount,bind,ro "$m"; done'
     assert cmds.index("mkdir -p ./srv") < cmds.index("pivot_root . .") < cmds.index("cd /")
     assert any(c.startswith("if [ -d /proc/kcore ]") for c in cmds[cmds.index("cd /"):])  # masked after the pivot
 

@@ -71,6 +71,7 @@ def write_files(directory: str, hostname: str, address: str | None, network: str
         path = os.path.join(directory, name)
         with open(path, "w") as f:
             f.write(text)
+        os.chmod(path, 0o644)  # the container's own users read them; their 0700 directory keeps host users out
         binds.append((path, f"/etc/{name}", False))
     return binds
 

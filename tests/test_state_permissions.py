@@ -1,0 +1,104 @@
+"""pyrun's state directory is root's alone (the class of Docker's CVE-2021-41091).
+
+A container's writable layer lives under the state root on the host. If a
+local user can reach it, a setuid-root binary the container left there is
+root for that user, a device node it made is the device, and every record
+tells the `-e` values (secrets) it was given. The attacker here is a real
+unprivileged host user (uid 65534); the container is a real busybox one.
+"""
+import os
+import stat
+import subprocess
+
+from conftest import STATE_ROOT, pyrun, running_record, wait_for
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+SECRET = "hunter2-db-password"
+# The container makes a setuid-root copy of a binary (coreutils' id, bound in read-only: busybox drops
+# its setuid privileges by itself) and a device node anyone may open, prints the secret, and stays up.
+PLANT = f"cp /hostid /suid && chmod 4755 /suid && mknod -m 666 /zero c 1 5 && echo log:$SECRET && sleep 300"
+
+
+def as_nobody(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*NOBODY, *argv], capture_output=True, text=True, timeout=10)
+
+
+def _start(busybox: str, name: str) -> dict:
+    # umask 0: pyrun's modes must not depend on the umask it was started with.
+    r = pyrun("run", "-d", "--name", name, "--network", "none", "-e", f"SECRET={SECRET}",
+              "-v", "/usr/bin/id:/hostid:ro", busybox, "sh", "-c", PLANT, preexec_fn=lambda: os.umask(0))
+    assert r.returncode == 0, r.stderr
+    record = wait_for(lambda: running_record(name), what=f"{name} to run")
+    layer = os.path.join(STATE_ROOT, "containers", record["Id"], "layer", "diff")
+    wait_for(lambda: os.path.exists(os.path.join(layer, "zero")), what="the container to plant its files")
+    return record
+
+
+def _attack(record: dict) -> list[str]:
+    """What uid 65534 got out of the state root: empty when nothing."""
+    cdir = os.path.join(STATE_ROOT, "containers", record["Id"])
+    got = []
+    r = as_nobody(os.path.join(cdir, "layer", "diff", "suid"), "-u")
+    if r.returncode == 0 and r.stdout.strip() != "65534":
+        got.append(f"ran the container's setuid binary as uid {r.stdout.strip()}")
+    r = as_nobody("head", "-c", "4", os.path.join(cdir, "layer", "diff", "zero"))
+    if r.returncode == 0:
+        got.append("opened the container's device node")
+    for name in ("state.json", "container.log", "journal"):
+        r = as_nobody("cat", os.path.join(cdir, name))
+        if r.returncode == 0:
+            got.append(f"read {name}" + (" and the secret in it" if SECRET in r.stdout else ""))
+    r = as_nobody("ls", os.path.join(STATE_ROOT, "containers"))
+    if r.returncode == 0:
+        got.append("listed the containers")
+    return got
+
+
+def _private(path: str) -> bool:
+    return stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
+
+
+def test_a_local_user_gets_nothing_from_the_state_root(busybox, clean_host):
+    os.makedirs(os.path.join(STATE_ROOT, "containers"), exist_ok=True)
+    os.chmod(STATE_ROOT, 0o755)  # as an earlier pyrun left it
+    os.chmod(os.path.join(STATE_ROOT, "containers"), 0o755)
+    record = _start(busybox, "planter")
+    try:
+        assert _attack(record) == []
+        cdir = os.path.join(STATE_ROOT, "containers", record["Id"])
+        everything = [STATE_ROOT, os.path.join(STATE_ROOT, "containers"), os.path.join(STATE_ROOT, "lock"),
+                      cdir, os.path.join(cdir, "layer")]
+        everything += [os.path.join(cdir, n) for n in os.listdir(cdir) if n not in ("hostname", "hosts", "resolv.conf")]
+        assert [p for p in everything if not _private(p)] == []
+        # The container's own users read the /etc files (bind mounts), so those are 0644 in a 0700 directory.
+        r = pyrun("exec", "planter", "su", "-s", "/bin/cat", "nobody", "/etc/hosts", "/etc/resolv.conf")
+        assert r.returncode == 0, r.stderr
+    finally:
+        assert pyrun("rm", "-f", "planter").returncode == 0
+
+
+def test_the_layer_is_nosuid_and_nodev_even_if_its_parents_are_opened(busybox, clean_host):
+    """Directory modes are one lock; the layer's own nosuid,nodev mount is a second one."""
+    record = _start(busybox, "planter2")
+    try:
+        cdir = os.path.join(STATE_ROOT, "containers", record["Id"])
+        for path in (STATE_ROOT, os.path.join(STATE_ROOT, "containers"), cdir, os.path.join(cdir, "layer")):
+            os.chmod(path, 0o755)  # an admin "fixing" permissions
+        got = _attack(record)
+        assert not [g for g in got if "setuid" in g or "device" in g], got
+        # The container sees its layer through its own overlay mount: the host mount's nodev does not reach it.
+        r = pyrun("exec", "planter2", "head", "-c", "4", "/zero")
+        assert (r.returncode, r.stdout) == (0, "\0" * 4), r.stdout + r.stderr
+    finally:
+        assert pyrun("rm", "-f", "planter2").returncode == 0
+        assert _private(STATE_ROOT)  # the next pyrun command closed the root again
+
+
+def test_a_root_owned_by_another_user_is_refused(tmp_path):
+    """Its owner could replace what pyrun writes there with links to anywhere on the host."""
+    root = tmp_path / "theirs"
+    root.mkdir()
+    os.chown(root, 65534, 65534)
+    r = pyrun("--root", str(root), "ps")
+    assert r.returncode == 125 and r.stderr.count("\n") == 1 and "owned by uid 65534" in r.stderr, r.stderr
+    assert os.listdir(root) == []
