@@ -198,18 +198,21 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             cpus=parse_cpus(cpus) if cpus is not None else None,
             pids_limit=parse_pids_limit(pids_limit) if pids_limit is not None else None,
         ),
-        caps=parse_caps(list(cap_add), list(cap_drop)),
+        caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
         read_only=read_only, init=init, interactive=interactive, tty=tty,
-        **parse_security_opts(security_opt),
+        **parse_security_opts(security_opt, caps),
     )
 
 
-def parse_security_opts(values: list[str]) -> dict:
+def parse_security_opts(values: list[str], caps: frozenset[str] | None = None) -> dict:
     """The seccomp fields of a ContainerSpec from --security-opt values (the last seccomp= wins).
 
-    Every profile file named is read, once, so a bad one fails here, before anything exists."""
+    Every profile file named is read, once, and the one used is built for CAPS, so that a bad one fails
+    here, before anything exists."""
     from runtime import seccomp
 
     settings = [s for s in map(seccomp.parse_option, values) if s is not None] or ["default"]
     files = [seccomp.load_profile(s) if s not in ("default", "unconfined") else None for s in settings]
+    if files[-1] is not None and caps is not None:
+        seccomp.check(settings[-1], files[-1], caps)
     return {"seccomp_setting": settings[-1], "seccomp": files[-1]}
