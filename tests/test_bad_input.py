@@ -80,6 +80,12 @@ def test_a_file_bound_over_a_symlinked_directory_is_the_container_error(busybox,
     assert line.startswith("pyrun: rootfs: mount(/etc/passwd") and "Not a directory" in line, line
 
 
+def test_a_70000_character_command_name_is_one_short_line(busybox, clean_host):
+    """The error naming it did not fit the sync socket's 64 KiB and arrived as half a JSON object."""
+    line = one_line(pyrun("run", "--rm", "--network", "none", busybox, "a" * 70000))
+    assert line.startswith("pyrun: exec " + "a" * 100) and "(70005 characters)" in line and len(line) < 4096, line
+
+
 def _nofile(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
