@@ -14,7 +14,11 @@ from click.exceptions import ClickException  # typer 0.20 parses with click (pyp
 
 from runtime.errors import EXIT_PYRUN, PyrunError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Help is click's plain text: option texts such as "[IP:]HOST:CONTAINER[/tcp|udp]" are not rich markup (read as
+# markup, `run --help` was a traceback). typer 0.20 escapes "[default: /]" for rich whenever rich is installed,
+# even with rich_markup_mode=None, and prints the backslash: its help code is told that rich is absent.
+typer.core.HAS_RICH = False
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="A small container runtime that shows its work.")
 _ROOT: dict[str, Optional[str]] = {"root": None}
 _CMD = {"allow_interspersed_args": False}
@@ -147,7 +151,8 @@ def rm(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
     _each(containers, lambda root, ref: lifecycle.rm(root, ref, force))
 
 
-network_app = typer.Typer(no_args_is_help=True, help="Bridge networks: the default 'bridge' and your own.")
+network_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="Bridge networks: the default 'bridge' and your own.")
 app.add_typer(network_app, name="network")
 
 
