@@ -18,7 +18,8 @@ from runtime.errors import EXIT_PYRUN, PyrunError
 # markup, `run --help` was a traceback). typer 0.20 escapes "[default: /]" for rich whenever rich is installed,
 # even with rich_markup_mode=None, and prints the backslash: its help code is told that rich is absent.
 typer.core.HAS_RICH = False
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+# click suggests a close command name itself: typer's suggestion would say it a second time.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, suggest_commands=False,
                   help="A small container runtime that shows its work.")
 _ROOT: dict[str, Optional[str]] = {"root": None}
 _CMD = {"allow_interspersed_args": False}
@@ -151,7 +152,7 @@ def rm(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
     _each(containers, lambda root, ref: lifecycle.rm(root, ref, force))
 
 
-network_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+network_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, suggest_commands=False,
                           help="Bridge networks: the default 'bridge' and your own.")
 app.add_typer(network_app, name="network")
 

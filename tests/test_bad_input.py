@@ -110,3 +110,16 @@ def test_running_out_of_file_descriptors_while_reserving_ports_leaves_nothing(bu
         for fd in inherited:
             os.close(fd)
     assert "cannot hold 400 published ports, one socket each: Too many open files" in line, line
+
+
+@pytest.mark.parametrize("args", [["network", "inspect", "nosuch"], ["network", "rm", "nosuch"]])
+def test_an_unknown_network_argument_is_not_called_an_option(clean_host, args):
+    """No --network was given: the error named one."""
+    line = one_line(pyrun(*args))
+    assert line == "pyrun: no such network: 'nosuch'; expected bridge or a name from 'pyrun network ls'", line
+
+
+@pytest.mark.parametrize("args,suggestion", [(["stpo"], "'stop'"), (["network", "lss"], "'ls'")])
+def test_a_mistyped_command_is_suggested_once(clean_host, args, suggestion):
+    line = one_line(pyrun(*args))
+    assert line.count("Did you mean") == 1 and suggestion in line, line
