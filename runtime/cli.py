@@ -61,6 +61,8 @@ def run(
     """Run COMMAND in a new container made from ROOTFS."""
     from runtime import container, spec as specmod
 
+    if not explain:
+        _require_root()
     spec = specmod.build_spec(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
@@ -234,11 +236,18 @@ def _each(refs: List[str], action) -> None:
 
 
 def _root() -> str:
+    """The state root, for a command that changes or reads the host's containers: only root may."""
     from runtime import state
 
+    _require_root()
     root = state.state_root(_ROOT["root"])
     state.ensure_root(root)
     return root
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:  # else the first thing to fail is the state root, or a cgroup with a traceback
+        raise PyrunError("must run as root", "")
 
 
 def main() -> None:

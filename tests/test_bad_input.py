@@ -2,10 +2,13 @@
 import os
 import resource
 import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
-from conftest import pyrun
+from conftest import REPO, pyrun
 
 CASES = [
     (["/no/such/rootfs", "true"], "'/no/such/rootfs' does not exist"),
@@ -123,3 +126,27 @@ def test_an_unknown_network_argument_is_not_called_an_option(clean_host, args):
 def test_a_mistyped_command_is_suggested_once(clean_host, args, suggestion):
     line = one_line(pyrun(*args))
     assert line.count("Did you mean") == 1 and suggestion in line, line
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.mark.parametrize("args", [["ps"], ["run", "--rm", "--network", "none", "{rootfs}", "true"], ["network", "ls"],
+                                  ["prune"], ["rm", "-f", "web"], ["exec", "web", "true"], ["network", "inspect"]])
+@pytest.mark.parametrize("writable_root", [False, True], ids=["default root", "writable PYRUN_ROOT"])
+def test_a_user_who_is_not_root_is_told_so(clean_host, args, writable_root):
+    """A real unprivileged user: it was told the state root is read-only, or (with a root of its own) got a
+    traceback from the cgroup it could not make."""
+    env = dict(os.environ)
+    env.pop("PYRUN_ROOT", None)
+    mine = tempfile.mkdtemp(prefix="pyrun-nobody-")  # under /tmp, where the user can reach it
+    try:
+        if writable_root:
+            os.chmod(mine, 0o777)
+            env["PYRUN_ROOT"] = os.path.join(mine, "state")
+        r = subprocess.run([*NOBODY, sys.executable, "-m", "runtime", *[a.replace("{rootfs}", mine) for a in args]],
+                           capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+        assert (r.returncode, r.stderr, r.stdout) == (125, "pyrun: must run as root\n", ""), r.stderr[-2000:]
+        assert os.listdir(mine) == []
+    finally:
+        shutil.rmtree(mine)
