@@ -14,7 +14,12 @@ from click.exceptions import ClickException  # typer 0.20 parses with click (pyp
 
 from runtime.errors import EXIT_PYRUN, PyrunError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Help is click's plain text: option texts such as "[IP:]HOST:CONTAINER[/tcp|udp]" are not rich markup (read as
+# markup, `run --help` was a traceback). typer 0.20 escapes "[default: /]" for rich whenever rich is installed,
+# even with rich_markup_mode=None, and prints the backslash: its help code is told that rich is absent.
+typer.core.HAS_RICH = False
+# click suggests a close command name itself: typer's suggestion would say it a second time.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, suggest_commands=False,
                   help="A small container runtime that shows its work.")
 _ROOT: dict[str, Optional[str]] = {"root": None}
 _CMD = {"allow_interspersed_args": False}
@@ -66,6 +71,8 @@ def run(
     """Run COMMAND in a new container made from ROOTFS."""
     from runtime import container, spec as specmod
 
+    if not explain:
+        _require_root()
     spec = specmod.build_spec(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
@@ -221,7 +228,8 @@ def rm(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
     _each(containers, lambda root, ref: lifecycle.rm(root, ref, force))
 
 
-network_app = typer.Typer(no_args_is_help=True, help="Bridge networks: the default 'bridge' and your own.")
+network_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, suggest_commands=False,
+                          help="Bridge networks: the default 'bridge' and your own.")
 app.add_typer(network_app, name="network")
 
 
@@ -312,11 +320,18 @@ def _each(refs: List[str], action, echo: bool = True) -> None:
 
 
 def _root() -> str:
+    """The state root, for a command that changes or reads the host's containers: only root may."""
     from runtime import state
 
+    _require_root()
     root = state.state_root(_ROOT["root"])
     state.ensure_root(root)
     return root
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:  # else the first thing to fail is the state root, or a cgroup with a traceback
+        raise PyrunError("must run as root", "")
 
 
 def main() -> None:

@@ -157,17 +157,20 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         state.write_json(state.record_path(root, cid), record)
         proc.held = network.sockets if network else []
         return proc
-    except BaseException:
+    except BaseException as e:
         signals.ignore_signals()
+        reported = proc.reported_error() if proc is not None and not isinstance(e, PyrunError) else None
         if proc is not None and proc.status is None:
             proc.kill()
             proc.reap()
-        errors = journal.undo()
         if network:
-            network.close()
+            network.close()  # first: a run that ran out of file descriptors needs them back to undo
+        errors = journal.undo()
         for error in errors:
             print(f"pyrun: teardown: {error}", file=sys.stderr)
         shutil.rmtree(cdir, ignore_errors=True)
+        if reported:
+            raise reported from None
         raise
 
 

@@ -14,7 +14,7 @@ class PyrunError(Exception):
     """A failure that pyrun reports as one line: "STEP: DETAIL"."""
 
     def __init__(self, step: str, detail: str, exit_code: int = EXIT_PYRUN):
-        super().__init__(f"{step}: {detail}")
+        super().__init__(f"{step}: {detail}" if detail else step)
         self.step = step
         self.detail = detail
         self.exit_code = exit_code

@@ -11,7 +11,9 @@ for root on the host.
 
 Profiles are in Docker's JSON format ("defaultAction", and "syscalls" rules
 with "names", "action", "args", "includes"/"excludes" by capability), so
-`--security-opt seccomp=PROFILE.json` takes Docker's own profiles. pyrun's
+`--security-opt seccomp=PROFILE.json` takes Docker's own profiles. A profile
+is loaded exactly as it reads or refused (load_profile): a rule that was
+quietly dropped would allow what it was written to forbid. pyrun's
 default has the same effect as Docker's: an allowlist of every system call
 libseccomp knows for this architecture except those in REFUSED, some allowed
 only with the capability that makes them harmless (GATED), and argument
@@ -23,6 +25,7 @@ import errno
 import json
 import os
 import platform
+import re
 
 import ctypes.util
 
@@ -38,6 +41,7 @@ finally:
     ctypes.util.find_library = _find_library
 
 from runtime.errors import PyrunError
+from runtime.security import ALL_CAPS
 
 REFUSED = {
     "keyctl", "add_key", "request_key",            # the kernel keyring is shared with the host
@@ -64,10 +68,11 @@ NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWP
 AF_VSOCK = 40
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)  # Linux, UNAME26 and queries: not ADDR_NO_RANDOMIZE
 ACTIONS = {"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
-           "SCMP_ACT_TRAP", "SCMP_ACT_LOG"}
+           "SCMP_ACT_TRAP", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"}
 OPERATORS = {"SCMP_CMP_EQ", "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_GT", "SCMP_CMP_GE",
              "SCMP_CMP_MASKED_EQ"}
 _SPECIAL = {"clone", "clone3", "socket", "personality"}
+NOT_A_SYSCALL = -1  # libseccomp's __NR_SCMP_ERROR: what resolving an unknown name gives
 
 
 def known_syscalls() -> list[str]:
@@ -116,27 +121,161 @@ def parse_option(value: str) -> str | None:
     return setting if setting in ("unconfined", "default") else os.path.abspath(setting)
 
 
-def load_profile(path: str) -> dict:
-    def bad(why: str) -> PyrunError:
-        return PyrunError("invalid --security-opt", f"seccomp={path}: {why}; expected a profile in Docker's format")
+# Docker's profile format, field by field. A field pyrun does not know is refused, never ignored: a typo such as
+# "syscall" for "syscalls", or "include" for "includes", would otherwise drop rules without a word.
+PROFILE_FIELDS = {"defaultAction", "defaultErrnoRet", "architectures", "archMap", "syscalls", "flags",
+                  "listenerPath", "listenerMetadata"}
+RULE_FIELDS = {"name", "names", "action", "errnoRet", "args", "comment", "includes", "excludes"}
+FILTER_FIELDS = {"caps", "arches", "minKernel"}
+ARG_FIELDS = {"index", "value", "valueTwo", "op"}
+ARCHES = {"amd64", "arm64", "x86", "x32", "arm", "mips", "mipsle", "mips64", "mips64le", "mips64n32",
+          "mips64len32", "ppc", "ppc64", "ppc64le", "s390", "s390x", "riscv64", "loong64"}
+MAX_ERRNO = 4095     # the kernel turns larger SECCOMP_RET_ERRNO data into 4095
+MAX_ARGS = 6         # a system call has six argument registers
+U64 = (1 << 64) - 1  # a comparison's value is one register's worth
+_SYSCALL = re.compile(r"[a-z_][a-z0-9_]*")
 
+
+class ProfileError(PyrunError):
+    def __init__(self, path: str, where: str, why: str):
+        super().__init__("invalid --security-opt", f"seccomp={path}: {where}: {why}")
+
+
+def load_profile(path: str) -> dict:
+    """The profile at PATH, checked field by field against Docker's format.
+
+    Every part that pyrun could not load exactly as written is an error naming the rule and the field, so
+    that a profile is never weaker than it reads. One thing is skipped on purpose, as Docker does: a
+    system call name libseccomp does not know (a newer call, or another architecture's), so that one
+    profile serves every kernel; build() leaves it out of the filter."""
     try:
         with open(path) as f:
             profile = json.load(f)
     except OSError as e:
-        raise bad(e.strerror) from None
-    except json.JSONDecodeError as e:
-        raise bad(f"not JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(profile, dict) or profile.get("defaultAction") not in ACTIONS:
-        raise bad(f"defaultAction must be one of {', '.join(sorted(ACTIONS))}")
-    for rule in profile.get("syscalls") or []:
-        names = isinstance(rule, dict) and (rule.get("names") or ([rule["name"]] if rule.get("name") else None))
-        if not names or rule.get("action") not in ACTIONS:
-            raise bad(f"each syscalls rule needs names and an action, got {json.dumps(rule)[:80]}")
-        for a in rule.get("args") or []:
-            if a.get("op") not in OPERATORS or not isinstance(a.get("index"), int):
-                raise bad(f"bad args entry {json.dumps(a)[:80]}")
-    return profile
+        raise ProfileError(path, "cannot read it", e.strerror) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProfileError(path, "not JSON", getattr(e, "msg", str(e))) from None
+    return _checked(profile, lambda where, why: ProfileError(path, where, why))
+
+
+def _checked(profile, bad) -> dict:
+    if not isinstance(profile, dict):
+        raise bad("the profile", f"expected a JSON object in Docker's format, got {_shown(profile)}")
+    _known_fields(profile, PROFILE_FIELDS, "the profile", bad)
+    if profile.get("defaultAction") not in ACTIONS:
+        raise bad("defaultAction", f"expected one of {', '.join(sorted(ACTIONS))}, "
+                                   f"got {_shown(profile.get('defaultAction'))}")
+    _errno(profile, "defaultAction", "defaultErrnoRet", "defaultErrnoRet", bad)
+    if profile.get("listenerPath") or profile.get("flags"):
+        field = "listenerPath" if profile.get("listenerPath") else "flags"
+        raise bad(field, "pyrun has no seccomp agent and sets no filter flags; leave it out")
+    _strings(profile.get("architectures"), "architectures", bad)
+    if not isinstance(profile.get("archMap") or [], list):
+        raise bad("archMap", f"expected a list, got {_shown(profile['archMap'])}")
+    rules = profile.get("syscalls") or []
+    if not isinstance(rules, list):
+        raise bad("syscalls", f"expected a list of rules, got {_shown(rules)}")
+    return {**profile, "syscalls": [_rule(rule, f"syscalls[{i}]", bad) for i, rule in enumerate(rules)]}
+
+
+def _rule(rule, where: str, bad) -> dict:
+    if not isinstance(rule, dict):
+        raise bad(where, f"expected a rule object with names and an action, got {_shown(rule)}")
+    names = rule.get("names")
+    if "name" in rule:
+        if names is not None:
+            raise bad(where, "has both name and names; use names")
+        names = [rule["name"]]
+    # A name shaped like no system call (a typo in case or spacing) would be skipped as unknown to libseccomp.
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and _SYSCALL.fullmatch(n) for n in names):
+        raise bad(f"{where} names", f"expected a list of system call names such as [\"mkdir\"], got {_shown(names)}")
+    where = f"{where} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})"
+    _known_fields(rule, RULE_FIELDS, where, bad)
+    if rule.get("action") not in ACTIONS:
+        raise bad(f"{where} action", f"expected one of {', '.join(sorted(ACTIONS))}, got {_shown(rule.get('action'))}")
+    _errno(rule, "action", "errnoRet", f"{where} errnoRet", bad)
+    for field in ("includes", "excludes"):
+        _filter(rule.get(field), f"{where} {field}", bad)
+    args = rule.get("args") or []
+    if not isinstance(args, list):
+        raise bad(f"{where} args", f"expected a list of argument checks, got {_shown(args)}")
+    args = [_arg(a, f"{where} args[{i}]", bad) for i, a in enumerate(args)]
+    indexes = [a["index"] for a in args]
+    if len(set(indexes)) != len(indexes):
+        # libseccomp refuses two checks of one argument in a rule; runc then splits them into separate rules,
+        # which allows the call if EITHER check holds. Neither is what the rule says.
+        raise bad(f"{where} args", f"checks argument {max(indexes, key=indexes.count)} twice; libseccomp can "
+                                   "check each argument once per rule: write one rule per check")
+    return {**rule, "names": names, "args": args}
+
+
+def _arg(arg, where: str, bad) -> dict:
+    if not isinstance(arg, dict):
+        raise bad(where, f"expected an object with index, value and op, got {_shown(arg)}")
+    _known_fields(arg, ARG_FIELDS, where, bad)
+    if not _whole(arg.get("index"), 0, MAX_ARGS - 1):
+        raise bad(f"{where} index", f"expected an argument number from 0 to {MAX_ARGS - 1}, got {_shown(arg.get('index'))}")
+    for field in ("value", "valueTwo"):
+        if (field in arg or field == "value") and not _whole(arg.get(field), 0, U64):
+            raise bad(f"{where} {field}", f"expected a whole number from 0 to 2**64-1, got {_shown(arg.get(field))}")
+    if arg.get("op") not in OPERATORS:
+        raise bad(f"{where} op", f"expected one of {', '.join(sorted(OPERATORS))}, got {_shown(arg.get('op'))}")
+    return {"valueTwo": 0, **arg}
+
+
+def _filter(spec, where: str, bad) -> None:
+    """includes/excludes: which capabilities, architectures and kernel a rule is for."""
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise bad(where, f"expected an object with caps, arches or minKernel, got {_shown(spec)}")
+    _known_fields(spec, FILTER_FIELDS, where, bad)
+    caps = _strings(spec.get("caps"), f"{where} caps", bad)
+    unknown = [c for c in caps if c.removeprefix("CAP_") not in ALL_CAPS or not c.startswith("CAP_")]
+    if unknown:
+        raise bad(f"{where} caps", f"{unknown[0]!r} is not a capability; expected names such as CAP_SYS_ADMIN")
+    unknown = [a for a in _strings(spec.get("arches"), f"{where} arches", bad) if a not in ARCHES]
+    if unknown:
+        raise bad(f"{where} arches", f"{unknown[0]!r} is not an architecture; expected one of {', '.join(sorted(ARCHES))}")
+    if "minKernel" in spec and not (isinstance(spec["minKernel"], str) and _kernel(spec["minKernel"])):
+        raise bad(f"{where} minKernel", f"expected a kernel version such as \"4.8\", got {_shown(spec['minKernel'])}")
+
+
+def _errno(obj: dict, action_field: str, field: str, where: str, bad) -> None:
+    if obj.get(field) is None:
+        return
+    if obj[action_field] not in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+        raise bad(where, f"is only for SCMP_ACT_ERRNO and SCMP_ACT_TRACE, not {obj[action_field]}")
+    if not _whole(obj[field], 0, MAX_ERRNO):
+        raise bad(where, f"expected an errno from 0 to {MAX_ERRNO}, got {_shown(obj[field])}")
+
+
+def _known_fields(obj: dict, known: set, where: str, bad) -> None:
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise bad(where, f"unknown field {unknown[0]!r}; expected {', '.join(sorted(known))}")
+
+
+def _strings(value, where: str, bad) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad(where, f"expected a list of strings, got {_shown(value)}")
+    return value
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _kernel(version: str) -> tuple[int, ...]:
+    """"5.15.0-91-amd64" -> (5, 15); () if VERSION does not start like a kernel version."""
+    parts = re.match(r"(\d+)\.(\d+)", version)
+    return (int(parts[1]), int(parts[2])) if parts else ()
+
+
+def _shown(value) -> str:
+    return json.dumps(value)[:60]
 
 
 def profile_for(setting: str, read: dict | None) -> dict | None:
@@ -158,31 +297,63 @@ def _applies(rule: dict, caps: frozenset[str]) -> bool:
         return False
     if inc.get("arches") and _arch() not in inc["arches"]:
         return False
+    if inc.get("minKernel") and _kernel(os.uname().release) < _kernel(inc["minKernel"]):
+        return False
     if exc.get("caps") and set(exc["caps"]) & caps:
+        return False
+    if exc.get("minKernel") and _kernel(os.uname().release) >= _kernel(exc["minKernel"]):
         return False
     return not (exc.get("arches") and _arch() in exc["arches"])
 
 
+def check(path: str, profile: dict, caps: frozenset[str]) -> None:
+    """Build PROFILE (read from PATH) on the host as the container will, so that what libseccomp refuses is
+    refused before anything is set up."""
+    try:
+        build(profile, caps)
+    except PyrunError as e:
+        raise ProfileError(path, *e.detail.split(": ", 1)) from None
+
+
 def build(profile: dict, caps: frozenset[str]):
-    """PROFILE as a filter for a process with CAPS. Its load() installs it for the calling process and what it
-    execs, and needs no_new_privs (or CAP_SYS_ADMIN). Building takes ~8 ms and loading ~2: PID 1 builds while
-    pyrun wires the network, and loads last, just before execve."""
+    """PROFILE (as load_profile or default_profile returns it) as a filter for a process with CAPS. Its
+    load() installs it for the calling process and what it execs, and needs no_new_privs (or CAP_SYS_ADMIN).
+    Building takes ~8 ms and loading ~2: PID 1 builds while pyrun wires the network, and loads last, just
+    before execve. A rule libseccomp refuses is an error: a filter without it would allow what it forbids."""
     def action(name: str, errno_ret: int | None):
         if name == "SCMP_ACT_ERRNO":
             return pyseccomp.ERRNO(errno_ret if errno_ret is not None else errno.EPERM)
+        if name == "SCMP_ACT_TRACE":
+            return pyseccomp.TRACE(errno_ret or 0)
         return {"SCMP_ACT_ALLOW": pyseccomp.ALLOW, "SCMP_ACT_KILL": pyseccomp.KILL_THREAD,
                 "SCMP_ACT_KILL_THREAD": pyseccomp.KILL_THREAD, "SCMP_ACT_KILL_PROCESS": pyseccomp.KILL_PROCESS,
                 "SCMP_ACT_TRAP": pyseccomp.TRAP, "SCMP_ACT_LOG": pyseccomp.LOG}[name]
 
-    f = pyseccomp.SyscallFilter(defaction=action(profile["defaultAction"], profile.get("defaultErrnoRet")))
-    for rule in profile.get("syscalls") or []:
+    default = action(profile["defaultAction"], profile.get("defaultErrnoRet"))
+    f = pyseccomp.SyscallFilter(defaction=default)
+    first = {}  # system call number -> (action, unconditional, where) of each rule that names it
+    for i, rule in enumerate(profile.get("syscalls") or []):
         if not _applies(rule, caps):
             continue
-        args = [pyseccomp.Arg(a["index"], getattr(pyseccomp, a["op"][len("SCMP_CMP_"):]), a.get("value", 0),
-                              a.get("valueTwo", 0)) for a in rule.get("args") or []]
-        for name in rule.get("names") or [rule["name"]]:
+        act = action(rule["action"], rule.get("errnoRet"))
+        args = [pyseccomp.Arg(a["index"], getattr(pyseccomp, a["op"][len("SCMP_CMP_"):]), a["value"], a["valueTwo"])
+                for a in rule.get("args") or []]
+        for name in rule["names"]:
+            where = f"syscalls[{i}] ({name})"
+            number = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+            if number == NOT_A_SYSCALL:
+                continue  # unknown to this libseccomp: skipped, as Docker does (see load_profile)
+            for other_act, unconditional, other in first.setdefault(number, []):
+                # libseccomp keeps one of two rules for a call when either has no args and their actions
+                # differ, whichever the order: the other is dropped without a word.
+                if other_act != act and (unconditional or not args):
+                    raise PyrunError("seccomp", f"{where}: conflicts with {other}, which gives {name} another "
+                                                "action; libseccomp would keep only one of them")
+            first[number].append((act, not args, where))
+            if act == default:
+                continue  # the default already does it (and libseccomp refuses such a rule with EACCES)
             try:
-                f.add_rule(action(rule["action"], rule.get("errnoRet")), name, *args)
-            except (ValueError, OSError, RuntimeError):
-                continue  # not a system call on this architecture or kernel
+                f.add_rule(act, number, *args)
+            except OSError as e:
+                raise PyrunError("seccomp", f"{where}: libseccomp refused the rule ({e.strerror})") from None
     return f

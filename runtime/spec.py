@@ -9,16 +9,18 @@ import re
 from dataclasses import dataclass, field
 
 from runtime.errors import PyrunError
-from runtime.network.ports import PortMapping, parse_port
+from runtime.network.ports import PortMapping, check_fd_budget, parse_port
 from runtime.security import ALL_CAPS, DEFAULT_CAPS
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_MODES = ("bridge", "none", "host")
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-_HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Matched with fullmatch: "$" in re.match also matches before a trailing newline ("web\n").
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_HOSTNAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MIN_MEMORY = 6 << 20  # Docker's floor: below this the runtime itself cannot start
+MAX_PIDS = 1 << 22    # PID_MAX_LIMIT on 64-bit: the most pids.max accepts, and more pids than Linux can have
 
 
 @dataclass(frozen=True)
@@ -84,14 +86,15 @@ def parse_pids_limit(value: str) -> int | None:
         limit = 0
     if limit == -1:
         return None
-    if limit < 1:
-        raise PyrunError("invalid --pids-limit", f"{value!r}: expected a whole number of at least 1, or -1 for no limit")
+    if not 1 <= limit <= MAX_PIDS:
+        raise PyrunError("invalid --pids-limit", f"{value!r}: expected a whole number from 1 to {MAX_PIDS}, "
+                                                 "or -1 for no limit")
     return limit
 
 
 def parse_env(value: str) -> tuple[str, str] | None:
     key, eq, val = value.partition("=")
-    if not _ENV_KEY.match(key):
+    if not _ENV_KEY.fullmatch(key):
         raise PyrunError("invalid -e", f"{value!r}: expected NAME=VALUE or NAME, NAME made of letters, digits and _")
     if not eq:  # Docker's "-e NAME": pass the host's value through, if it has one
         return (key, os.environ[key]) if key in os.environ else None
@@ -118,7 +121,24 @@ def parse_volume(value: str) -> BindMount:
     source = os.path.abspath(parts[0])
     if not os.path.exists(source):
         raise PyrunError("invalid -v", f"{value!r}: the host path {source} does not exist")
-    return BindMount(source, _container_path(value, parts[1], "-v"), mode == "ro")
+    target = _container_path(value, parts[1], "-v")
+    if target == "/":
+        raise PyrunError("invalid -v", f"{value!r}: the container path may not be / (the container's root is "
+                                       f"ROOTFS); bind below it, e.g. {parts[0]}:/data")
+    return BindMount(source, target, mode == "ro")
+
+
+def _check_bind_kinds(rootfs: str, mounts: tuple[BindMount, ...]) -> None:
+    """A file cannot be bound over a directory, nor a directory over a file: say so now, not half way through
+    setup. Paths that are missing, or lead through a symlink, are resolved inside the container later."""
+    for m in mounts:
+        inside = os.path.join(rootfs, m.target.lstrip("/"))
+        if os.path.realpath(inside) != inside or not os.path.lexists(inside):
+            continue
+        if os.path.isdir(m.source) != os.path.isdir(inside):
+            kinds = ("directory", "file") if os.path.isdir(m.source) else ("file", "directory")
+            raise PyrunError("invalid -v", f"'{m.source}:{m.target}': the host path is a {kinds[0]} and {m.target} "
+                                           f"in the rootfs is a {kinds[1]}; bind a {kinds[1]} there")
 
 
 def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
@@ -137,6 +157,8 @@ def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
 
 
 def parse_rootfs(value: str) -> str:
+    if not value:  # abspath("") is the current directory
+        raise PyrunError("invalid rootfs", "'' is empty; expected a directory holding a root filesystem")
     path = os.path.abspath(value)
     if not os.path.isdir(path):
         what = "does not exist" if not os.path.exists(path) else "is not a directory"
@@ -145,20 +167,20 @@ def parse_rootfs(value: str) -> str:
 
 
 def parse_name(value: str, option: str = "--name") -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise PyrunError(f"invalid {option}", f"{value!r}: expected 1-63 of [a-zA-Z0-9_.-], starting with a letter or digit")
     return value
 
 
 def parse_hostname(value: str) -> str:
-    if len(value) > 64 or not _HOSTNAME.match(value):
+    if len(value) > 64 or not _HOSTNAME.fullmatch(value):
         raise PyrunError("invalid --hostname", f"{value!r}: expected a DNS name of at most 64 characters")
     return value
 
 
 def parse_network(value: str) -> str:
     """bridge, none, host, or the name of a network made with `pyrun network create` (checked in run)."""
-    if value not in NETWORK_MODES and not _NAME.match(value):
+    if value not in NETWORK_MODES and not _NAME.fullmatch(value):
         raise PyrunError("invalid --network", f"{value!r}: expected one of {', '.join(NETWORK_MODES)} "
                                               "or a network's name")
     return value
@@ -183,14 +205,17 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         if key in seen:
             raise PyrunError("invalid -p", f"host port {p.host_port}/{p.proto} is published twice ({seen[key]} and {p})")
         seen[key] = p
+    check_fd_budget(ports)
+    rootfs, mounts = parse_rootfs(rootfs), tuple(map(parse_volume, volumes))
+    _check_bind_kinds(rootfs, mounts)
     return ContainerSpec(
-        rootfs=parse_rootfs(rootfs),
+        rootfs=rootfs,
         command=tuple(command),
         name=parse_name(name) if name is not None else None,
         hostname=parse_hostname(hostname) if hostname is not None else None,
         env=tuple(kv for kv in map(parse_env, env) if kv),
         workdir=parse_workdir(workdir),
-        mounts=tuple(map(parse_volume, volumes)),
+        mounts=mounts,
         network=network,
         ports=ports,
         resources=Resources(
@@ -198,18 +223,21 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             cpus=parse_cpus(cpus) if cpus is not None else None,
             pids_limit=parse_pids_limit(pids_limit) if pids_limit is not None else None,
         ),
-        caps=parse_caps(list(cap_add), list(cap_drop)),
+        caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
         read_only=read_only, init=init, interactive=interactive, tty=tty,
-        **parse_security_opts(security_opt),
+        **parse_security_opts(security_opt, caps),
     )
 
 
-def parse_security_opts(values: list[str]) -> dict:
+def parse_security_opts(values: list[str], caps: frozenset[str] | None = None) -> dict:
     """The seccomp fields of a ContainerSpec from --security-opt values (the last seccomp= wins).
 
-    Every profile file named is read, once, so a bad one fails here, before anything exists."""
+    Every profile file named is read, once, and the one used is built for CAPS, so that a bad one fails
+    here, before anything exists."""
     from runtime import seccomp
 
     settings = [s for s in map(seccomp.parse_option, values) if s is not None] or ["default"]
     files = [seccomp.load_profile(s) if s not in ("default", "unconfined") else None for s in settings]
+    if files[-1] is not None and caps is not None:
+        seccomp.check(settings[-1], files[-1], caps)
     return {"seccomp_setting": settings[-1], "seccomp": files[-1]}

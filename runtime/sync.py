@@ -12,11 +12,18 @@ close-on-exec, so a successful execve(2) closes it and pyrun reads EOF.
 | pyrun        | {"type": "go"}                    | network wired, cgroup joined: exec the command |
 | any child    | {"type": "error", "step", "detail", "code"} | setup failed; the child exits with code |
 | (EOF)        |                                   | the command was exec'd (or the child died)     |
+
+A message is at most MAX_MESSAGE bytes: a longer string field (an error that names a 70,000-character
+command) is shortened before it is sent, and a message that arrives cut short is an error, never
+half a JSON object.
 """
 import json
 import socket
 
 from runtime.errors import PyrunError
+
+MAX_MESSAGE = 65536
+MAX_FIELD = 2048  # characters of one string field; a handful of fields stay far below MAX_MESSAGE
 
 
 def channel() -> tuple[socket.socket, socket.socket]:
@@ -25,12 +32,20 @@ def channel() -> tuple[socket.socket, socket.socket]:
 
 
 def send(sock: socket.socket, type_: str, fds: list[int] = (), **fields) -> None:
+    fields = {key: shorten(value) if isinstance(value, str) else value for key, value in fields.items()}
     socket.send_fds(sock, [json.dumps({"type": type_, **fields}).encode()], list(fds))
+
+
+def shorten(text: str, limit: int = MAX_FIELD) -> str:
+    """TEXT, or its start and how long it was: enough to recognise the value without pasting all of it."""
+    return text if len(text) <= limit else f"{text[:limit // 2]}... ({len(text)} characters)"
 
 
 def recv(sock: socket.socket) -> dict | None:
     """The next message, or None at EOF. File descriptors sent with it are in msg["fds"]."""
-    data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+    data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    if flags & socket.MSG_TRUNC:
+        raise PyrunError("container setup", f"a message from the container was longer than {MAX_MESSAGE} bytes")
     if not data:
         return None
     return {**json.loads(data), "fds": fds}

@@ -1,7 +1,14 @@
 """Bad input: one line naming the value and what is accepted, exit 125, nothing left behind."""
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+
 import pytest
 
-from conftest import pyrun
+from conftest import REPO, pyrun
 
 CASES = [
     (["/no/such/rootfs", "true"], "'/no/such/rootfs' does not exist"),
@@ -31,6 +38,20 @@ CASES = [
     (["-p", "9000-9002:9000-9001", "{rootfs}", "true"], "differ in size"),
     (["-p", "10.0.0.5:8088:8000", "{rootfs}", "true"], "the host has no such address"),
     (["-p", "8088:80", "-p", "8088:81", "{rootfs}", "true"], "published twice"),
+    # pids.max takes at most PID_MAX_LIMIT; the kernel's EINVAL came back as a traceback.
+    (["--pids-limit", "4294967296", "{rootfs}", "true"], "'4294967296': expected a whole number from 1 to 4194304"),
+    (["", "true"], "invalid rootfs: '' is empty"),  # abspath("") is the current directory
+    # "$" in re.match also matches before a trailing newline: each was accepted with the newline.
+    (["--name", "web\n", "{rootfs}", "true"], "invalid --name: 'web\\n'"),
+    (["--hostname", "web\n", "{rootfs}", "true"], "invalid --hostname: 'web\\n'"),
+    (["--network", "web\n", "{rootfs}", "true"], "invalid --network: 'web\\n'"),
+    (["-e", "KEY\n=1", "{rootfs}", "true"], "invalid -e: 'KEY\\n=1'"),
+    (["-v", "/tmp:/", "{rootfs}", "true"], "'/tmp:/': the container path may not be /"),
+    (["-v", "/tmp:/data/..", "{rootfs}", "true"], "may not contain '..'"),
+    (["-v", "/tmp:/./", "{rootfs}", "true"], "the container path may not be /"),
+    # A file over a directory, and the other way round: refused before anything exists.
+    (["-v", "/etc/passwd:/etc", "{rootfs}", "true"], "the host path is a file and /etc in the rootfs is a directory"),
+    (["-v", "/tmp:/etc/passwd", "{rootfs}", "true"], "the host path is a directory and /etc/passwd in the rootfs is a file"),
 ]
 
 
@@ -43,3 +64,89 @@ def test_bad_input_is_refused_cleanly(busybox, clean_host, args, message):
     assert len(lines) == 1 and lines[0].startswith("pyrun: "), r.stderr
     assert message in lines[0]
     assert r.stdout == ""
+
+
+def one_line(r) -> str:
+    assert r.returncode == 125, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyrun: "), r.stderr[-2000:]
+    return lines[0]
+
+
+def test_a_file_bound_over_a_symlinked_directory_is_the_container_error(busybox, clean_host, tmp_path):
+    """Through a symlink the clash is found only as PID 1 builds its rootfs, while pyrun wires the bridge: the
+    error was the netns mount's traceback (PID 1 had gone), not the bind's."""
+    rootfs = str(tmp_path / "rootfs")
+    shutil.copytree(busybox, rootfs, symlinks=True)
+    os.symlink("/etc", os.path.join(rootfs, "conf"))
+    line = one_line(pyrun("run", "--rm", "-v", "/etc/passwd:/conf", rootfs, "true"))
+    assert line.startswith("pyrun: rootfs: mount(/etc/passwd") and "Not a directory" in line, line
+
+
+def test_a_70000_character_command_name_is_one_short_line(busybox, clean_host):
+    """The error naming it did not fit the sync socket's 64 KiB and arrived as half a JSON object."""
+    line = one_line(pyrun("run", "--rm", "--network", "none", busybox, "a" * 70000))
+    assert line.startswith("pyrun: exec " + "a" * 100) and "(70005 characters)" in line and len(line) < 4096, line
+
+
+def _nofile(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+PORTS = "9000-9399:9000-9399"  # 400 ports, a socket each
+
+
+def test_more_ports_than_open_files_is_refused_up_front(busybox, clean_host):
+    """With `ulimit -n 100` the 101st socket failed, and so did teardown: cgroups, layer, journal and record
+    were left behind."""
+    line = one_line(pyrun("run", "--rm", "-p", PORTS, busybox, "true", preexec_fn=_nofile(100)))
+    assert "400 published ports need 464 open files" in line and "the limit is 100" in line, line
+
+
+def test_running_out_of_file_descriptors_while_reserving_ports_leaves_nothing(busybox, clean_host):
+    """The limit allows the ports, but pyrun inherits 300 open files: the sockets run out half way."""
+    inherited = [os.open("/dev/null", os.O_RDONLY) for _ in range(300)]
+    try:
+        line = one_line(pyrun("run", "--rm", "-p", PORTS, busybox, "true", pass_fds=inherited,
+                              preexec_fn=_nofile(600)))
+    finally:
+        for fd in inherited:
+            os.close(fd)
+    assert "cannot hold 400 published ports, one socket each: Too many open files" in line, line
+
+
+@pytest.mark.parametrize("args", [["network", "inspect", "nosuch"], ["network", "rm", "nosuch"]])
+def test_an_unknown_network_argument_is_not_called_an_option(clean_host, args):
+    """No --network was given: the error named one."""
+    line = one_line(pyrun(*args))
+    assert line == "pyrun: no such network: 'nosuch'; expected bridge or a name from 'pyrun network ls'", line
+
+
+@pytest.mark.parametrize("args,suggestion", [(["stpo"], "'stop'"), (["network", "lss"], "'ls'")])
+def test_a_mistyped_command_is_suggested_once(clean_host, args, suggestion):
+    line = one_line(pyrun(*args))
+    assert line.count("Did you mean") == 1 and suggestion in line, line
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.mark.parametrize("args", [["ps"], ["run", "--rm", "--network", "none", "{rootfs}", "true"], ["network", "ls"],
+                                  ["prune"], ["rm", "-f", "web"], ["exec", "web", "true"], ["network", "inspect"]])
+@pytest.mark.parametrize("writable_root", [False, True], ids=["default root", "writable PYRUN_ROOT"])
+def test_a_user_who_is_not_root_is_told_so(clean_host, args, writable_root):
+    """A real unprivileged user: it was told the state root is read-only, or (with a root of its own) got a
+    traceback from the cgroup it could not make."""
+    env = dict(os.environ)
+    env.pop("PYRUN_ROOT", None)
+    mine = tempfile.mkdtemp(prefix="pyrun-nobody-")  # under /tmp, where the user can reach it
+    try:
+        if writable_root:
+            os.chmod(mine, 0o777)
+            env["PYRUN_ROOT"] = os.path.join(mine, "state")
+        r = subprocess.run([*NOBODY, sys.executable, "-m", "runtime", *[a.replace("{rootfs}", mine) for a in args]],
+                           capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+        assert (r.returncode, r.stderr, r.stdout) == (125, "pyrun: must run as root\n", ""), r.stderr[-2000:]
+        assert os.listdir(mine) == []
+    finally:
+        shutil.rmtree(mine)

@@ -57,7 +57,7 @@ BAD = [
     (["network", "create", "--subnet", "10.6.0.0/24", "host"], "'host' is reserved"),
     (["network", "create", "--subnet", "10.6.0.0/24", "lab"], "'lab': a network of this name exists"),
     (["network", "create", "--subnet", "10.6.0.0/24", "bad name"], "'bad name': expected"),
-    (["network", "rm", "nosuch"], "'nosuch': no such network"),
+    (["network", "rm", "nosuch"], "no such network: 'nosuch'"),
     (["network", "inspect", "--format", "png", "lab"], "'png': expected text, json, dot or svg"),
     (["doctor", "-p", "9999"], "no running container publishes port 9999"),
     (["doctor", "-p", "http"], "'http': expected a host port number"),

@@ -96,10 +96,11 @@ def test_a_docker_format_profile_file(busybox, clean_host, tmp_path):
 
 
 BAD = [
-    (["--security-opt", "seccomp=/no/such.json"], "seccomp=/no/such.json: No such file or directory"),
+    (["--security-opt", "seccomp=/no/such.json"], "seccomp=/no/such.json: cannot read it: No such file or directory"),
     (["--security-opt", "seccomp={tmp}/garbage.json"], "not JSON"),
-    (["--security-opt", "seccomp={tmp}/wrong.json"], "defaultAction must be one of"),
-    (["--security-opt", "seccomp={tmp}/bare.json"], "each syscalls rule needs names and an action, got \"mkdir\""),
+    (["--security-opt", "seccomp={tmp}/wrong.json"], "defaultAction: expected one of"),
+    (["--security-opt", "seccomp={tmp}/bare.json"], "syscalls[0]: expected a rule object with names and an action, "
+                                                    "got \"mkdir\""),
     (["--security-opt", "apparmor=unconfined"], "'apparmor=unconfined': expected seccomp=unconfined"),
 ]
 
@@ -113,3 +114,87 @@ def test_bad_security_opt_is_125_and_leaves_nothing(busybox, clean_host, tmp_pat
     r = pyrun("run", "--rm", *[o.format(tmp=tmp_path) for o in options], busybox, "true")
     assert r.returncode == 125 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert snapshot() == before
+
+
+def block_mkdir(**rule) -> dict:
+    return {"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EACCES, **rule}]}
+
+
+def check(index, value, op="SCMP_CMP_NE") -> dict:
+    return {"index": index, "value": value, "op": op}
+
+
+# Profiles that mean to block mkdir but say it in a way libseccomp cannot load exactly. Each was once loaded
+# without the broken part (or the rule), which let mkdir through; or ended in a traceback.
+MALFORMED = {
+    "names is a string": ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": "mkdir", "action": "SCMP_ACT_ERRNO"}]}, "syscalls[0] names: expected a list"),
+    "name and names": ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"name": "mkdir", "names": ["rmdir"], "action": "SCMP_ACT_ERRNO"}]}, "has both name and names"),
+    "a name in capitals": ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["MKDIR", "MKDIRAT"], "action": "SCMP_ACT_ERRNO"}]}, "got [\"MKDIR\""),
+    "argument index 6": (block_mkdir(args=[check(6, 0)]), "args[0] index: expected an argument number from 0 to 5"),
+    "argument index as a string": (block_mkdir(args=[check("1", 0)]), "args[0] index: expected"),
+    "negative value": (block_mkdir(args=[check(1, -1, "SCMP_CMP_GT")]), "args[0] value: expected a whole number"),
+    "value above 2**64-1": (block_mkdir(args=[check(1, 2 ** 64, "SCMP_CMP_LT")]), "args[0] value: expected"),
+    "valueTwo a string": (block_mkdir(args=[{**check(1, 0o7777, "SCMP_CMP_MASKED_EQ"), "valueTwo": "0"}]),
+                          "args[0] valueTwo: expected a whole number"),
+    "unknown op": (block_mkdir(args=[check(1, 0, "SCMP_CMP_ANY")]), "args[0] op: expected one of"),
+    "args an object": (block_mkdir(args=check(1, 0)), "args: expected a list of argument checks"),
+    "args entry a list": (block_mkdir(args=[[1, 0, "SCMP_CMP_NE"]]), "args[0]: expected an object"),
+    "one argument checked twice": (block_mkdir(args=[check(1, 0o777), check(1, 0o700)]), "checks argument 1 twice"),
+    "unknown action": ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir"], "action": "SCMP_ACT_DENY"}]}, "action: expected one of"),
+    "errnoRet out of range": (block_mkdir(errnoRet=70000), "errnoRet: expected an errno from 0 to 4095"),
+    "defaultErrnoRet a string": ({**block_mkdir(), "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": "1"},
+                                 "defaultErrnoRet: expected an errno"),
+    "a capability misspelt": (block_mkdir(includes={"caps": ["CAP_CHOWNN"]}), "'CAP_CHOWNN' is not a capability"),
+    "an architecture misspelt": (block_mkdir(includes={"arches": ["amd46"]}), "'amd46' is not an architecture"),
+    "caps a string": (block_mkdir(includes={"caps": "CAP_CHOWN"}), "includes caps: expected a list of strings"),
+    "syscalls misspelt": ({"defaultAction": "SCMP_ACT_ALLOW", "syscall": block_mkdir()["syscalls"]},
+                          "unknown field 'syscall'"),
+    "a rule field misspelt": (block_mkdir(include={"caps": ["CAP_CHOWN"]}), "unknown field 'include'"),
+    # libseccomp keeps one of two rules for a call when their actions differ: here the LOG rule, allowing mkdir.
+    "two actions for one call": ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_LOG"}, *block_mkdir()["syscalls"]]},
+        "syscalls[1] (mkdir): conflicts with syscalls[0] (mkdir)"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_profile_pyrun_cannot_load_exactly_is_refused(busybox, clean_host, tmp_path, name):
+    """Attack: mkdir must never run because a rule meant to stop it was quietly dropped."""
+    profile, message = MALFORMED[name]
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    r = pyrun("run", "--rm", "--network", "none", "-v", f"{shared}:/data", "--security-opt",
+              f"seccomp={tmp_path}/profile.json", busybox, "mkdir", "/data/made")
+    assert not (shared / "made").exists(), "mkdir ran in the container"
+    assert r.returncode == 125, (r.returncode, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyrun: invalid --security-opt: seccomp=") and message in lines[0], \
+        r.stderr
+
+
+def test_a_correct_profile_blocks_mkdir_and_unknown_names_are_skipped(busybox, clean_host, tmp_path):
+    """The same profile written right is loaded and holds, checked from the host. A name this libseccomp does
+    not know is skipped, as Docker does, so that one profile serves newer kernels too; and Docker's own
+    fields (comment, empty includes, minKernel, arches, archMap, architectures) load."""
+    profile = block_mkdir(names=["mkdir", "mkdirat", "a_call_from_the_future"], comment="no new directories",
+                          includes={"minKernel": "3.10"}, excludes={"arches": ["s390x"], "caps": ["CAP_SYS_ADMIN"]},
+                          args=[check(1, 0o7777 + 1, "SCMP_CMP_LT")])
+    profile.update(architectures=["SCMP_ARCH_X86_64"], archMap=[{"architecture": "SCMP_ARCH_X86_64",
+                                                                 "subArchitectures": None}])
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    r = pyrun("run", "--rm", "--network", "none", "-v", f"{shared}:/data", "--security-opt",
+              f"seccomp={tmp_path}/profile.json", busybox, "sh", "-c", "mkdir /data/made; touch /data/touched")
+    assert "Permission denied" in r.stderr and r.returncode == 0, (r.returncode, r.stderr)
+    assert not (shared / "made").exists() and (shared / "touched").exists()
+    # The control: the exclusion for CAP_SYS_ADMIN is honoured, and then mkdir reaches the kernel.
+    r = pyrun("run", "--rm", "--network", "none", "-v", f"{shared}:/data", "--cap-add", "SYS_ADMIN",
+              "--security-opt", f"seccomp={tmp_path}/profile.json", busybox, "mkdir", "/data/made")
+    assert r.returncode == 0 and (shared / "made").is_dir(), r.stderr

@@ -221,7 +221,11 @@ def reserve_ports(ports) -> list[socket.socket]:
     held = []
     try:
         for p in ports:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
+            except OSError as e:
+                raise PyrunError("invalid -p", f"cannot hold {len(ports)} published ports, one socket each: "
+                                               f"{e.strerror} (ulimit -n)") from None
             held.append(sock)
             try:
                 sock.bind((p.host_ip or "0.0.0.0", p.host_port))
@@ -234,7 +238,7 @@ def reserve_ports(ports) -> list[socket.socket]:
                        99: "cannot be bound: the host has no such address"}.get(e.errno, e.strerror)
                 raise PyrunError("invalid -p", f"{p}: host port {p.host_ip or '0.0.0.0'}:{p.host_port}/{p.proto} "
                                                f"{why}") from None
-    except PyrunError:
+    except BaseException:  # whatever failed, the sockets go: undoing the rest needs file descriptors too
         for sock in held:
             sock.close()
         raise

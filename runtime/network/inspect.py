@@ -15,7 +15,7 @@ def gather(root: str, name: str) -> dict:
     from runtime.network.bridge import host_end, netlink, netns_name
     from runtime.network.doctor import holder
 
-    net = networks.get(root, name)
+    net = networks.get(root, name, None)
     records = {r["Id"]: r for r in state.all_records(root)}
     containers = []
     with netlink() as nl:

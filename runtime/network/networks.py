@@ -56,11 +56,14 @@ def all_networks(root: str) -> list[Network]:
     return [DEFAULT] + [Network(**state.read_json(_path(root, n))) for n in names]
 
 
-def get(root: str, name: str) -> Network:
+def get(root: str, name: str, option: str | None = "--network") -> Network:
+    """The network NAME; an unknown one is bad input to OPTION, or with None to a NETWORK argument."""
     for net in all_networks(root):
         if net.name == name:
             return net
-    raise PyrunError("invalid --network", f"{name!r}: no such network; expected one of bridge, none, host "
+    if option is None:
+        raise PyrunError("no such network", f"{name!r}; expected bridge or a name from 'pyrun network ls'")
+    raise PyrunError(f"invalid {option}", f"{name!r}: no such network; expected one of bridge, none, host "
                                           "or a name from 'pyrun network ls'")
 
 
@@ -104,7 +107,7 @@ def remove(root: str, name: str) -> None:
     from runtime.network import bridge
 
     with state.locked(root):
-        net = get(root, name)
+        net = get(root, name, None)
         users = holders(root, net)
         if users:
             names = [r["Name"] for r in state.all_records(root) if r["Id"] in users] or users

@@ -4,11 +4,15 @@ A published port is a DNAT rule: traffic to HOST port on a local address is
 rewritten to the container's address and CONTAINER port (see firewall.py).
 """
 import ipaddress
+import resource
 from dataclasses import dataclass
 
 from runtime.errors import PyrunError
 
 ACCEPTED = "[IP:]HOST:CONTAINER[/tcp|udp], ports 1-65535, ranges as 9000-9002:9000-9002"
+# pyrun holds one socket per published port (bridge.reserve_ports) and needs about 20 more file descriptors to
+# set up and, above all, to undo: pipes for iptables, netlink, the journal. 64 leaves room.
+FDS_OF_ITS_OWN = 64
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,12 @@ def parse_port(value: str) -> list[PortMapping]:
     if len(hosts) != len(containers):
         raise _bad(value, f"host range {host} and container range {container} differ in size")
     return [PortMapping(host_ip, h, c, proto) for h, c in zip(hosts, containers)]
+
+
+def check_fd_budget(ports: list[PortMapping]) -> None:
+    """Refuse, before anything exists, more ports than the open-files limit lets pyrun hold and still undo."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit != resource.RLIM_INFINITY and len(ports) + FDS_OF_ITS_OWN > limit:
+        raise PyrunError("invalid -p", f"{len(ports)} published ports need {len(ports) + FDS_OF_ITS_OWN} open "
+                                       f"files (one socket each, and {FDS_OF_ITS_OWN} for pyrun), but the limit is "
+                                       f"{limit}: publish fewer ports or raise it (ulimit -n)")
