@@ -11,7 +11,9 @@ and steps back out.
 
     setup (host)                        undo
     bridge pyrun0 + gateway address     stays, like docker0 ('pyrun network rm')
-    ip_forward, route_localnet on br    stays
+    route_localnet on the bridge        goes with the bridge
+    ip_forward on; if pyrun turned it   stays while any pyrun bridge does; the last 'pyrun network rm'
+      on, FORWARD's policy DROP         puts back what pyrun changed (an admin's own setting is kept)
     lease an address (ipam.py)          release it
     ip netns name for the container     unmount it
     veth pair, eth0 addressed, route    delete the host end (the peer goes with it)
@@ -25,16 +27,23 @@ from dataclasses import dataclass
 from runtime import state, syscalls
 from runtime.errors import PyrunError
 from runtime.namespaces import CLONE_NEWNET
-from runtime.network import firewall, ipam, rtnl
+from runtime.network import firewall, host, ipam, rtnl
 from runtime.network.networks import Network
 from runtime.steps import Journal, Step
 
 NETNS_DIR = "/run/netns"
+# What enable_forwarding() changed, for restore_forwarding(): the host's, not one state root's.
+FORWARDING = os.path.join(host.HOST_DIR, "forwarding.json")
 
 
 def _sysctl(path: str, value: str) -> None:
     with open(f"/proc/sys/{path}", "w") as f:
         f.write(value)
+
+
+def _read_sysctl(path: str) -> str:
+    with open(f"/proc/sys/{path}") as f:
+        return f.read().strip()
 
 
 def netlink() -> rtnl.Session:
@@ -72,7 +81,12 @@ def exists(network: Network) -> bool:
 
 
 def ensure_bridge(network: Network) -> None:
-    """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
+    """Create the bridge, its address and its firewall chains if missing, under the host's lock."""
+    with host.locked():
+        _ensure_bridge(network)
+
+
+def _ensure_bridge(network: Network) -> None:
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
     net = ipaddress.IPv4Network(subnet)
     with netlink() as nl:
@@ -87,20 +101,55 @@ def ensure_bridge(network: Network) -> None:
         if gateway not in nl.addresses(index):
             nl.add_address(index, gateway, net.prefixlen)
         nl.up(index)
-    _sysctl("net/ipv4/ip_forward", "1")
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
-    firewall.restore(firewall.missing_bridge_setup(firewall.save(), name, subnet))
+    current = firewall.save()
+    firewall.restore(firewall.missing_bridge_setup(current, name, subnet))
+    enable_forwarding(current)
 
 
 def remove_bridge(network: Network, last: bool) -> None:
-    """ensure_bridge's mirror: the bridge and its rules; with LAST, pyrun's chains and jumps too."""
-    with netlink() as nl:
-        nl.delete(network.bridge)
-    current = firewall.save()
-    firewall.restore(firewall.rules_tagged(current, f"pyrun bridge {network.bridge}"))
-    if last:
-        firewall.remove_chains(firewall.save())
+    """ensure_bridge's mirror: the bridge and its rules; with LAST, pyrun's chains and jumps too, and
+    what enable_forwarding() changed."""
+    with host.locked():
+        with netlink() as nl:
+            nl.delete(network.bridge)
+        current = firewall.save()
+        firewall.restore(firewall.rules_tagged(current, f"pyrun bridge {network.bridge}"))
+        if last:
+            current = firewall.save()
+            firewall.remove_chains(current)
+            restore_forwarding(current)
+
+
+def enable_forwarding(current: dict[str, list[str]]) -> None:
+    """Turn ip_forward on, which a bridge network needs (CURRENT: an iptables-save).
+
+    If it was off, pyrun is what makes this host a router, and it does what
+    Docker does then: FORWARD's policy becomes DROP. The host then forwards
+    only what PYRUN-FORWARD accepts, its containers' traffic, and not a
+    neighbour's packets bound for another network behind the host. What
+    pyrun changes is written down before it changes it. If forwarding was
+    on already, it and the policy are the admin's choice and stay as they are.
+    """
+    if _read_sysctl("net/ipv4/ip_forward") == "1":
+        return
+    state.write_json(FORWARDING, {"ip_forward": "0", "forward_policy": firewall.policy(current, "FORWARD")})
+    firewall.set_policy("FORWARD", "DROP")  # before forwarding starts: never a moment as an open router
+    _sysctl("net/ipv4/ip_forward", "1")
+
+
+def restore_forwarding(current: dict[str, list[str]]) -> None:
+    """enable_forwarding()'s mirror, with the last bridge: forwarding off again, and the policy as it was
+    unless someone has changed it since."""
+    try:
+        saved = state.read_json(FORWARDING)
+    except FileNotFoundError:
+        return  # pyrun did not turn forwarding on: nothing of this is its to undo
+    _sysctl("net/ipv4/ip_forward", saved["ip_forward"])
+    if firewall.policy(current, "FORWARD") == "DROP":
+        firewall.set_policy("FORWARD", saved["forward_policy"])
+    os.unlink(FORWARDING)
 
 
 def ensure_bridge_shell(network: Network) -> list[str]:
@@ -109,7 +158,6 @@ def ensure_bridge_shell(network: Network) -> list[str]:
     cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} type bridge",
             f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
             f"ip link set {name} up",
-            "sysctl -qw net.ipv4.ip_forward=1",
             f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1   # this bridge only, never 'all'"]
     for table, chains in firewall.CHAINS.items():
         cmds += [f"iptables -t {table} -N {chain} 2>/dev/null || true" for chain in chains]
@@ -118,6 +166,8 @@ def ensure_bridge_shell(network: Network) -> list[str]:
     for table, rule in firewall.bridge_rules(name, subnet):
         check = rule.replace("-A ", "-C ", 1)
         cmds.append(f"iptables -t {table} {check} 2>/dev/null || iptables -t {table} {rule}")
+    cmds.append("[ \"$(sysctl -n net.ipv4.ip_forward)\" = 1 ] || { iptables -P FORWARD DROP; "
+                "sysctl -qw net.ipv4.ip_forward=1; }   # pyrun turns it on: not a router for anyone else")
     return cmds
 
 
@@ -259,8 +309,7 @@ class BridgeNetwork:
     def ensure_bridge(self) -> None:
         """Make sure the bridge and its rules exist. pyrun does it while the intermediate unshares (spawn's
         MEANWHILE): it is what a run pays for netlink (pyroute2's message classes load, ~13 ms)."""
-        with state.locked(self.root):
-            ensure_bridge(self.net)
+        ensure_bridge(self.net)
 
     def steps(self, pid) -> list[Step]:
         """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""

@@ -9,6 +9,8 @@ comment, so pyrun never touches a rule it does not own.
 The chains, and how they differ from the seed's rules:
 
 filter FORWARD -> PYRUN-FORWARD
+    (if pyrun is what turned ip_forward on, FORWARD's policy is DROP, as Docker
+    makes it: the host forwards nothing but what these chains accept)
     -o BR conntrack RELATED,ESTABLISHED  ACCEPT   replies to the containers' connections
     -i BR ! -o BR                         ACCEPT   containers -> the world
     -i BR -o BR                           ACCEPT   container -> container
@@ -112,6 +114,16 @@ def save() -> dict[str, list[str]]:
         elif current is not None and line != "COMMIT" and not line.startswith("#"):
             current.append(line)
     return tables
+
+
+def policy(current: dict[str, list[str]], chain: str) -> str:
+    """The policy of CURRENT's (an iptables-save's) built-in filter CHAIN: ACCEPT or DROP. A table no rule has
+    used yet is not listed at all, and its chains have the kernel's default policy, ACCEPT."""
+    return next((line.split()[1] for line in current.get("filter", []) if line.startswith(f":{chain} ")), "ACCEPT")
+
+
+def set_policy(chain: str, target: str) -> None:
+    _start(["iptables", "--wait", "-P", chain, target])()
 
 
 def restore(lines: list[tuple[str, str]]) -> None:
