@@ -6,7 +6,8 @@ Layout under the state root (--root, PYRUN_ROOT, default /run/pyrun):
     containers/ID/state.json  the container's record, replaced atomically
     containers/ID/journal     host-side steps taken, for teardown (steps.py)
     containers/ID/...         writable layer, /etc files, log
-    ipam/NETWORK/ADDRESS      one file per leased address (network/ipam.py)
+
+Address leases are not here but host-wide, in /run/pyrun-net (network/host.py).
 
 Writes go to a temporary file that is renamed over the old one, so a reader
 (or a crash) sees the old record or the new one, never half of each.

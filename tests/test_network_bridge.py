@@ -201,9 +201,9 @@ def test_full_subnet_is_a_clear_error_and_leaves_nothing(busybox, clean_host):
     pyrun_cmd = f"{sys.executable} -m runtime"
     script = f"""
         {pyrun_cmd} run --rm --name first {busybox} sleep 2 &
-        while [ ! -e /run/pyrun/ipam/pyrun0/10.198.0.2 ]; do sleep 0.05; done
+        while [ ! -e /run/pyrun-net/ipam/pyrun0/10.198.0.2 ]; do sleep 0.05; done
         {pyrun_cmd} run --rm -p 8095:80 {busybox} true; echo "second: $?"
-        echo "leases: $(ls /run/pyrun/ipam/pyrun0) rules: $(iptables-save | grep -c pyrun:)"
+        echo "leases: $(ls /run/pyrun-net/ipam/pyrun0) rules: $(iptables-save | grep -c pyrun:)"
         wait $!; echo "first: $?"
     """
     r = sh(f"{REPO}/scripts/sandbox sh -c '{script}'", cwd=REPO, env={**os.environ, "PYRUN_SUBNET": "10.198.0.0/30"})
@@ -217,7 +217,7 @@ def test_bridge_subnet_over_a_host_route_is_a_clear_error_and_leaves_nothing(bus
     # comes after the fork: PID 1 must be gone with everything else. A sandbox of its own has no pyrun0 yet.
     script = f"""
         {sys.executable} -m runtime run --rm -p 8096:80 {busybox} true; echo "run: $?"
-        echo "containers: $(ls /run/pyrun/containers | wc -l) leases: $(ls /run/pyrun/ipam/pyrun0 | wc -l)"
+        echo "containers: $(ls /run/pyrun/containers | wc -l) leases: $(ls /run/pyrun-net/ipam/pyrun0 | wc -l)"
         echo "rules: $(iptables-save | grep -c pyrun:) netns: $(ls /run/netns)"
         ip link show pyrun0 2>/dev/null || echo "no pyrun0"
     """

@@ -22,6 +22,7 @@ and steps back out.
 import ipaddress
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 
 from runtime import state, syscalls
@@ -32,6 +33,7 @@ from runtime.network.networks import Network
 from runtime.steps import Journal, Step
 
 NETNS_DIR = "/run/netns"
+_NSFS = os.stat("/proc/self/ns/net")  # every namespace file is on nsfs: its st_dev tells one from a plain file
 # What enable_forwarding() changed, for restore_forwarding(): the host's, not one state root's.
 FORWARDING = os.path.join(host.HOST_DIR, "forwarding.json")
 
@@ -108,18 +110,17 @@ def _ensure_bridge(network: Network) -> None:
     enable_forwarding(current)
 
 
-def remove_bridge(network: Network, last: bool) -> None:
-    """ensure_bridge's mirror: the bridge and its rules; with LAST, pyrun's chains and jumps too, and
-    what enable_forwarding() changed."""
-    with host.locked():
-        with netlink() as nl:
-            nl.delete(network.bridge)
-        current = firewall.save()
-        firewall.restore(firewall.rules_tagged(current, f"pyrun bridge {network.bridge}"))
-        if last:
-            current = firewall.save()
-            firewall.remove_chains(current)
-            restore_forwarding(current)
+def remove_bridge(network: Network) -> None:
+    """ensure_bridge's mirror: the bridge and its rules; with the host's last pyrun bridge, whichever state
+    root made the others, pyrun's chains and jumps too, and what enable_forwarding() changed. Call under
+    host.locked(), with the check that no container holds an address on it."""
+    with netlink() as nl:
+        nl.delete(network.bridge)
+    firewall.restore(firewall.rules_tagged(firewall.save(), f"pyrun bridge {network.bridge}"))
+    current = firewall.save()
+    if not firewall.rules_tagged(current, "pyrun bridge ", prefix=True):
+        firewall.remove_chains(current)
+        restore_forwarding(current)
 
 
 def enable_forwarding(current: dict[str, list[str]]) -> None:
@@ -173,11 +174,20 @@ def ensure_bridge_shell(network: Network) -> list[str]:
 
 @dataclass
 class NetnsName(Step):
-    """/run/netns/NAME bound to the container's network namespace, so `ip netns exec NAME` works."""
+    """/run/netns/NAME bound to the container's network namespace, so `ip netns exec NAME` works.
+
+    /run/netns is the host's: the name may be taken by another state root's
+    container or by `ip netns add`. up() takes it only if it is free, and the
+    file it creates holds the container's id; down() unmounts only the
+    namespace NETNS (as /proc/PID/ns/net names it: "net:[INODE]") and removes
+    only a file holding its id, so it never takes away another's name.
+    """
 
     kind = "netns"
     name: str
     pid: int
+    cid: str = ""
+    netns: str = ""
 
     @property
     def path(self) -> str:
@@ -185,18 +195,29 @@ class NetnsName(Step):
 
     def up(self) -> None:
         os.makedirs(NETNS_DIR, exist_ok=True)
-        os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        except FileExistsError:
+            raise PyrunError("netns", f"{self.path} exists: the name {self.name} is taken, by another container "
+                                      "(of another --root?) or by 'ip netns add'; choose another --name") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(self.cid)
         syscalls.mount(f"/proc/{self.pid}/ns/net", self.path, None, syscalls.MS_BIND)
 
     def down(self) -> None:
         try:
-            syscalls.umount2(self.path, syscalls.MNT_DETACH)
-        except OSError:
-            pass  # not mounted: crashed before the mount, or already undone
-        try:
-            os.unlink(self.path)
+            mounted = os.stat(self.path)
         except FileNotFoundError:
-            pass
+            return
+        if self.netns and f"net:[{mounted.st_ino}]" == self.netns and mounted.st_dev == _NSFS.st_dev:
+            syscalls.umount2(self.path, syscalls.MNT_DETACH)
+        try:
+            with open(self.path) as f:
+                ours = f.read() == self.cid != ""
+        except OSError:
+            ours = False  # a namespace still mounted there (not ours) reads as EINVAL
+        if ours:
+            os.unlink(self.path)
 
     def shell_up(self) -> list[str]:
         return [f"mkdir -p {NETNS_DIR}", f"touch {self.path}", f"mount --bind /proc/{self.pid}/ns/net {self.path}"]
@@ -248,9 +269,13 @@ def host_end(cid: str) -> str:
     return f"pv{cid[:12]}"
 
 
-def netns_name(name: str) -> str:
-    """The container's network namespace as `ip netns` lists it."""
-    return f"pyrun-{name}"
+def netns_name(name: str, root: str) -> str:
+    """The container's network namespace as `ip netns` lists it. A name is unique within a state root, and
+    /run/netns is the host's: a container of any root but the default has its root's mark in the name,
+    after an '@', which no container name has. (zlib, not hashlib: the monitor loads this module.)"""
+    if root == state.DEFAULT_ROOT:
+        return f"pyrun-{name}"
+    return f"pyrun-{name}@{zlib.crc32(root.encode()):08x}"
 
 
 def mac_address(address: str) -> str:
@@ -297,8 +322,8 @@ class BridgeNetwork:
         """Before the fork: check the ports, lease an address (/etc/hosts names it)."""
         sockets = reserve_ports(spec.ports)
         try:
-            with state.locked(root):
-                lease = ipam.Lease(root, net.bridge, ipam.next_free(root, net.bridge, net.subnet), cid)
+            with host.locked():
+                lease = ipam.Lease(net.bridge, ipam.next_free(net.bridge, net.subnet), cid)
                 journal.run(lease)
         except BaseException:
             for sock in sockets:
@@ -313,7 +338,8 @@ class BridgeNetwork:
 
     def steps(self, pid) -> list[Step]:
         """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
-        out = [NetnsName(netns_name(self.name), pid),
+        netns = os.readlink(f"/proc/{pid}/ns/net") if isinstance(pid, int) else ""
+        out = [NetnsName(netns_name(self.name, self.root), pid, self.cid, netns),
                Veth(host_end(self.cid), self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
                     mac_address(self.address))]
         if self.spec.ports:
@@ -328,7 +354,8 @@ class BridgeNetwork:
     def settings(self) -> dict:
         """The container's side of the wiring, as `docker inspect` shows it under NetworkSettings."""
         return {"IPAddress": self.address, "IPPrefixLen": self.net.prefixlen, "Gateway": self.net.gateway,
-                "MacAddress": mac_address(self.address)}
+                "MacAddress": mac_address(self.address),
+                "SandboxKey": os.path.join(NETNS_DIR, netns_name(self.name, self.root))}
 
     def close(self) -> None:
         for sock in self.sockets:

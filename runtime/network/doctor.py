@@ -115,7 +115,7 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
     hop(bool(reachable), f"the container listens on {', '.join(sorted(reachable))}:{cport}/{proto}",
         f"in the container {('only ' + ', '.join(sorted(listening)) + ' listens') if listening else 'nothing listens'}"
         f" on port {cport}/{proto}: a server must listen on 0.0.0.0 (or {address}) to be reached through "
-        f"the bridge; see ip netns exec {netns_name(record['Name'])} ss -lnt")
+        f"the bridge; see ip netns exec {netns_name(record['Name'], root)} ss -lnt")
     return steps
 
 

@@ -175,12 +175,13 @@ def _chains(current: dict[str, list[str]], present: bool) -> list[tuple[str, str
             if any(line.startswith(f":{c} ") for line in current.get(table, [])) == present]
 
 
-def rules_tagged(current: dict[str, list[str]], tag: str) -> list[tuple[str, str]]:
-    """Delete commands for every rule whose comment is exactly TAG."""
+def rules_tagged(current: dict[str, list[str]], tag: str, prefix: bool = False) -> list[tuple[str, str]]:
+    """Delete commands for every rule whose comment is exactly TAG, or with PREFIX begins with it."""
     out = []
     for table, lines in current.items():
         for line in lines:
-            if line.startswith("-A ") and (f"--comment {tag} " in line or f'--comment "{tag}" ' in line):
+            if line.startswith("-A ") and (f"--comment {tag} " in line or f'--comment "{tag}" ' in line
+                                           or prefix and f'--comment "{tag}' in line):
                 out.append((table, "-D " + line[3:]))
     return out
 

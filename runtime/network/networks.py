@@ -76,9 +76,9 @@ def parse_subnet(value: str) -> str:
     return str(net)
 
 
-def holders(root: str, net: Network) -> list[str]:
-    """The ids of the containers holding an address on NET."""
-    return list(ipam.leases(root, net.bridge).values())
+def holders(net: Network) -> list[str]:
+    """The ids of the containers holding an address on NET, of this state root or another."""
+    return list(ipam.leases(net.bridge).values())
 
 
 def create(root: str, name: str, subnet: str) -> Network:
@@ -101,20 +101,20 @@ def create(root: str, name: str, subnet: str) -> Network:
 
 
 def remove(root: str, name: str) -> None:
-    from runtime.network import bridge
+    from runtime.network import bridge, host
 
-    with state.locked(root):
+    with state.locked(root), host.locked():  # the host's lock too: no other root leases on it meanwhile
         net = get(root, name)
-        users = holders(root, net)
+        users = holders(net)
         if users:
-            names = [r["Name"] for r in state.all_records(root) if r["Id"] in users] or users
+            known = {r["Id"]: r["Name"] for r in state.all_records(root)}
+            names = [known.get(cid, f"{cid[:12]} (of another --root)") for cid in users]
             raise PyrunError("network rm", f"network {name} is in use by {', '.join(names)}; remove them first")
-        others = [n for n in all_networks(root) if n.name != name]
-        bridge.remove_bridge(net, last=not any(bridge.exists(n) for n in others))
+        bridge.remove_bridge(net)
         if net.user_defined:
             os.unlink(_path(root, name))
 
 
 def describe(root: str) -> list[dict]:
-    return [{**asdict(n), "gateway": n.gateway, "containers": len(holders(root, n))} for n in all_networks(root)]
+    return [{**asdict(n), "gateway": n.gateway, "containers": len(holders(n))} for n in all_networks(root)]
 
