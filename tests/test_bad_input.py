@@ -1,7 +1,9 @@
 """Bad input: one line naming the value and what is accepted, exit 125, nothing left behind."""
+import os
+
 import pytest
 
-from conftest import pyrun
+from conftest import pyrun, sh
 
 CASES = [
     (["/no/such/rootfs", "true"], "'/no/such/rootfs' does not exist"),
@@ -43,3 +45,35 @@ def test_bad_input_is_refused_cleanly(busybox, clean_host, args, message):
     assert len(lines) == 1 and lines[0].startswith("pyrun: "), r.stderr
     assert message in lines[0]
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("subnet,message", [
+    ("10.300.0.0/16", "invalid PYRUN_SUBNET: '10.300.0.0/16': Octet 300"),
+    ("garbage", "invalid PYRUN_SUBNET: 'garbage'"),
+    ("8.8.8.0/24", "invalid PYRUN_SUBNET: '8.8.8.0/24': expected a private IPv4 network"),
+])
+def test_bad_pyrun_subnet_is_refused_cleanly(busybox, clean_host, subnet, message):
+    r = pyrun("run", "--rm", "-p", "8099:80", busybox, "true", env={**os.environ, "PYRUN_SUBNET": subnet})
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1 and message in r.stderr, r.stderr
+
+
+def test_pyrun_subnet_other_than_the_bridges_is_refused(busybox, clean_host):
+    # pyrun0 would get a second address with no NAT rule: the new container's traffic would go nowhere.
+    assert pyrun("run", "--rm", busybox, "true").returncode == 0  # pyrun0 exists, on 10.199.0.0/16
+    addresses = sh("ip -4 -o addr show pyrun0").stdout
+    r = pyrun("run", "--rm", "-p", "8099:80", busybox, "true", env={**os.environ, "PYRUN_SUBNET": "10.198.0.0/16"})
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert ("PYRUN_SUBNET 10.198.0.0/16 is not 10.199.0.0/16, the subnet bridge pyrun0 is on; to change it, "
+            "remove the network first: 'pyrun network rm bridge'") in r.stderr, r.stderr
+    assert sh("ip -4 -o addr show pyrun0").stdout == addresses
+
+
+def test_a_route_over_the_bridges_subnet_is_refused_on_every_run(busybox, clean_host):
+    assert pyrun("run", "--rm", busybox, "true").returncode == 0  # pyrun0 exists already
+    sh("ip route add 10.199.128.0/24 via 198.51.100.2")  # the admin's route, added later, into pyrun's subnet
+    try:
+        r = pyrun("run", "--rm", busybox, "true")
+        assert r.returncode == 125 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "subnet 10.199.0.0/16 overlaps the route to 10.199.128.0/24" in r.stderr, r.stderr
+    finally:
+        sh("ip route del 10.199.128.0/24")

@@ -216,14 +216,15 @@ def test_bridge_subnet_over_a_host_route_is_a_clear_error_and_leaves_nothing(bus
     # The bridge is made while the container's namespaces are (process.spawn's meanwhile), so this error
     # comes after the fork: PID 1 must be gone with everything else. A sandbox of its own has no pyrun0 yet.
     script = f"""
+        ip route add 10.197.0.0/24 via {WORLD_IP}
         {sys.executable} -m runtime run --rm -p 8096:80 {busybox} true; echo "run: $?"
         echo "containers: $(ls /run/pyrun/containers | wc -l) leases: $(ls /run/pyrun-net/ipam/pyrun0 | wc -l)"
         echo "rules: $(iptables-save | grep -c pyrun:) netns: $(ls /run/netns)"
         ip link show pyrun0 2>/dev/null || echo "no pyrun0"
     """
-    r = sh(f"{REPO}/scripts/sandbox sh -c '{script}'", cwd=REPO, env={**os.environ, "PYRUN_SUBNET": "198.51.100.0/25"})
+    r = sh(f"{REPO}/scripts/sandbox sh -c '{script}'", cwd=REPO, env={**os.environ, "PYRUN_SUBNET": "10.197.0.0/16"})
     out = r.stdout + r.stderr
-    assert ("pyrun: bridge: subnet 198.51.100.0/25 overlaps the route to 198.51.100.0/24; choose a free private "
+    assert ("pyrun: bridge: subnet 10.197.0.0/16 overlaps the route to 10.197.0.0/24; choose a free private "
             "subnet (PYRUN_SUBNET for the default)") in out, out
     assert "run: 125" in out and "containers: 0 leases: 0" in out and "rules: 0 netns: world" in out, out
     assert "no pyrun0" in out, out

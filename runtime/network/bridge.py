@@ -90,24 +90,42 @@ def ensure_bridge(network: Network) -> None:
 
 def _ensure_bridge(network: Network) -> None:
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
-    net = ipaddress.IPv4Network(subnet)
     with netlink() as nl:
         index = nl.index(name)
+        addresses = nl.addresses(index) if index is not None else []
+        _check_subnet(network, addresses, [ipaddress.IPv4Network(f"{dst}/{prefixlen}")
+                                           for dst, prefixlen in nl.routes() if prefixlen])
         if index is None:
-            for dst, prefixlen in nl.routes():
-                if prefixlen and ipaddress.IPv4Network(f"{dst}/{prefixlen}").overlaps(net):
-                    raise PyrunError("bridge", f"subnet {subnet} overlaps the route to {dst}/{prefixlen}; "
-                                               "choose a free private subnet (PYRUN_SUBNET for the default)")
             nl.add_bridge(name)
             index = nl.index(name)
-        if gateway not in nl.addresses(index):
-            nl.add_address(index, gateway, net.prefixlen)
+        if gateway not in addresses:
+            nl.add_address(index, gateway, network.prefixlen)
         nl.up(index)
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
     current = firewall.save()
     firewall.restore(firewall.missing_bridge_setup(current, name, subnet))
     enable_forwarding(current)
+
+
+def _check_subnet(network: Network, addresses: list[str], routes: list[ipaddress.IPv4Network]) -> None:
+    """Refuse, on every run, a subnet other than the one the bridge is on (a second address on it would
+    get no NAT rule), or one that overlaps any route but the bridge's own (routes come and go)."""
+    net = ipaddress.IPv4Network(network.subnet)
+    for address in addresses:
+        if address != network.gateway:
+            # The subnet the bridge is on is its connected route: the most specific one holding its address.
+            old = max((r for r in routes if ipaddress.IPv4Address(address) in r), key=lambda r: r.prefixlen,
+                      default=address)
+            what = f"network {network.name}'s subnet" if network.user_defined else "PYRUN_SUBNET"
+            raise PyrunError("bridge", f"{what} {network.subnet} is not {old}, the subnet bridge {network.bridge} "
+                                       f"is on; to change it, remove the network first: 'pyrun network rm "
+                                       f"{network.name}', once no container uses it")
+    own = net if network.gateway in addresses else None
+    for route in routes:
+        if route.overlaps(net) and route != own:
+            raise PyrunError("bridge", f"subnet {network.subnet} overlaps the route to {route}; "
+                                       "choose a free private subnet (PYRUN_SUBNET for the default)")
 
 
 def remove_bridge(network: Network) -> None:
