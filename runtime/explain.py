@@ -133,12 +133,12 @@ def _network(spec: ContainerSpec, root: str, cid: str) -> dict | None:
     from runtime.network import bridge, ipam, networks
 
     net = networks.get(root, spec.network)
-    address = ipam.next_free(root, net.bridge, net.subnet)  # what a run would lease now; nothing is taken
+    address = ipam.next_free(net.bridge, net.subnet)  # what a run would lease now; nothing is taken
     wiring = bridge.BridgeNetwork(spec, net, root, cid, spec.name or cid[:12], address, [])
     titles = {"netns": "a name for its network namespace, so that `ip netns exec` finds it",
               "veth": "the veth pair: one end on the bridge, the other as the container's eth0 with its address "
                       "and default route",
               "iptables": "the published ports: DNAT and accept rules tagged with the container's id"}
     return {"bridge": bridge.ensure_bridge_shell(net), "address": address,
-            "lease": ipam.Lease(root, net.bridge, address, cid),
+            "lease": ipam.Lease(net.bridge, address, cid),
             "attach": [(titles[s.kind], s) for s in wiring.steps(PID)]}

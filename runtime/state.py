@@ -6,7 +6,8 @@ Layout under the state root (--root, PYRUN_ROOT, default /run/pyrun):
     containers/ID/state.json  the container's record, replaced atomically
     containers/ID/journal     host-side steps taken, for teardown (steps.py)
     containers/ID/...         writable layer, /etc files, log
-    ipam/NETWORK/ADDRESS      one file per leased address (network/ipam.py)
+
+Address leases are not here but host-wide, in /run/pyrun-net (network/host.py).
 
 The state is root's alone: the root and every directory pyrun makes in it
 are 0700, its files 0600, whatever umask pyrun was started with. Records hold

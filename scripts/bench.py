@@ -148,7 +148,7 @@ def _host_state() -> dict:
     rules = [line for line in sh("iptables-save").stdout.splitlines() if "pyrun:" in line]
     links = [line.split(":")[1].strip() for line in sh("ip", "-o", "link").stdout.splitlines()
              if ": pyrun0:" not in line]
-    leases = os.listdir("/run/pyrun/ipam/pyrun0") if os.path.isdir("/run/pyrun/ipam/pyrun0") else []
+    leases = os.listdir("/run/pyrun-net/ipam/pyrun0") if os.path.isdir("/run/pyrun-net/ipam/pyrun0") else []
     parent = os.environ["PYRUN_CGROUP_PARENT"]  # the containers' cgroups, in every hierarchy (v1 and v2)
     cgroups = glob.glob(f"/sys/fs/cgroup/*/{parent}/*/") + glob.glob(f"/sys/fs/cgroup/{parent}/*/")
     netns = os.listdir("/run/netns")

@@ -31,6 +31,7 @@ HOST_IP = "198.51.100.1"     # the sandbox host's address on the "wan" link
 WORLD_IP = "198.51.100.2"    # another machine on the same link
 INTERNET_IP = "203.0.113.1"  # a host beyond it, on the "internet"
 STATE_ROOT = "/run/pyrun"
+LEASES = "/run/pyrun-net/ipam/pyrun0"  # the default network's leases, host-wide (network/ipam.py)
 
 
 def sh(command: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -188,8 +189,7 @@ def snapshot() -> dict:
         "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
         "iptables": [line for line in iptables if "pyrun:" in line],
         "netns": sorted(os.listdir("/run/netns")),
-        "leases": sorted(os.listdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")))
-        if os.path.isdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")) else [],
+        "leases": sorted(os.listdir(LEASES)) if os.path.isdir(LEASES) else [],
         "cgroups": _cgroup_dirs(),
         "mounts": sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
         "containers": sorted(os.listdir(os.path.join(STATE_ROOT, "containers")))

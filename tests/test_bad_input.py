@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from conftest import REPO, pyrun
+from conftest import REPO, pyrun, sh
 
 CASES = [
     (["/no/such/rootfs", "true"], "'/no/such/rootfs' does not exist"),
@@ -150,3 +150,35 @@ def test_a_user_who_is_not_root_is_told_so(clean_host, args, writable_root):
         assert os.listdir(mine) == []
     finally:
         shutil.rmtree(mine)
+
+
+@pytest.mark.parametrize("subnet,message", [
+    ("10.300.0.0/16", "invalid PYRUN_SUBNET: '10.300.0.0/16': Octet 300"),
+    ("garbage", "invalid PYRUN_SUBNET: 'garbage'"),
+    ("8.8.8.0/24", "invalid PYRUN_SUBNET: '8.8.8.0/24': expected a private IPv4 network"),
+])
+def test_bad_pyrun_subnet_is_refused_cleanly(busybox, clean_host, subnet, message):
+    r = pyrun("run", "--rm", "-p", "8099:80", busybox, "true", env={**os.environ, "PYRUN_SUBNET": subnet})
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1 and message in r.stderr, r.stderr
+
+
+def test_pyrun_subnet_other_than_the_bridges_is_refused(busybox, clean_host):
+    # pyrun0 would get a second address with no NAT rule: the new container's traffic would go nowhere.
+    assert pyrun("run", "--rm", busybox, "true").returncode == 0  # pyrun0 exists, on 10.199.0.0/16
+    addresses = sh("ip -4 -o addr show pyrun0").stdout
+    r = pyrun("run", "--rm", "-p", "8099:80", busybox, "true", env={**os.environ, "PYRUN_SUBNET": "10.198.0.0/16"})
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert ("PYRUN_SUBNET 10.198.0.0/16 is not 10.199.0.0/16, the subnet bridge pyrun0 is on; to change it, "
+            "remove the network first: 'pyrun network rm bridge'") in r.stderr, r.stderr
+    assert sh("ip -4 -o addr show pyrun0").stdout == addresses
+
+
+def test_a_route_over_the_bridges_subnet_is_refused_on_every_run(busybox, clean_host):
+    assert pyrun("run", "--rm", busybox, "true").returncode == 0  # pyrun0 exists already
+    sh("ip route add 10.199.128.0/24 via 198.51.100.2")  # the admin's route, added later, into pyrun's subnet
+    try:
+        r = pyrun("run", "--rm", busybox, "true")
+        assert r.returncode == 125 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "subnet 10.199.0.0/16 overlaps the route to 10.199.128.0/24" in r.stderr, r.stderr
+    finally:
+        sh("ip route del 10.199.128.0/24")

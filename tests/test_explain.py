@@ -39,10 +39,11 @@ def test_golden_layer_and_lease():
         "mkdir -p -m 0700 /s/c/layer", "mkdir -m 0755 /s/c/layer/diff", "mkdir -m 0700 /s/c/layer/work /s/c/layer/merged",
         "mount --bind /s/c/layer /s/c/layer", "mount -o remount,bind,nosuid,nodev /s/c/layer"]
     assert Layer("/s/c/layer").shell_down() == ["umount -l /s/c/layer", "rm -rf /s/c/layer"]
-    lease = ipam.Lease("/s", "pyrun0", "10.199.0.7", CID)
-    assert lease.shell_up() == ["mkdir -p /s/ipam/pyrun0",
-                                f"echo {CID} > /s/ipam/pyrun0/10.199.0.7   # lease 10.199.0.7: the file is the lease"]
-    assert lease.shell_down() == ["rm /s/ipam/pyrun0/10.199.0.7"]
+    lease = ipam.Lease("pyrun0", "10.199.0.7", CID)
+    leases = "/run/pyrun-net/ipam/pyrun0"
+    assert lease.shell_up() == [f"mkdir -p {leases}",
+                                f"echo {CID} > {leases}/10.199.0.7   # lease 10.199.0.7: the file is the lease"]
+    assert lease.shell_down() == [f"rm {leases}/10.199.0.7"]
 
 
 def test_golden_netns_and_veth():

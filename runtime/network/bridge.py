@@ -11,7 +11,9 @@ and steps back out.
 
     setup (host)                        undo
     bridge pyrun0 + gateway address     stays, like docker0 ('pyrun network rm')
-    ip_forward, route_localnet on br    stays
+    route_localnet on the bridge        goes with the bridge
+    ip_forward on; if pyrun turned it   stays while any pyrun bridge does; the last 'pyrun network rm'
+      on, FORWARD's policy DROP         puts back what pyrun changed (an admin's own setting is kept)
     lease an address (ipam.py)          release it
     ip netns name for the container     unmount it
     veth pair, eth0 addressed, route    delete the host end (the peer goes with it)
@@ -21,21 +23,30 @@ import ipaddress
 import os
 import shlex
 import socket
+import zlib
 from dataclasses import dataclass
 
 from runtime import state, syscalls
 from runtime.errors import PyrunError
 from runtime.namespaces import CLONE_NEWNET
-from runtime.network import firewall, ipam, rtnl
+from runtime.network import firewall, host, ipam, rtnl
 from runtime.network.networks import Network
 from runtime.steps import Journal, Step
 
 NETNS_DIR = "/run/netns"
+_NSFS = os.stat("/proc/self/ns/net")  # every namespace file is on nsfs: its st_dev tells one from a plain file
+# What enable_forwarding() changed, for restore_forwarding(): the host's, not one state root's.
+FORWARDING = os.path.join(host.HOST_DIR, "forwarding.json")
 
 
 def _sysctl(path: str, value: str) -> None:
     with open(f"/proc/sys/{path}", "w") as f:
         f.write(value)
+
+
+def _read_sysctl(path: str) -> str:
+    with open(f"/proc/sys/{path}") as f:
+        return f.read().strip()
 
 
 def netlink() -> rtnl.Session:
@@ -73,35 +84,92 @@ def exists(network: Network) -> bool:
 
 
 def ensure_bridge(network: Network) -> None:
-    """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
+    """Create the bridge, its address and its firewall chains if missing, under the host's lock."""
+    with host.locked():
+        _ensure_bridge(network)
+
+
+def _ensure_bridge(network: Network) -> None:
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
-    net = ipaddress.IPv4Network(subnet)
     with netlink() as nl:
         index = nl.index(name)
+        addresses = nl.addresses(index) if index is not None else []
+        _check_subnet(network, addresses, [ipaddress.IPv4Network(f"{dst}/{prefixlen}")
+                                           for dst, prefixlen in nl.routes() if prefixlen])
         if index is None:
-            for dst, prefixlen in nl.routes():
-                if prefixlen and ipaddress.IPv4Network(f"{dst}/{prefixlen}").overlaps(net):
-                    raise PyrunError("bridge", f"subnet {subnet} overlaps the route to {dst}/{prefixlen}; "
-                                               "choose a free private subnet (PYRUN_SUBNET for the default)")
             nl.add_bridge(name)
             index = nl.index(name)
-        if gateway not in nl.addresses(index):
-            nl.add_address(index, gateway, net.prefixlen)
+        if gateway not in addresses:
+            nl.add_address(index, gateway, network.prefixlen)
         nl.up(index)
-    _sysctl("net/ipv4/ip_forward", "1")
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
-    firewall.restore(firewall.missing_bridge_setup(firewall.save(), name, subnet))
+    current = firewall.save()
+    firewall.restore(firewall.missing_bridge_setup(current, name, subnet))
+    enable_forwarding(current)
 
 
-def remove_bridge(network: Network, last: bool) -> None:
-    """ensure_bridge's mirror: the bridge and its rules; with LAST, pyrun's chains and jumps too."""
+def _check_subnet(network: Network, addresses: list[str], routes: list[ipaddress.IPv4Network]) -> None:
+    """Refuse, on every run, a subnet other than the one the bridge is on (a second address on it would
+    get no NAT rule), or one that overlaps any route but the bridge's own (routes come and go)."""
+    net = ipaddress.IPv4Network(network.subnet)
+    for address in addresses:
+        if address != network.gateway:
+            # The subnet the bridge is on is its connected route: the most specific one holding its address.
+            old = max((r for r in routes if ipaddress.IPv4Address(address) in r), key=lambda r: r.prefixlen,
+                      default=address)
+            what = f"network {network.name}'s subnet" if network.user_defined else "PYRUN_SUBNET"
+            raise PyrunError("bridge", f"{what} {network.subnet} is not {old}, the subnet bridge {network.bridge} "
+                                       f"is on; to change it, remove the network first: 'pyrun network rm "
+                                       f"{network.name}', once no container uses it")
+    own = net if network.gateway in addresses else None
+    for route in routes:
+        if route.overlaps(net) and route != own:
+            raise PyrunError("bridge", f"subnet {network.subnet} overlaps the route to {route}; "
+                                       "choose a free private subnet (PYRUN_SUBNET for the default)")
+
+
+def remove_bridge(network: Network) -> None:
+    """ensure_bridge's mirror: the bridge and its rules; with the host's last pyrun bridge, whichever state
+    root made the others, pyrun's chains and jumps too, and what enable_forwarding() changed. Call under
+    host.locked(), with the check that no container holds an address on it."""
     with netlink() as nl:
         nl.delete(network.bridge)
+    firewall.restore(firewall.rules_tagged(firewall.save(), f"pyrun bridge {network.bridge}"))
     current = firewall.save()
-    firewall.restore(firewall.rules_tagged(current, f"pyrun bridge {network.bridge}"))
-    if last:
-        firewall.remove_chains(firewall.save())
+    if not firewall.rules_tagged(current, "pyrun bridge ", prefix=True):
+        firewall.remove_chains(current)
+        restore_forwarding(current)
+
+
+def enable_forwarding(current: dict[str, list[str]]) -> None:
+    """Turn ip_forward on, which a bridge network needs (CURRENT: an iptables-save).
+
+    If it was off, pyrun is what makes this host a router, and it does what
+    Docker does then: FORWARD's policy becomes DROP. The host then forwards
+    only what PYRUN-FORWARD accepts, its containers' traffic, and not a
+    neighbour's packets bound for another network behind the host. What
+    pyrun changes is written down before it changes it. If forwarding was
+    on already, it and the policy are the admin's choice and stay as they are.
+    """
+    if _read_sysctl("net/ipv4/ip_forward") == "1":
+        return
+    state.write_json(FORWARDING, {"ip_forward": "0", "forward_policy": firewall.policy(current, "FORWARD")})
+    firewall.set_policy("FORWARD", "DROP")  # before forwarding starts: never a moment as an open router
+    _sysctl("net/ipv4/ip_forward", "1")
+
+
+def restore_forwarding(current: dict[str, list[str]]) -> None:
+    """enable_forwarding()'s mirror, with the last bridge: forwarding off again, and the policy as it was
+    unless someone has changed it since."""
+    try:
+        saved = state.read_json(FORWARDING)
+    except FileNotFoundError:
+        return  # pyrun did not turn forwarding on: nothing of this is its to undo
+    _sysctl("net/ipv4/ip_forward", saved["ip_forward"])
+    if firewall.policy(current, "FORWARD") == "DROP":
+        firewall.set_policy("FORWARD", saved["forward_policy"])
+    os.unlink(FORWARDING)
 
 
 def ensure_bridge_shell(network: Network) -> list[str]:
@@ -110,7 +178,6 @@ def ensure_bridge_shell(network: Network) -> list[str]:
     cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} type bridge",
             f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
             f"ip link set {name} up",
-            "sysctl -qw net.ipv4.ip_forward=1",
             f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1   # this bridge only, never 'all'"]
     for table, chains in firewall.CHAINS.items():
         cmds += [f"iptables -t {table} -N {chain} 2>/dev/null || true" for chain in chains]
@@ -119,16 +186,27 @@ def ensure_bridge_shell(network: Network) -> list[str]:
     for table, rule in firewall.bridge_rules(name, subnet):
         check = rule.replace("-A ", "-C ", 1)
         cmds.append(f"iptables -t {table} {check} 2>/dev/null || iptables -t {table} {rule}")
+    cmds.append("[ \"$(sysctl -n net.ipv4.ip_forward)\" = 1 ] || { iptables -P FORWARD DROP; "
+                "sysctl -qw net.ipv4.ip_forward=1; }   # pyrun turns it on: not a router for anyone else")
     return cmds
 
 
 @dataclass
 class NetnsName(Step):
-    """/run/netns/NAME bound to the container's network namespace, so `ip netns exec NAME` works."""
+    """/run/netns/NAME bound to the container's network namespace, so `ip netns exec NAME` works.
+
+    /run/netns is the host's: the name may be taken by another state root's
+    container or by `ip netns add`. up() takes it only if it is free, and the
+    file it creates holds the container's id; down() unmounts only the
+    namespace NETNS (as /proc/PID/ns/net names it: "net:[INODE]") and removes
+    only a file holding its id, so it never takes away another's name.
+    """
 
     kind = "netns"
     name: str
     pid: int
+    cid: str = ""
+    netns: str = ""
 
     @property
     def path(self) -> str:
@@ -136,18 +214,29 @@ class NetnsName(Step):
 
     def up(self) -> None:
         os.makedirs(NETNS_DIR, exist_ok=True)
-        os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        except FileExistsError:
+            raise PyrunError("netns", f"{self.path} exists: the name {self.name} is taken, by another container "
+                                      "(of another --root?) or by 'ip netns add'; choose another --name") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(self.cid)
         syscalls.mount(f"/proc/{self.pid}/ns/net", self.path, None, syscalls.MS_BIND)
 
     def down(self) -> None:
         try:
-            syscalls.umount2(self.path, syscalls.MNT_DETACH)
-        except OSError:
-            pass  # not mounted: crashed before the mount, or already undone
-        try:
-            os.unlink(self.path)
+            mounted = os.stat(self.path)
         except FileNotFoundError:
-            pass
+            return
+        if self.netns and f"net:[{mounted.st_ino}]" == self.netns and mounted.st_dev == _NSFS.st_dev:
+            syscalls.umount2(self.path, syscalls.MNT_DETACH)
+        try:
+            with open(self.path) as f:
+                ours = f.read() == self.cid != ""
+        except OSError:
+            ours = False  # a namespace still mounted there (not ours) reads as EINVAL
+        if ours:
+            os.unlink(self.path)
 
     def shell_up(self) -> list[str]:
         path = shlex.quote(self.path)
@@ -201,9 +290,13 @@ def host_end(cid: str) -> str:
     return f"pv{cid[:12]}"
 
 
-def netns_name(name: str) -> str:
-    """The container's network namespace as `ip netns` lists it."""
-    return f"pyrun-{name}"
+def netns_name(name: str, root: str) -> str:
+    """The container's network namespace as `ip netns` lists it. A name is unique within a state root, and
+    /run/netns is the host's: a container of any root but the default has its root's mark in the name,
+    after an '@', which no container name has. (zlib, not hashlib: the monitor loads this module.)"""
+    if root == state.DEFAULT_ROOT:
+        return f"pyrun-{name}"
+    return f"pyrun-{name}@{zlib.crc32(root.encode()):08x}"
 
 
 def mac_address(address: str) -> str:
@@ -258,8 +351,8 @@ class BridgeNetwork:
         """Before the fork: check the ports, lease an address (/etc/hosts names it)."""
         sockets = reserve_ports(spec.ports)
         try:
-            with state.locked(root):
-                lease = ipam.Lease(root, net.bridge, ipam.next_free(root, net.bridge, net.subnet), cid)
+            with host.locked():
+                lease = ipam.Lease(net.bridge, ipam.next_free(net.bridge, net.subnet), cid)
                 journal.run(lease)
         except BaseException:
             for sock in sockets:
@@ -270,12 +363,12 @@ class BridgeNetwork:
     def ensure_bridge(self) -> None:
         """Make sure the bridge and its rules exist. pyrun does it while the intermediate unshares (spawn's
         MEANWHILE): it is what a run pays for netlink (pyroute2's message classes load, ~13 ms)."""
-        with state.locked(self.root):
-            ensure_bridge(self.net)
+        ensure_bridge(self.net)
 
     def steps(self, pid) -> list[Step]:
         """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
-        out = [NetnsName(netns_name(self.name), pid),
+        netns = os.readlink(f"/proc/{pid}/ns/net") if isinstance(pid, int) else ""
+        out = [NetnsName(netns_name(self.name, self.root), pid, self.cid, netns),
                Veth(host_end(self.cid), self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
                     mac_address(self.address))]
         if self.spec.ports:
@@ -290,7 +383,8 @@ class BridgeNetwork:
     def settings(self) -> dict:
         """The container's side of the wiring, as `docker inspect` shows it under NetworkSettings."""
         return {"IPAddress": self.address, "IPPrefixLen": self.net.prefixlen, "Gateway": self.net.gateway,
-                "MacAddress": mac_address(self.address)}
+                "MacAddress": mac_address(self.address),
+                "SandboxKey": os.path.join(NETNS_DIR, netns_name(self.name, self.root))}
 
     def close(self) -> None:
         for sock in self.sockets:

@@ -92,7 +92,7 @@ class HostsEntry(Step):
         from runtime.network import ipam
 
         out = []
-        for address, cid in ipam.leases(self.root, self.bridge).items():
+        for address, cid in ipam.leases(self.bridge).items():
             if cid == self.cid:
                 continue
             try:

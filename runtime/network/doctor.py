@@ -103,11 +103,11 @@ def _ip(args: list[str], pid: int | None = None) -> list:
     return json.loads(out.stdout or "[]") if out.returncode == 0 else []
 
 
-def _link_checks(record: dict, bridge: str) -> list[tuple[bool, str, str]]:
+def _link_checks(root: str, record: dict, bridge: str) -> list[tuple[bool, str, str]]:
     """The wire: the bridge, the veth pair and the container's side of it, as `ip link` shows them."""
     from runtime.network.bridge import host_end, netns_name
 
-    end, pid, inside = host_end(record["Id"]), record["State"]["Pid"], f"ip netns exec {netns_name(record['Name'])}"
+    end, pid, inside = host_end(record["Id"]), record["State"]["Pid"], f"ip netns exec {netns_name(record['Name'], root)}"
     br = (_ip(["link", "show", "dev", bridge]) or [{}])[0]
     veth = (_ip(["link", "show", "dev", end]) or [{}])[0]
     eth0 = (_ip(["link", "show", "dev", "eth0"], pid) or [{}])[0]
@@ -219,7 +219,7 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
          f"route_localnet is on for {net.bridge}: 127.0.0.1:{port} from the host can be DNAT'd",
          f"route_localnet is off for {net.bridge}: the host's own 127.0.0.1:{port} cannot reach the container; "
          f"sysctl -w net.ipv4.conf.{net.bridge}.route_localnet=1"),
-        *_link_checks(record, net.bridge),
+        *_link_checks(root, record, net.bridge),
     ]
     for ok, good, bad in checks:
         if not hop(ok, good, bad):
@@ -229,7 +229,7 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
     hop(bool(reachable), f"the container listens on {', '.join(sorted(reachable))}:{cport}/{proto}",
         f"in the container {('only ' + ', '.join(sorted(listening)) + ' listens') if listening else 'nothing listens'}"
         f" on port {cport}/{proto}: a server must listen on 0.0.0.0 (or {address}) to be reached through "
-        f"the bridge; see ip netns exec {netns_name(record['Name'])} ss -lnt")
+        f"the bridge; see ip netns exec {netns_name(record['Name'], root)} ss -lnt")
     if not reachable or proto != "tcp":
         return steps  # a UDP server need not answer anything doctor could send
     specific = host_ip not in ("", "0.0.0.0")

@@ -9,8 +9,15 @@ comment, so pyrun never touches a rule it does not own.
 The chains, and how they differ from the seed's rules:
 
 filter FORWARD -> PYRUN-FORWARD
+    (if pyrun is what turned ip_forward on, FORWARD's policy is DROP, as Docker
+    makes it: the host forwards nothing but what these chains accept)
+    not DNAT'd                  -> PYRUN-ISOLATION-1   first, as Docker's isolation chains:
+      PYRUN-ISOLATION-1  -i BR ! -o BR  -> PYRUN-ISOLATION-2   from one pyrun network ...
+      PYRUN-ISOLATION-2  -o BR          DROP                   ... into another: never directly;
+                                         only through a published port, which is DNAT'd (and so skips this)
     -o BR conntrack RELATED,ESTABLISHED  ACCEPT   replies to the containers' connections
-    -i BR ! -o BR                         ACCEPT   containers -> the world
+    -i BR ! -o BR                         ACCEPT   containers -> the world (not another pyrun network:
+                                                   the isolation chains above dropped that)
     -i BR -o BR                           ACCEPT   container -> container
     -o BR -> PYRUN-PUBLISHED                       per container: DNAT'd traffic to a published port
     -o BR                                 DROP     nothing else reaches a container from outside,
@@ -38,9 +45,11 @@ from runtime.errors import PyrunError
 from runtime.network.ports import PortMapping
 from runtime.steps import Step
 
-CHAINS = {"filter": ("PYRUN-FORWARD", "PYRUN-PUBLISHED", "PYRUN-INPUT"),
+CHAINS = {"filter": ("PYRUN-FORWARD", "PYRUN-ISOLATION-1", "PYRUN-ISOLATION-2", "PYRUN-PUBLISHED", "PYRUN-INPUT"),
           "nat": ("PYRUN-DNAT", "PYRUN-POSTROUTING")}
 JUMPS = (("filter", "FORWARD", "-j PYRUN-FORWARD"),
+         # Ahead of every bridge's accept rules, however many bridges come and go.
+         ("filter", "PYRUN-FORWARD", "-m conntrack ! --ctstate DNAT -j PYRUN-ISOLATION-1"),
          ("filter", "INPUT", "-j PYRUN-INPUT"),
          ("nat", "PREROUTING", "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j PYRUN-DNAT"),
          ("nat", "OUTPUT", "-m addrtype --dst-type LOCAL -j PYRUN-DNAT"),
@@ -55,6 +64,8 @@ def bridge_rules(bridge: str, subnet: str) -> list[tuple[str, str]]:
     """(table, rule) for a bridge network, in order."""
     tag = _tag(f"pyrun bridge {bridge}")
     return [
+        ("filter", f"-A PYRUN-ISOLATION-1 -i {bridge} ! -o {bridge} {tag} -j PYRUN-ISOLATION-2"),
+        ("filter", f"-A PYRUN-ISOLATION-2 -o {bridge} {tag} -j DROP"),
         ("filter", f"-A PYRUN-FORWARD -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT"),
         ("filter", f"-A PYRUN-FORWARD -i {bridge} ! -o {bridge} {tag} -j ACCEPT"),
         ("filter", f"-A PYRUN-FORWARD -i {bridge} -o {bridge} {tag} -j ACCEPT"),
@@ -114,6 +125,16 @@ def save() -> dict[str, list[str]]:
     return tables
 
 
+def policy(current: dict[str, list[str]], chain: str) -> str:
+    """The policy of CURRENT's (an iptables-save's) built-in filter CHAIN: ACCEPT or DROP. A table no rule has
+    used yet is not listed at all, and its chains have the kernel's default policy, ACCEPT."""
+    return next((line.split()[1] for line in current.get("filter", []) if line.startswith(f":{chain} ")), "ACCEPT")
+
+
+def set_policy(chain: str, target: str) -> None:
+    _start(["iptables", "--wait", "-P", chain, target])()
+
+
 def restore(lines: list[tuple[str, str]]) -> None:
     """Apply (table, line) pairs in one atomic iptables-restore batch that flushes nothing."""
     start_restore(lines)()
@@ -154,12 +175,13 @@ def _chains(current: dict[str, list[str]], present: bool) -> list[tuple[str, str
             if any(line.startswith(f":{c} ") for line in current.get(table, [])) == present]
 
 
-def rules_tagged(current: dict[str, list[str]], tag: str) -> list[tuple[str, str]]:
-    """Delete commands for every rule whose comment is exactly TAG."""
+def rules_tagged(current: dict[str, list[str]], tag: str, prefix: bool = False) -> list[tuple[str, str]]:
+    """Delete commands for every rule whose comment is exactly TAG, or with PREFIX begins with it."""
     out = []
     for table, lines in current.items():
         for line in lines:
-            if line.startswith("-A ") and (f"--comment {tag} " in line or f'--comment "{tag}" ' in line):
+            if line.startswith("-A ") and (f"--comment {tag} " in line or f'--comment "{tag}" ' in line
+                                           or prefix and f'--comment "{tag}' in line):
                 out.append((table, "-D " + line[3:]))
     return out
 

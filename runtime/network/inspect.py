@@ -19,7 +19,7 @@ def gather(root: str, name: str) -> dict:
     records = {r["Id"]: r for r in state.all_records(root)}
     containers = []
     with netlink() as nl:
-        for cid in networks.holders(root, net):
+        for cid in networks.holders(net):
             record = records.get(cid)
             if not record:
                 continue
@@ -30,7 +30,7 @@ def gather(root: str, name: str) -> dict:
                 "name": record["Name"], "id": cid[:12], "host_end": end,
                 "host_ifindex": link["index"] if link else None,
                 "peer_ifindex": link.get_attr("IFLA_LINK") if link else None,
-                "netns": netns_name(record["Name"]), "ip": settings.get("IPAddress", ""),
+                "netns": netns_name(record["Name"], root), "ip": settings.get("IPAddress", ""),
                 "mac": settings.get("MacAddress", ""),
                 "ports": published(record),
                 # who holds each host port, as `ss -lnp` names it

@@ -1,10 +1,13 @@
 """IP address management: one file per leased address, like CNI's host-local plugin.
 
-A lease is the file STATE_ROOT/ipam/NETWORK/ADDRESS holding the container id.
-Addresses are chosen under the state root's lock and the file is created
-with O_EXCL, so fifty containers started at once get fifty addresses. The
-gateway (the subnet's first address) and the broadcast address are never
-handed out.
+A lease is the file /run/pyrun-net/ipam/BRIDGE/ADDRESS holding the container
+id. It lives beside the state roots, not in one: a bridge is the host's, and
+two state roots (--root) whose containers share pyrun0 must never hand out
+the same address (CNI's host-local keeps /var/lib/cni/networks/NAME host-wide
+for the same reason). Addresses are chosen under the host's lock (host.py)
+and the file is created with O_EXCL, so fifty containers started at once get
+fifty addresses. The gateway (the subnet's first address) and the broadcast
+address are never handed out.
 """
 import ipaddress
 import os
@@ -12,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 
 from runtime.errors import PyrunError
+from runtime.network import host
 from runtime.steps import Step
 
 
@@ -20,13 +24,13 @@ def gateway(subnet: str) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Network(subnet).network_address + 1
 
 
-def lease_dir(root: str, network: str) -> str:
-    return os.path.join(root, "ipam", network)
+def lease_dir(network: str) -> str:
+    return os.path.join(host.HOST_DIR, "ipam", network)
 
 
-def leases(root: str, network: str) -> dict[str, str]:
-    """address -> id of the container holding it, for every lease on NETWORK."""
-    directory = lease_dir(root, network)
+def leases(network: str) -> dict[str, str]:
+    """address -> id of the container holding it, for every lease on NETWORK (a bridge), from any state root."""
+    directory = lease_dir(network)
     out = {}
     for address in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         try:
@@ -37,10 +41,10 @@ def leases(root: str, network: str) -> dict[str, str]:
     return out
 
 
-def next_free(root: str, network: str, subnet: str) -> str:
-    """The lowest address no lease holds. Call under state.locked(root)."""
+def next_free(network: str, subnet: str) -> str:
+    """The lowest address no lease holds. Call under host.locked()."""
     net = ipaddress.IPv4Network(subnet)
-    directory = lease_dir(root, network)
+    directory = lease_dir(network)
     taken = {str(gateway(subnet))} | set(os.listdir(directory) if os.path.isdir(directory) else [])
     for address in net.hosts():
         if str(address) not in taken:
@@ -52,17 +56,16 @@ def next_free(root: str, network: str, subnet: str) -> str:
 @dataclass
 class Lease(Step):
     kind = "lease"
-    root: str
     network: str
     address: str
     cid: str
 
     @property
     def path(self) -> str:
-        return os.path.join(lease_dir(self.root, self.network), self.address)
+        return os.path.join(lease_dir(self.network), self.address)
 
     def up(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(self.cid)
@@ -77,7 +80,7 @@ class Lease(Step):
             os.unlink(self.path)
 
     def shell_up(self) -> list[str]:
-        return [f"mkdir -p {shlex.quote(lease_dir(self.root, self.network))}",
+        return [f"mkdir -p {shlex.quote(lease_dir(self.network))}",
                 f"echo {self.cid} > {shlex.quote(self.path)}   # lease {self.address}: the file is the lease"]
 
     def shell_down(self) -> list[str]:

@@ -20,8 +20,9 @@ from runtime.errors import PyrunError
 from runtime.network import ipam
 
 DEFAULT_NAME = "bridge"
+DEFAULT_BRIDGE = "pyrun0"
 # A private /16 that is neither Docker's 172.17/16 nor Podman's 10.88/16.
-DEFAULT_SUBNET = os.environ.get("PYRUN_SUBNET", "10.199.0.0/16")
+DEFAULT_SUBNET = "10.199.0.0/16"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,10 @@ class Network:
         return self.name != DEFAULT_NAME
 
 
-DEFAULT = Network(DEFAULT_NAME, "pyrun0", DEFAULT_SUBNET)
+def default() -> Network:
+    """The default network, on PYRUN_SUBNET if that is set: a bad value is refused before anything is made."""
+    subnet = os.environ.get("PYRUN_SUBNET")
+    return Network(DEFAULT_NAME, DEFAULT_BRIDGE, parse_subnet(subnet, "PYRUN_SUBNET") if subnet else DEFAULT_SUBNET)
 
 
 def _path(root: str, name: str) -> str:
@@ -53,7 +57,7 @@ def _path(root: str, name: str) -> str:
 def all_networks(root: str) -> list[Network]:
     directory = os.path.join(root, "networks")
     names = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(directory) else []
-    return [DEFAULT] + [Network(**state.read_json(_path(root, n))) for n in names]
+    return [default()] + [Network(**state.read_json(_path(root, n))) for n in names]
 
 
 def get(root: str, name: str, option: str | None = "--network") -> Network:
@@ -67,21 +71,21 @@ def get(root: str, name: str, option: str | None = "--network") -> Network:
                                           "or a name from 'pyrun network ls'")
 
 
-def parse_subnet(value: str) -> str:
+def parse_subnet(value: str, what: str = "--subnet") -> str:
     try:
         net = ipaddress.IPv4Network(value, strict=True)
     except ValueError as e:
-        raise PyrunError("invalid --subnet", f"{value!r}: {e}; expected an IPv4 network such as 10.123.0.0/24") \
+        raise PyrunError(f"invalid {what}", f"{value!r}: {e}; expected an IPv4 network such as 10.123.0.0/24") \
             from None
-    if not net.is_private or net.prefixlen > 29:
-        raise PyrunError("invalid --subnet", f"{value!r}: expected a private IPv4 network of /29 or larger "
-                                             "(10/8, 172.16/12 or 192.168/16)")
+    if not net.is_private or net.prefixlen > 30:  # a /30: the gateway and one container
+        raise PyrunError(f"invalid {what}", f"{value!r}: expected a private IPv4 network of /30 or larger "
+                                            "(10/8, 172.16/12 or 192.168/16)")
     return str(net)
 
 
-def holders(root: str, net: Network) -> list[str]:
-    """The ids of the containers holding an address on NET."""
-    return list(ipam.leases(root, net.bridge).values())
+def holders(net: Network) -> list[str]:
+    """The ids of the containers holding an address on NET, of this state root or another."""
+    return list(ipam.leases(net.bridge).values())
 
 
 def create(root: str, name: str, subnet: str) -> Network:
@@ -104,20 +108,20 @@ def create(root: str, name: str, subnet: str) -> Network:
 
 
 def remove(root: str, name: str) -> None:
-    from runtime.network import bridge
+    from runtime.network import bridge, host
 
-    with state.locked(root):
+    with state.locked(root), host.locked():  # the host's lock too: no other root leases on it meanwhile
         net = get(root, name, None)
-        users = holders(root, net)
+        users = holders(net)
         if users:
-            names = [r["Name"] for r in state.all_records(root) if r["Id"] in users] or users
+            known = {r["Id"]: r["Name"] for r in state.all_records(root)}
+            names = [known.get(cid, f"{cid[:12]} (of another --root)") for cid in users]
             raise PyrunError("network rm", f"network {name} is in use by {', '.join(names)}; remove them first")
-        others = [n for n in all_networks(root) if n.name != name]
-        bridge.remove_bridge(net, last=not any(bridge.exists(n) for n in others))
+        bridge.remove_bridge(net)
         if net.user_defined:
             os.unlink(_path(root, name))
 
 
 def describe(root: str) -> list[dict]:
-    return [{**asdict(n), "gateway": n.gateway, "containers": len(holders(root, n))} for n in all_networks(root)]
+    return [{**asdict(n), "gateway": n.gateway, "containers": len(holders(n))} for n in all_networks(root)]
 
