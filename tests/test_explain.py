@@ -53,7 +53,9 @@ def test_golden_netns_and_veth():
     inside = "nsenter --net=/proc/4242/ns/net"
     assert veth.shell_up() == [
         "ip link add pvc0ffeec0ffee type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
+        "sysctl -qw net.ipv6.conf.pvc0ffeec0ffee.disable_ipv6=1",
         "ip link set pvc0ffeec0ffee master pyrun0 up",
+        f"{inside} sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1",
         f"{inside} ip link set lo up", f"{inside} ip addr add 10.199.0.7/16 dev eth0",
         f"{inside} ip link set eth0 up", f"{inside} ip route add default via 10.199.0.1"]
     assert veth.shell_down() == ["ip link del pvc0ffeec0ffee"]
@@ -74,7 +76,8 @@ def test_golden_published_port_rules():
 
 def test_golden_bridge_setup_is_idempotent_shell():
     cmds = bridge.ensure_bridge_shell(networks.Network("bridge", "pyrun0", "10.199.0.0/16"))
-    assert cmds[:2] == ["ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 type bridge",
+    assert cmds[:3] == ["ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 type bridge",
+                        "sysctl -qw net.ipv6.conf.pyrun0.disable_ipv6=1",
                         "ip -4 addr show dev pyrun0 | grep -q 'inet 10.199.0.1/' || "
                         "ip addr add 10.199.0.1/16 dev pyrun0"]
     assert "iptables -t nat -C POSTROUTING -j PYRUN-POSTROUTING 2>/dev/null || " \

@@ -36,10 +36,14 @@ def test_bridge_veth_address_and_route_as_ip_shows_them(netns_holder):
         nl.add_bridge("rt-br0")
         try:
             bridge = nl.index("rt-br0")
+            nl.up(bridge)
             nl.add_address(bridge, "10.197.0.1", 24)
             assert nl.addresses(bridge) == ["10.197.0.1"]
             assert ("10.197.0.0", 24) in nl.routes()   # the kernel's route for the address's subnet
             nl.add_veth("rt-host", bridge, "eth0", "02:42:0a:c5:00:02", netns_holder)
+            [host] = ip_json("-d", "link", "show", "rt-host")
+            assert host["master"] == "rt-br0" and "UP" not in host["flags"]   # created down: sysctls go first
+            nl.up(nl.index("rt-host"))
 
             [host] = ip_json("-d", "link", "show", "rt-host")
             assert host["master"] == "rt-br0" and "UP" in host["flags"]

@@ -12,11 +12,13 @@ and steps back out.
     setup (host)                        undo
     bridge pyrun0 + gateway address     stays, like docker0 ('pyrun network rm')
     ip_forward, route_localnet on br    stays
+    IPv6 off on the bridge, each veth   goes with the link (pyrun sets up no IPv6: no RA is heard)
     lease an address (ipam.py)          release it
     ip netns name for the container     unmount it
     veth pair, eth0 addressed, route    delete the host end (the peer goes with it)
     published ports (firewall.py)       delete the rules by their comment
 """
+import contextlib
 import ipaddress
 import os
 import socket
@@ -37,9 +39,39 @@ def _sysctl(path: str, value: str) -> None:
         f.write(value)
 
 
+def no_ipv6(link: str) -> None:
+    """Turn IPv6 off on LINK, in the network namespace this process is in (/proc/sys/net is always the
+    opener's). pyrun sets up no IPv6, so nothing it makes may listen to a router advertisement: one from a
+    container would give the host, or the container's neighbours, a default route and an address through
+    the attacker (the class of CVE-2020-13401). disable_ipv6 also leaves the link without even a link-local
+    address. Set it before the link comes up, so that not one packet is taken first."""
+    if os.path.isdir("/proc/sys/net/ipv6"):   # not there when the kernel was booted with ipv6.disable=1
+        _sysctl(f"net/ipv6/conf/{link}/disable_ipv6", "1")
+
+
+def no_ipv6_shell(link: str) -> str:
+    return f"sysctl -qw net.ipv6.conf.{link}.disable_ipv6=1"
+
+
 def netlink() -> rtnl.Session:
     """A netlink session in this process's network namespace."""
     return rtnl.Session()
+
+
+@contextlib.contextmanager
+def in_netns(pid: int):
+    """Run the body in PID's network namespace, and step back out whatever happens."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    there = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(there, CLONE_NEWNET, f"/proc/{pid}/ns/net")
+        try:
+            yield
+        finally:
+            syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
+    finally:
+        os.close(there)
+        os.close(home)
 
 
 class netlink_in:
@@ -49,17 +81,8 @@ class netlink_in:
         self.pid = pid
 
     def __enter__(self):
-        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        there = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            syscalls.setns(there, CLONE_NEWNET, f"/proc/{self.pid}/ns/net")
-            try:
-                self.nl = netlink()
-            finally:
-                syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
-        finally:
-            os.close(there)
-            os.close(home)
+        with in_netns(self.pid):
+            self.nl = netlink()
         return self.nl
 
     def __exit__(self, *exc):
@@ -84,6 +107,7 @@ def ensure_bridge(network: Network) -> None:
                                                "choose a free private subnet (PYRUN_SUBNET for the default)")
             nl.add_bridge(name)
             index = nl.index(name)
+        no_ipv6(name)   # a bridge made by an older pyrun gets it too (dropping what IPv6 it took)
         if gateway not in nl.addresses(index):
             nl.add_address(index, gateway, net.prefixlen)
         nl.up(index)
@@ -107,6 +131,7 @@ def ensure_bridge_shell(network: Network) -> list[str]:
     """What ensure_bridge() does, as commands that, like it, change only what is missing."""
     name, subnet, gateway, prefix = network.bridge, network.subnet, network.gateway, network.prefixlen
     cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} type bridge",
+            no_ipv6_shell(name),
             f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
             f"ip link set {name} up",
             "sysctl -qw net.ipv4.ip_forward=1",
@@ -169,6 +194,10 @@ class Veth(Step):
     def up(self) -> None:
         with netlink() as nl:
             nl.add_veth(self.host_end, nl.index(self.bridge), "eth0", self.mac, self.pid)
+            no_ipv6(self.host_end)
+            nl.up(nl.index(self.host_end))
+        with in_netns(self.pid):
+            no_ipv6("eth0")
         with netlink_in(self.pid) as nl:
             nl.up(nl.index("lo"))
             eth0 = nl.index("eth0")
@@ -183,7 +212,9 @@ class Veth(Step):
     def shell_up(self) -> list[str]:
         ns = f"nsenter --net=/proc/{self.pid}/ns/net"
         return [f"ip link add {self.host_end} type veth peer name eth0 address {self.mac} netns {self.pid}",
+                no_ipv6_shell(self.host_end),
                 f"ip link set {self.host_end} master {self.bridge} up",
+                f"{ns} {no_ipv6_shell('eth0')}",
                 f"{ns} ip link set lo up",
                 f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
                 f"{ns} ip link set eth0 up",

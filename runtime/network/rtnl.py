@@ -113,18 +113,18 @@ class Session:
         self._new_link(f"ip link add {name} type bridge", name, "bridge", [])
 
     def add_veth(self, name: str, master: int, peer: str, peer_mac: str, peer_netns_pid: int) -> None:
-        """A veth pair: NAME here, plugged into MASTER and up; PEER created inside PID's network namespace."""
+        """A veth pair: NAME here, plugged into MASTER; PEER created inside PID's network namespace. Both down."""
         peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_ADDRESS", peer_mac), ("IFLA_NET_NS_PID", peer_netns_pid)]
-        self._new_link(f"ip link add {name} master {master} up type veth peer name {peer}", name, "veth",
+        self._new_link(f"ip link add {name} master {master} type veth peer name {peer}", name, "veth",
                        [("VETH_INFO_PEER", {"attrs": peer_attrs})], master=master)
 
     def _new_link(self, what: str, name: str, kind: str, data: list, master: int | None = None) -> None:
+        """Links are created down, so that what must hold before traffic flows (sysctls) can be set first."""
         info = [("IFLA_INFO_KIND", kind)] + ([("IFLA_INFO_DATA", {"attrs": data})] if data else [])
         attrs = [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": info})]
         if master is not None:
             attrs.append(("IFLA_MASTER", master))
-        self._request(what, self.ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
-                      {"flags": IFF_UP, "change": IFF_UP}, attrs)
+        self._request(what, self.ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {}, attrs)
 
     def up(self, index: int) -> None:
         self._request(f"ip link set {index} up", self.ifinfmsg, RTM_NEWLINK, 0,
