@@ -183,6 +183,7 @@ def snapshot() -> dict:
         "addr": [line for line in sh("ip -o addr").stdout.splitlines() if "pyrun0" not in line],
         "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
         "iptables": [line for line in iptables if "pyrun:" in line],
+        "ebtables": [line for line in sh("ebtables-save").stdout.splitlines() if "PYRUN-" in line],
         "netns": sorted(os.listdir("/run/netns")),
         "leases": sorted(os.listdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")))
         if os.path.isdir(os.path.join(STATE_ROOT, "ipam", "pyrun0")) else [],

@@ -7,7 +7,7 @@ from runtime import cgroups, rootfs
 from runtime.cgroups import Cgroup
 from runtime.container import Layer
 from runtime.explain import TEARDOWN
-from runtime.network import bridge, firewall, ipam, networks
+from runtime.network import bridge, firewall, ipam, networks, portguard
 from runtime.network.ports import PortMapping
 
 CID = "c0ffee" * 10 + "abcd"
@@ -59,6 +59,20 @@ def test_golden_netns_and_veth():
         f"{inside} ip link set lo up", f"{inside} ip addr add 10.199.0.7/16 dev eth0",
         f"{inside} ip link set eth0 up", f"{inside} ip route add default via 10.199.0.1"]
     assert veth.shell_down() == ["ip link del pvc0ffeec0ffee"]
+
+
+def test_golden_port_guard():
+    guard = portguard.PortGuard(CID, "pvc0ffeec0ffee", "02:42:0a:c7:00:07", "10.199.0.7")
+    chain = f"PYRUN-{CID[:12]}"
+    assert guard.shell_up() == [
+        f"ebtables -t nat -N {chain} -P RETURN",
+        f"ebtables -t nat -A {chain} -s 02:42:0a:c7:00:07 -p ARP --arp-mac-src 02:42:0a:c7:00:07 "
+        "--arp-ip-src 10.199.0.7 -j RETURN",
+        f"ebtables -t nat -A {chain} -s 02:42:0a:c7:00:07 -p IPv4 --ip-src 10.199.0.7 -j RETURN",
+        f"ebtables -t nat -A {chain} -j DROP",
+        f"ebtables -t nat -A PREROUTING -i pvc0ffeec0ffee -j {chain}"]
+    assert guard.shell_down() == [f"ebtables -t nat -D PREROUTING -i pvc0ffeec0ffee -j {chain}",
+                                  f"ebtables -t nat -F {chain}", f"ebtables -t nat -X {chain}"]
 
 
 def test_golden_published_port_rules():

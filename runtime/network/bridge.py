@@ -15,6 +15,7 @@ and steps back out.
     IPv6 off on the bridge, each veth   goes with the link (pyrun sets up no IPv6: no RA is heard)
     lease an address (ipam.py)          release it
     ip netns name for the container     unmount it
+    its port's frame filter (portguard) delete its ebtables chain
     veth pair, eth0 addressed, route    delete the host end (the peer goes with it)
     published ports (firewall.py)       delete the rules by their comment
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from runtime import state, syscalls
 from runtime.errors import PyrunError
 from runtime.namespaces import CLONE_NEWNET
-from runtime.network import firewall, ipam, rtnl
+from runtime.network import firewall, ipam, portguard, rtnl
 from runtime.network.networks import Network
 from runtime.steps import Journal, Step
 
@@ -295,9 +296,14 @@ class BridgeNetwork:
 
     def steps(self, pid) -> list[Step]:
         """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
+        mac = mac_address(self.address)
         out = [NetnsName(netns_name(self.name), pid),
                Veth(host_end(self.cid), self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
-                    mac_address(self.address))]
+                    mac),
+               # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
+               # beside the veth's deletion. Nothing is sent from the port before it: the container runs
+               # nothing of its own until attach() is done, and eth0 has no IPv6 to speak up with.
+               portguard.PortGuard(self.cid, host_end(self.cid), mac, self.address)]
         if self.spec.ports:
             out.append(firewall.ContainerRules(self.cid, self.net.bridge, self.address, list(self.spec.ports)))
         return out
