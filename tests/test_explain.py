@@ -90,7 +90,9 @@ def test_golden_published_port_rules():
 
 def test_golden_bridge_setup_is_idempotent_shell():
     cmds = bridge.ensure_bridge_shell(networks.Network("bridge", "pyrun0", "10.199.0.0/16"))
-    assert cmds[:3] == ["ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 type bridge",
+    mac = bridge.bridge_mac("pyrun0")
+    assert cmds[:4] == [f"ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 address {mac} type bridge",
+                        f"ip link set pyrun0 address {mac}   # its own MAC, never its lowest port's",
                         "sysctl -qw net.ipv6.conf.pyrun0.disable_ipv6=1",
                         "ip -4 addr show dev pyrun0 | grep -q 'inet 10.199.0.1/' || "
                         "ip addr add 10.199.0.1/16 dev pyrun0"]

@@ -10,7 +10,7 @@ pyrun opens a second socket from inside the container's namespace (setns)
 and steps back out.
 
     setup (host)                        undo
-    bridge pyrun0 + gateway address     stays, like docker0 ('pyrun network rm')
+    bridge pyrun0, its own MAC, gateway stays, like docker0 ('pyrun network rm')
     ip_forward, route_localnet on br    stays
     IPv6 off on the bridge, each veth   goes with the link (pyrun sets up no IPv6: no RA is heard)
     lease an address (ipam.py)          release it
@@ -20,6 +20,7 @@ and steps back out.
     published ports (firewall.py)       delete the rules by their comment
 """
 import contextlib
+import hashlib
 import ipaddress
 import os
 import socket
@@ -95,19 +96,32 @@ def exists(network: Network) -> bool:
         return nl.index(network.bridge) is not None
 
 
+def bridge_mac(name: str) -> str:
+    """The bridge's own MAC, the same whenever a bridge of this name is made: a hash of the name, with the
+    first byte's two low bits saying "locally administered, unicast". A bridge without an address of its
+    own takes its lowest port's, and changes it when that port goes: the containers' cached gateway MAC
+    then answers no more until their ARP entries time out (about a minute of failed requests)."""
+    b = bytearray(hashlib.sha256(f"pyrun bridge {name}".encode()).digest()[:6])
+    b[0] = (b[0] & 0b11111100) | 0b10
+    return ":".join(f"{x:02x}" for x in b)
+
+
 def ensure_bridge(network: Network) -> None:
     """Create the bridge, its address and its firewall chains if missing. Call under state.locked()."""
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
     net = ipaddress.IPv4Network(subnet)
     with netlink() as nl:
-        index = nl.index(name)
-        if index is None:
+        link = nl.link(name)
+        if link is None:
             for dst, prefixlen in nl.routes():
                 if prefixlen and ipaddress.IPv4Network(f"{dst}/{prefixlen}").overlaps(net):
                     raise PyrunError("bridge", f"subnet {subnet} overlaps the route to {dst}/{prefixlen}; "
                                                "choose a free private subnet (PYRUN_SUBNET for the default)")
-            nl.add_bridge(name)
-            index = nl.index(name)
+            nl.add_bridge(name, bridge_mac(name))
+            link = nl.link(name)
+        elif link.get_attr("IFLA_ADDRESS") != bridge_mac(name):
+            nl.set_address(link["index"], bridge_mac(name))   # a bridge made by an older pyrun
+        index = link["index"]
         no_ipv6(name)   # a bridge made by an older pyrun gets it too (dropping what IPv6 it took)
         if gateway not in nl.addresses(index):
             nl.add_address(index, gateway, net.prefixlen)
@@ -131,7 +145,9 @@ def remove_bridge(network: Network, last: bool) -> None:
 def ensure_bridge_shell(network: Network) -> list[str]:
     """What ensure_bridge() does, as commands that, like it, change only what is missing."""
     name, subnet, gateway, prefix = network.bridge, network.subnet, network.gateway, network.prefixlen
-    cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} type bridge",
+    mac = bridge_mac(name)
+    cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} address {mac} type bridge",
+            f"ip link set {name} address {mac}   # its own MAC, never its lowest port's",
             no_ipv6_shell(name),
             f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
             f"ip link set {name} up",
