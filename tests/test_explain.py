@@ -55,6 +55,7 @@ def test_golden_netns_and_veth():
         "ip link add pvc0ffeec0ffee type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
         "sysctl -qw net.ipv6.conf.pvc0ffeec0ffee.disable_ipv6=1",
         "ip link set pvc0ffeec0ffee master pyrun0 up",
+        "bridge link set dev pvc0ffeec0ffee hairpin on   # back out of its own port: its published ports",
         f"{inside} sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1",
         f"{inside} ip link set lo up", f"{inside} ip addr add 10.199.0.7/16 dev eth0",
         f"{inside} ip link set eth0 up", f"{inside} ip route add default via 10.199.0.1"]

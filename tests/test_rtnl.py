@@ -43,10 +43,11 @@ def test_bridge_veth_address_and_route_as_ip_shows_them(netns_holder):
             nl.add_veth("rt-host", bridge, "eth0", "02:42:0a:c5:00:02", netns_holder)
             [host] = ip_json("-d", "link", "show", "rt-host")
             assert host["master"] == "rt-br0" and "UP" not in host["flags"]   # created down: sysctls go first
-            nl.up(nl.index("rt-host"))
+            nl.up_hairpin(nl.index("rt-host"))
 
             [host] = ip_json("-d", "link", "show", "rt-host")
             assert host["master"] == "rt-br0" and "UP" in host["flags"]
+            assert host["linkinfo"]["info_slave_data"]["hairpin"] is True
             [peer] = ip_json("link", "show", "eth0", netns_pid=netns_holder)
             assert peer["address"] == "02:42:0a:c5:00:02"
             assert nl.link("rt-host").get_attr("IFLA_LINK") == peer["ifindex"]   # the pair, seen from here

@@ -16,7 +16,8 @@ and steps back out.
     lease an address (ipam.py)          release it
     ip netns name for the container     unmount it
     its port's frame filter (portguard) delete its ebtables chain
-    veth pair, eth0 addressed, route    delete the host end (the peer goes with it)
+    veth pair (its port in hairpin      delete the host end (the peer goes with it)
+    mode), eth0 addressed, route
     published ports (firewall.py)       delete the rules by their comment
 """
 import contextlib
@@ -212,7 +213,7 @@ class Veth(Step):
         with netlink() as nl:
             nl.add_veth(self.host_end, nl.index(self.bridge), "eth0", self.mac, self.pid)
             no_ipv6(self.host_end)
-            nl.up(nl.index(self.host_end))
+            nl.up_hairpin(nl.index(self.host_end))
         with in_netns(self.pid):
             no_ipv6("eth0")
         with netlink_in(self.pid) as nl:
@@ -231,6 +232,7 @@ class Veth(Step):
         return [f"ip link add {self.host_end} type veth peer name eth0 address {self.mac} netns {self.pid}",
                 no_ipv6_shell(self.host_end),
                 f"ip link set {self.host_end} master {self.bridge} up",
+                f"bridge link set dev {self.host_end} hairpin on   # back out of its own port: its published ports",
                 f"{ns} {no_ipv6_shell('eth0')}",
                 f"{ns} ip link set lo up",
                 f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
