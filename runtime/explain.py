@@ -138,6 +138,8 @@ def _network(spec: ContainerSpec, root: str, cid: str) -> dict | None:
     titles = {"netns": "a name for its network namespace, so that `ip netns exec` finds it",
               "veth": "the veth pair: one end on the bridge, the other as the container's eth0 with its address "
                       "and default route",
+              "ebtables": "its port on the bridge passes only frames from its own MAC and address (no ARP "
+                          "spoofing)",
               "iptables": "the published ports: DNAT and accept rules tagged with the container's id"}
     return {"bridge": bridge.ensure_bridge_shell(net), "address": address,
             "lease": ipam.Lease(net.bridge, address, cid),

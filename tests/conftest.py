@@ -188,6 +188,7 @@ def snapshot() -> dict:
         "addr": [line for line in sh("ip -o addr").stdout.splitlines() if "pyrun0" not in line],
         "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
         "iptables": [line for line in iptables if "pyrun:" in line],
+        "ebtables": [line for line in sh("ebtables-save").stdout.splitlines() if "PYRUN-" in line],
         "netns": sorted(os.listdir("/run/netns")),
         "leases": sorted(os.listdir(LEASES)) if os.path.isdir(LEASES) else [],
         "cgroups": _cgroup_dirs(),

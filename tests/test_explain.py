@@ -7,7 +7,7 @@ from runtime import cgroups, rootfs
 from runtime.cgroups import Cgroup
 from runtime.container import Layer
 from runtime.explain import TEARDOWN
-from runtime.network import bridge, firewall, ipam, networks
+from runtime.network import bridge, firewall, ipam, networks, portguard
 from runtime.network.ports import PortMapping
 
 CID = "c0ffee" * 10 + "abcd"
@@ -56,10 +56,27 @@ def test_golden_netns_and_veth():
     inside = "nsenter --net=/proc/4242/ns/net"
     assert veth.shell_up() == [
         "ip link add pvc0ffeec0ffee type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
+        "sysctl -qw net.ipv6.conf.pvc0ffeec0ffee.disable_ipv6=1",
         "ip link set pvc0ffeec0ffee master pyrun0 up",
+        "bridge link set dev pvc0ffeec0ffee hairpin on   # back out of its own port: its published ports",
+        f"{inside} sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1",
         f"{inside} ip link set lo up", f"{inside} ip addr add 10.199.0.7/16 dev eth0",
         f"{inside} ip link set eth0 up", f"{inside} ip route add default via 10.199.0.1"]
     assert veth.shell_down() == ["ip link del pvc0ffeec0ffee"]
+
+
+def test_golden_port_guard():
+    guard = portguard.PortGuard(CID, "pvc0ffeec0ffee", "02:42:0a:c7:00:07", "10.199.0.7")
+    chain = f"PYRUN-{CID[:12]}"
+    assert guard.shell_up() == [
+        f"ebtables -t nat -N {chain} -P RETURN",
+        f"ebtables -t nat -A {chain} -s 02:42:0a:c7:00:07 -p ARP --arp-mac-src 02:42:0a:c7:00:07 "
+        "--arp-ip-src 10.199.0.7 -j RETURN",
+        f"ebtables -t nat -A {chain} -s 02:42:0a:c7:00:07 -p IPv4 --ip-src 10.199.0.7 -j RETURN",
+        f"ebtables -t nat -A {chain} -j DROP",
+        f"ebtables -t nat -A PREROUTING -i pvc0ffeec0ffee -j {chain}"]
+    assert guard.shell_down() == [f"ebtables -t nat -D PREROUTING -i pvc0ffeec0ffee -j {chain}",
+                                  f"ebtables -t nat -F {chain}", f"ebtables -t nat -X {chain}"]
 
 
 def test_golden_published_port_rules():
@@ -77,7 +94,10 @@ def test_golden_published_port_rules():
 
 def test_golden_bridge_setup_is_idempotent_shell():
     cmds = bridge.ensure_bridge_shell(networks.Network("bridge", "pyrun0", "10.199.0.0/16"))
-    assert cmds[:2] == ["ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 type bridge",
+    mac = bridge.bridge_mac("pyrun0")
+    assert cmds[:4] == [f"ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 address {mac} type bridge",
+                        f"ip link set pyrun0 address {mac}   # its own MAC, never its lowest port's",
+                        "sysctl -qw net.ipv6.conf.pyrun0.disable_ipv6=1",
                         "ip -4 addr show dev pyrun0 | grep -q 'inet 10.199.0.1/' || "
                         "ip addr add 10.199.0.1/16 dev pyrun0"]
     assert "iptables -t nat -C POSTROUTING -j PYRUN-POSTROUTING 2>/dev/null || " \

@@ -33,19 +33,28 @@ def netns_holder():
 
 def test_bridge_veth_address_and_route_as_ip_shows_them(netns_holder):
     with rtnl.Session() as nl:
-        nl.add_bridge("rt-br0")
+        nl.add_bridge("rt-br0", "02:00:00:00:be:ef")
         try:
             bridge = nl.index("rt-br0")
+            nl.up(bridge)
             nl.add_address(bridge, "10.197.0.1", 24)
             assert nl.addresses(bridge) == ["10.197.0.1"]
             assert ("10.197.0.0", 24) in nl.routes()   # the kernel's route for the address's subnet
             nl.add_veth("rt-host", bridge, "eth0", "02:42:0a:c5:00:02", netns_holder)
+            [host] = ip_json("-d", "link", "show", "rt-host")
+            assert host["master"] == "rt-br0" and "UP" not in host["flags"]   # created down: sysctls go first
+            nl.up_hairpin(nl.index("rt-host"))
 
             [host] = ip_json("-d", "link", "show", "rt-host")
             assert host["master"] == "rt-br0" and "UP" in host["flags"]
+            assert host["linkinfo"]["info_slave_data"]["hairpin"] is True
             [peer] = ip_json("link", "show", "eth0", netns_pid=netns_holder)
             assert peer["address"] == "02:42:0a:c5:00:02"
             assert nl.link("rt-host").get_attr("IFLA_LINK") == peer["ifindex"]   # the pair, seen from here
+            [br] = ip_json("link", "show", "rt-br0")
+            assert br["address"] == "02:00:00:00:be:ef"   # its own, not its port's
+            nl.set_address(bridge, "02:00:00:00:be:e0")
+            assert ip_json("link", "show", "rt-br0")[0]["address"] == "02:00:00:00:be:e0"
 
             # The container's side, through a socket opened in its namespace.
             with netlink_in(netns_holder) as inside:
@@ -67,11 +76,12 @@ def test_bridge_veth_address_and_route_as_ip_shows_them(netns_holder):
 def test_refusals_name_the_request_and_the_errno():
     with rtnl.Session() as nl:
         assert nl.index("no-such-link") is None
-        nl.add_bridge("rt-br1")
+        nl.add_bridge("rt-br1", "02:00:00:00:be:ef")
         try:
             with pytest.raises(rtnl.NetlinkError) as refused:
-                nl.add_bridge("rt-br1")
-            assert str(refused.value) == "netlink: ip link add rt-br1 type bridge: File exists"
+                nl.add_bridge("rt-br1", "02:00:00:00:be:ef")
+            assert str(refused.value) == \
+                "netlink: ip link add rt-br1 address 02:00:00:00:be:ef type bridge: File exists"
             assert refused.value.errno == 17
         finally:
             nl.delete("rt-br1")

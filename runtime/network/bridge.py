@@ -10,15 +10,20 @@ pyrun opens a second socket from inside the container's namespace (setns)
 and steps back out.
 
     setup (host)                        undo
-    bridge pyrun0 + gateway address     stays, like docker0 ('pyrun network rm')
+    bridge pyrun0, its own MAC, gateway stays, like docker0 ('pyrun network rm')
     route_localnet on the bridge        goes with the bridge
+    IPv6 off on the bridge, each veth   goes with the link (pyrun sets up no IPv6: no RA is heard)
     ip_forward on; if pyrun turned it   stays while any pyrun bridge does; the last 'pyrun network rm'
       on, FORWARD's policy DROP         puts back what pyrun changed (an admin's own setting is kept)
     lease an address (ipam.py)          release it
     ip netns name for the container     unmount it
-    veth pair, eth0 addressed, route    delete the host end (the peer goes with it)
+    its port's frame filter (portguard) delete its ebtables chain
+    veth pair (its port in hairpin      delete the host end (the peer goes with it)
+    mode), eth0 addressed, route
     published ports (firewall.py)       delete the rules by their comment
 """
+import contextlib
+import hashlib
 import ipaddress
 import os
 import shlex
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from runtime import state, syscalls
 from runtime.errors import PyrunError
 from runtime.namespaces import CLONE_NEWNET
-from runtime.network import firewall, host, ipam, rtnl
+from runtime.network import firewall, host, ipam, portguard, rtnl
 from runtime.network.networks import Network
 from runtime.steps import Journal, Step
 
@@ -49,9 +54,39 @@ def _read_sysctl(path: str) -> str:
         return f.read().strip()
 
 
+def no_ipv6(link: str) -> None:
+    """Turn IPv6 off on LINK, in the network namespace this process is in (/proc/sys/net is always the
+    opener's). pyrun sets up no IPv6, so nothing it makes may listen to a router advertisement: one from a
+    container would give the host, or the container's neighbours, a default route and an address through
+    the attacker (the class of CVE-2020-13401). disable_ipv6 also leaves the link without even a link-local
+    address. Set it before the link comes up, so that not one packet is taken first."""
+    if os.path.isdir("/proc/sys/net/ipv6"):   # not there when the kernel was booted with ipv6.disable=1
+        _sysctl(f"net/ipv6/conf/{link}/disable_ipv6", "1")
+
+
+def no_ipv6_shell(link: str) -> str:
+    return f"sysctl -qw net.ipv6.conf.{link}.disable_ipv6=1"
+
+
 def netlink() -> rtnl.Session:
     """A netlink session in this process's network namespace."""
     return rtnl.Session()
+
+
+@contextlib.contextmanager
+def in_netns(pid: int):
+    """Run the body in PID's network namespace, and step back out whatever happens."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    there = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(there, CLONE_NEWNET, f"/proc/{pid}/ns/net")
+        try:
+            yield
+        finally:
+            syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
+    finally:
+        os.close(there)
+        os.close(home)
 
 
 class netlink_in:
@@ -61,17 +96,8 @@ class netlink_in:
         self.pid = pid
 
     def __enter__(self):
-        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        there = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            syscalls.setns(there, CLONE_NEWNET, f"/proc/{self.pid}/ns/net")
-            try:
-                self.nl = netlink()
-            finally:
-                syscalls.setns(home, CLONE_NEWNET, "/proc/self/ns/net")
-        finally:
-            os.close(there)
-            os.close(home)
+        with in_netns(self.pid):
+            self.nl = netlink()
         return self.nl
 
     def __exit__(self, *exc):
@@ -83,6 +109,16 @@ def exists(network: Network) -> bool:
         return nl.index(network.bridge) is not None
 
 
+def bridge_mac(name: str) -> str:
+    """The bridge's own MAC, the same whenever a bridge of this name is made: a hash of the name, with the
+    first byte's two low bits saying "locally administered, unicast". A bridge without an address of its
+    own takes its lowest port's, and changes it when that port goes: the containers' cached gateway MAC
+    then answers no more until their ARP entries time out (about a minute of failed requests)."""
+    b = bytearray(hashlib.sha256(f"pyrun bridge {name}".encode()).digest()[:6])
+    b[0] = (b[0] & 0b11111100) | 0b10
+    return ":".join(f"{x:02x}" for x in b)
+
+
 def ensure_bridge(network: Network) -> None:
     """Create the bridge, its address and its firewall chains if missing, under the host's lock."""
     with host.locked():
@@ -92,13 +128,17 @@ def ensure_bridge(network: Network) -> None:
 def _ensure_bridge(network: Network) -> None:
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
     with netlink() as nl:
-        index = nl.index(name)
-        addresses = nl.addresses(index) if index is not None else []
+        link = nl.link(name)
+        addresses = nl.addresses(link["index"]) if link is not None else []
         _check_subnet(network, addresses, [ipaddress.IPv4Network(f"{dst}/{prefixlen}")
                                            for dst, prefixlen in nl.routes() if prefixlen])
-        if index is None:
-            nl.add_bridge(name)
-            index = nl.index(name)
+        if link is None:
+            nl.add_bridge(name, bridge_mac(name))
+            link = nl.link(name)
+        elif link.get_attr("IFLA_ADDRESS") != bridge_mac(name):
+            nl.set_address(link["index"], bridge_mac(name))   # a bridge made by an older pyrun
+        index = link["index"]
+        no_ipv6(name)   # a bridge made by an older pyrun gets it too (dropping what IPv6 it took)
         if gateway not in addresses:
             nl.add_address(index, gateway, network.prefixlen)
         nl.up(index)
@@ -175,7 +215,10 @@ def restore_forwarding(current: dict[str, list[str]]) -> None:
 def ensure_bridge_shell(network: Network) -> list[str]:
     """What ensure_bridge() does, as commands that, like it, change only what is missing."""
     name, subnet, gateway, prefix = network.bridge, network.subnet, network.gateway, network.prefixlen
-    cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} type bridge",
+    mac = bridge_mac(name)
+    cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} address {mac} type bridge",
+            f"ip link set {name} address {mac}   # its own MAC, never its lowest port's",
+            no_ipv6_shell(name),
             f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
             f"ip link set {name} up",
             f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1   # this bridge only, never 'all'"]
@@ -261,6 +304,10 @@ class Veth(Step):
     def up(self) -> None:
         with netlink() as nl:
             nl.add_veth(self.host_end, nl.index(self.bridge), "eth0", self.mac, self.pid)
+            no_ipv6(self.host_end)
+            nl.up_hairpin(nl.index(self.host_end))
+        with in_netns(self.pid):
+            no_ipv6("eth0")
         with netlink_in(self.pid) as nl:
             nl.up(nl.index("lo"))
             eth0 = nl.index("eth0")
@@ -275,7 +322,10 @@ class Veth(Step):
     def shell_up(self) -> list[str]:
         ns = f"nsenter --net=/proc/{self.pid}/ns/net"
         return [f"ip link add {self.host_end} type veth peer name eth0 address {self.mac} netns {self.pid}",
+                no_ipv6_shell(self.host_end),
                 f"ip link set {self.host_end} master {self.bridge} up",
+                f"bridge link set dev {self.host_end} hairpin on   # back out of its own port: its published ports",
+                f"{ns} {no_ipv6_shell('eth0')}",
                 f"{ns} ip link set lo up",
                 f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
                 f"{ns} ip link set eth0 up",
@@ -368,9 +418,14 @@ class BridgeNetwork:
     def steps(self, pid) -> list[Step]:
         """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
         netns = os.readlink(f"/proc/{pid}/ns/net") if isinstance(pid, int) else ""
+        mac = mac_address(self.address)
         out = [NetnsName(netns_name(self.name, self.root), pid, self.cid, netns),
                Veth(host_end(self.cid), self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
-                    mac_address(self.address))]
+                    mac),
+               # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
+               # beside the veth's deletion. Nothing is sent from the port before it: the container runs
+               # nothing of its own until attach() is done, and eth0 has no IPv6 to speak up with.
+               portguard.PortGuard(self.cid, host_end(self.cid), mac, self.address)]
         if self.spec.ports:
             out.append(firewall.ContainerRules(self.cid, self.net.bridge, self.address, list(self.spec.ports)))
         return out

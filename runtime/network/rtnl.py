@@ -109,22 +109,34 @@ class Session:
         link = self.link(name)
         return link["index"] if link else None
 
-    def add_bridge(self, name: str) -> None:
-        self._new_link(f"ip link add {name} type bridge", name, "bridge", [])
+    def add_bridge(self, name: str, mac: str) -> None:
+        """A bridge with MAC as its own address (without one, a bridge takes its lowest port's)."""
+        self._new_link(f"ip link add {name} address {mac} type bridge", name, "bridge", [],
+                       [("IFLA_ADDRESS", mac)])
+
+    def set_address(self, index: int, mac: str) -> None:
+        self._request(f"ip link set {index} address {mac}", self.ifinfmsg, RTM_NEWLINK, 0, {"index": index},
+                      [("IFLA_ADDRESS", mac)])
 
     def add_veth(self, name: str, master: int, peer: str, peer_mac: str, peer_netns_pid: int) -> None:
-        """A veth pair: NAME here, plugged into MASTER and up; PEER created inside PID's network namespace."""
+        """A veth pair: NAME here, plugged into MASTER; PEER created inside PID's network namespace. Both down."""
         peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_ADDRESS", peer_mac), ("IFLA_NET_NS_PID", peer_netns_pid)]
-        self._new_link(f"ip link add {name} master {master} up type veth peer name {peer}", name, "veth",
-                       [("VETH_INFO_PEER", {"attrs": peer_attrs})], master=master)
+        self._new_link(f"ip link add {name} master {master} type veth peer name {peer}", name, "veth",
+                       [("VETH_INFO_PEER", {"attrs": peer_attrs})], [("IFLA_MASTER", master)])
 
-    def _new_link(self, what: str, name: str, kind: str, data: list, master: int | None = None) -> None:
+    def _new_link(self, what: str, name: str, kind: str, data: list, attrs: list) -> None:
+        """Links are created down, so that what must hold before traffic flows (sysctls) can be set first."""
         info = [("IFLA_INFO_KIND", kind)] + ([("IFLA_INFO_DATA", {"attrs": data})] if data else [])
-        attrs = [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": info})]
-        if master is not None:
-            attrs.append(("IFLA_MASTER", master))
-        self._request(what, self.ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
-                      {"flags": IFF_UP, "change": IFF_UP}, attrs)
+        attrs = [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": info})] + attrs
+        self._request(what, self.ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {}, attrs)
+
+    def up_hairpin(self, index: int) -> None:
+        """Bring bridge port INDEX up in hairpin mode: the bridge may send a frame back out of the port it came
+        in by (a container's request to its own published port, DNAT'd back to it)."""
+        port = [("IFLA_INFO_SLAVE_KIND", "bridge"),
+                ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", 1)]})]
+        self._request(f"ip link set {index} type bridge_slave hairpin on up", self.ifinfmsg, RTM_NEWLINK, 0,
+                      {"index": index, "flags": IFF_UP, "change": IFF_UP}, [("IFLA_LINKINFO", {"attrs": port})])
 
     def up(self, index: int) -> None:
         self._request(f"ip link set {index} up", self.ifinfmsg, RTM_NEWLINK, 0,
