@@ -139,7 +139,7 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         layer = os.path.join(cdir, "layer")
         journal.run(Layer(layer))
         network = _network(spec, net, root, cid, name, journal)
-        binds = dns.write_files(cdir, hostname, network.address if network else None, spec.network)
+        binds = dns.write_files(dns.etc_dir(cdir), hostname, network.address if network else None, spec.network)
         if network and network.net.user_defined:
             journal.run(dns.HostsEntry(root, network.net.bridge, cid, name, network.address))
         binds += [(m.source, m.target, m.readonly) for m in spec.mounts]

@@ -55,8 +55,8 @@ def explain(spec: ContainerSpec, root: str) -> str:
     etc, _ = dns.files(hostname, network["address"] if network else None, spec.network)
     step("/etc/hostname, /etc/hosts and /etc/resolv.conf for the container (runtime/network/dns.py)",
          commands=[line for name, text in etc.items()
-                   for line in _heredoc(f"{cdir}/{name}", text.rstrip("\n").splitlines())])
-    binds = [(f"{cdir}/{name}", f"/etc/{name}", False) for name in etc]
+                   for line in _heredoc(f"{dns.etc_dir(cdir)}/{name}", text.rstrip("\n").splitlines())])
+    binds = [(f"{dns.etc_dir(cdir)}/{name}", f"/etc/{name}", False) for name in etc]
     step("the container's side, run in its new namespaces: rootfs, hostname, wait for the network, "
          "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
          commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, binds, bool(network))))

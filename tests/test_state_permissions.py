@@ -16,7 +16,9 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SECRET = "hunter2-db-password"
 # The container makes a setuid-root copy of a binary (coreutils' id, bound in read-only: busybox drops
 # its setuid privileges by itself) and a device node anyone may open, prints the secret, and stays up.
-PLANT = f"cp /hostid /suid && chmod 4755 /suid && mknod -m 666 /zero c 1 5 && echo log:$SECRET && sleep 300"
+# /etc/hosts is a writable bind of a file in the state root: it gets a setuid program too.
+PLANT = (f"cp /hostid /suid && chmod 4755 /suid && cat /hostid > /etc/hosts && chmod 4755 /etc/hosts && "
+         f"mknod -m 666 /zero c 1 5 && echo log:$SECRET && sleep 300")
 
 
 def as_nobody(*argv: str) -> subprocess.CompletedProcess:
@@ -38,9 +40,12 @@ def _attack(record: dict) -> list[str]:
     """What uid 65534 got out of the state root: empty when nothing."""
     cdir = os.path.join(STATE_ROOT, "containers", record["Id"])
     got = []
-    r = as_nobody(os.path.join(cdir, "layer", "diff", "suid"), "-u")
-    if r.returncode == 0 and r.stdout.strip() != "65534":
-        got.append(f"ran the container's setuid binary as uid {r.stdout.strip()}")
+    hosts = [os.path.join(d, "hosts") for d in (cdir, os.path.join(cdir, "layer"))
+             if os.path.exists(os.path.join(d, "hosts"))]
+    for path in [os.path.join(cdir, "layer", "diff", "suid"), *hosts]:
+        r = as_nobody(path, "-u")
+        if r.returncode == 0 and r.stdout.strip() != "65534":
+            got.append(f"ran the container's setuid binary {os.path.basename(path)} as uid {r.stdout.strip()}")
     r = as_nobody("head", "-c", "4", os.path.join(cdir, "layer", "diff", "zero"))
     if r.returncode == 0:
         got.append("opened the container's device node")
@@ -71,7 +76,7 @@ def test_a_local_user_gets_nothing_from_the_state_root(busybox, clean_host):
         everything += [os.path.join(cdir, n) for n in os.listdir(cdir) if n not in ("hostname", "hosts", "resolv.conf")]
         assert [p for p in everything if not _private(p)] == []
         # The container's own users read the /etc files (bind mounts), so those are 0644 in a 0700 directory.
-        r = pyrun("exec", "planter", "su", "-s", "/bin/cat", "nobody", "/etc/hosts", "/etc/resolv.conf")
+        r = pyrun("exec", "planter", "su", "-s", "/bin/cat", "nobody", "/etc/hostname", "/etc/resolv.conf")
         assert r.returncode == 0, r.stderr
     finally:
         assert pyrun("rm", "-f", "planter").returncode == 0

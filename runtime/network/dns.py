@@ -60,6 +60,13 @@ def files(hostname: str, address: str | None, network: str) -> tuple[dict[str, s
     return {"hostname": hostname + "\n", "hosts": hosts(hostname, address), "resolv.conf": resolv}, fell_back
 
 
+def etc_dir(container_dir: str) -> str:
+    """Where a container's /etc files live on the host: in its layer directory, a nosuid,nodev mount
+    (container.Layer). They are writable binds, so a container can put a program in /etc/hosts and
+    chmod 4755 it; there, that file is no setuid program on the host."""
+    return os.path.join(container_dir, "layer")
+
+
 def write_files(directory: str, hostname: str, address: str | None, network: str) -> list[tuple[str, str, bool]]:
     """Write the three files into DIRECTORY; return the bind mounts (source, target, readonly)."""
     texts, fell_back = files(hostname, address, network)
@@ -99,11 +106,11 @@ class HostsEntry(Step):
                 record = state.read_json(state.record_path(self.root, cid))
             except (FileNotFoundError, ValueError):
                 continue
-            out.append((os.path.join(state.container_dir(self.root, cid), "hosts"), address, record["Name"]))
+            out.append((os.path.join(etc_dir(state.container_dir(self.root, cid)), "hosts"), address, record["Name"]))
         return out
 
     def _own(self) -> str:
-        return os.path.join(state.container_dir(self.root, self.cid), "hosts")
+        return os.path.join(etc_dir(state.container_dir(self.root, self.cid)), "hosts")
 
     def up(self) -> None:
         with state.locked(self.root):
