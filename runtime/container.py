@@ -26,13 +26,12 @@ resident for each detached container is little more than an interpreter.
 import contextlib
 import json
 import os
-import shutil
 import sys
 import threading
 import time
 from dataclasses import dataclass, replace
 
-from runtime import process, signals, state
+from runtime import process, signals, state, tree
 from runtime.cgroups import Cgroup
 from runtime.errors import PyrunError
 from runtime.network import dns
@@ -54,18 +53,13 @@ class Layer(Step):
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
 
     def down(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=False, onerror=_ignore_missing)
+        tree.remove_tree(self.path)  # the container filled it: no depth, link or name of its may stop this
 
     def shell_up(self) -> list[str]:
         return [f"mkdir -p {self.path}/diff {self.path}/work {self.path}/merged"]
 
     def shell_down(self) -> list[str]:
         return [f"rm -rf {self.path}"]
-
-
-def _ignore_missing(_func, _path, exc_info) -> None:
-    if not isinstance(exc_info[1], FileNotFoundError):
-        raise exc_info[1]
 
 
 def now() -> str:
@@ -141,9 +135,9 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         errors = journal.undo()
         if network:
             network.close()
-        for error in errors:
-            print(f"pyrun: teardown: {error}", file=sys.stderr)
-        shutil.rmtree(cdir, ignore_errors=True)
+        _report("teardown of", name, errors)
+        if not errors:  # else the journal stays, for the next reconcile and `pyrun rm` to try again
+            _remove_dir(cdir, name)
         raise
 
 
@@ -180,11 +174,11 @@ def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
         memory = record["HostConfig"]["Memory"] >> 20
         print(f"pyrun: container {record['Name']} was killed by the kernel: out of memory (--memory {memory}m)",
               file=sys.stderr)
-    for error in journal.undo():
-        print(f"pyrun: teardown: {error}", file=sys.stderr)
+    errors = journal.undo()
+    _report("teardown of", record["Name"], errors)
     record["State"].update(Status="exited", Running=False, ExitCode=code, OOMKilled=oom, FinishedAt=now())
-    if record["HostConfig"]["AutoRemove"]:
-        shutil.rmtree(cdir, ignore_errors=True)
+    if record["HostConfig"]["AutoRemove"] and not errors:  # a failed undo keeps its journal for `pyrun rm`
+        _remove_dir(cdir, record["Name"])
     else:
         state.write_json(state.record_path(root, cid), record)
     return code
@@ -305,21 +299,42 @@ def reconcile(root: str) -> list[dict]:
 
     Cheap enough for every `pyrun run`: a directory listing and a stat of
     /proc per container. The records stay, marked "dead", for ps -a and rm.
+    A container whose undo fails is reported (once: it is marked dead all the
+    same) and the others, and the command that called this, go on.
     """
     dead = []
     for record in state.all_records(root):
-        if record["State"]["Status"] in ("exited", "dead") or state.alive(record.get("Monitor")):
-            continue
-        with state.locked(root):  # two reconcilers must not undo the same journal at once
-            if not os.path.exists(state.record_path(root, record["Id"])):
-                continue
-            errors = Journal(state.journal_path(root, record["Id"])).undo()
-            for error in errors:
-                print(f"pyrun: cleaning up after {record['Name']}: {error}", file=sys.stderr)
-            record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
-            state.write_json(state.record_path(root, record["Id"]), record)
-        dead.append(record)
+        try:
+            if _reconcile(root, record):
+                dead.append(record)
+        except Exception as e:
+            _report("cleaning up after", record.get("Name", record.get("Id")), [f"{type(e).__name__}: {e}"])
     return dead
+
+
+def _reconcile(root: str, record: dict) -> bool:
+    if record["State"]["Status"] in ("exited", "dead") or state.alive(record.get("Monitor")):
+        return False
+    with state.locked(root):  # two reconcilers must not undo the same journal at once
+        if not os.path.exists(state.record_path(root, record["Id"])):
+            return False
+        _report("cleaning up after", record["Name"], Journal(state.journal_path(root, record["Id"])).undo())
+        record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
+        state.write_json(state.record_path(root, record["Id"]), record)
+    return True
+
+
+def _remove_dir(cdir: str, name: str) -> None:
+    try:
+        tree.remove_tree(cdir)
+    except OSError as e:
+        _report("removing", name, [str(e)])
+
+
+def _report(what: str, name: str, errors: list[str]) -> None:
+    """One line for one container's failed teardown, however many of its steps failed."""
+    if errors:
+        print(f"pyrun: {what} {name}: {'; '.join(errors)}", file=sys.stderr)
 
 
 def remove(root: str, record: dict) -> None:
@@ -329,7 +344,10 @@ def remove(root: str, record: dict) -> None:
         errors = Journal(state.journal_path(root, record["Id"])).undo()
         if errors:
             raise PyrunError("rm", f"{record['Name']}: " + "; ".join(errors))
-        shutil.rmtree(cdir, ignore_errors=True)
+        try:
+            tree.remove_tree(cdir)
+        except OSError as e:
+            raise PyrunError("rm", f"{record['Name']}: {e}") from None
 
 
 def prune(root: str) -> list[str]:
