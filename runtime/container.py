@@ -190,9 +190,13 @@ def _detach(spec: ContainerSpec, net, root: str, record: dict, verbose: bool) ->
     told, tell = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    if os.fork() == 0:
+    monitor = os.fork()
+    if monitor == 0:
         os.close(told)
         _become_monitor(spec, net, root, record, verbose, tell)
+    # Until the monitor has put itself in the record, the record names this process: what stops it (stop,
+    # rm -f) is meant for the setup the monitor is doing.
+    signals.forward_to(monitor)
     os.close(tell)
     with os.fdopen(told) as f:
         report = f.read()
@@ -208,6 +212,7 @@ def _detach(spec: ContainerSpec, net, root: str, record: dict, verbose: bool) ->
 def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: bool, tell: int) -> None:
     """The forked monitor: detach from the terminal, start the container, then exec monitor.py."""
     try:
+        signals.abort_on_signals()
         os.setsid()
         log = os.open(record["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -216,7 +221,6 @@ def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: 
         os.dup2(log, 2)  # the container inherits these: its output goes to the log
         record["Monitor"] = state.me()
         state.write_json(state.record_path(root, record["Id"]), record)
-        signals.abort_on_signals()
         proc = start(spec, net, root, record, verbose)
     except PyrunError as e:
         os.write(tell, json.dumps({"step": e.step, "error": e.detail, "code": e.exit_code}).encode())
