@@ -89,18 +89,30 @@ def all_records(root: str) -> list[dict]:
     return records
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold spaces and parentheses): state first."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return []
+
+
 def start_time(pid: int) -> int | None:
     """When PID started, in clock ticks since boot: with the pid, it names one process for good."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return int(_stat(pid)[19])
+    except (IndexError, ValueError):
         return None
 
 
 def alive(process: dict | None) -> bool:
-    """Is {"Pid", "StartTime"} still the same running process? A reused pid does not count."""
-    return bool(process) and start_time(process["Pid"]) == process["StartTime"]
+    """Is {"Pid", "StartTime"} still the same running process? A reused pid does not count, nor a zombie
+    (dead, waiting for a parent that may never reap it) or a process being reaped right now."""
+    if not process:
+        return False
+    fields = _stat(process["Pid"])
+    return len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == str(process["StartTime"])
 
 
 def me() -> dict:
