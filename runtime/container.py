@@ -31,12 +31,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from runtime import process, signals, state, tree
+from runtime import logfile, process, signals, state, tree
 from runtime.cgroups import Cgroup
 from runtime.errors import PyrunError
 from runtime.network import dns
 from runtime.spec import BindMount, ContainerSpec, Resources
-from runtime.steps import Journal, Step
+from runtime.steps import Journal, Step, one_line
 
 LOG = "container.log"
 
@@ -66,8 +66,10 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False) -> int:
-    """Run SPEC; return its exit code, or with DETACH print its id and return 0 once it runs."""
+def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False,
+        log: dict | None = None) -> int:
+    """Run SPEC; return its exit code, or with DETACH print its id and return 0 once it runs, its output
+    going to a log bounded by LOG (logfile.parse_log_opts)."""
     state.ensure_root(root)
     net = None
     if spec.network not in ("none", "host"):
@@ -81,6 +83,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     record = state.read_json(state.record_path(root, cid))
     spec = _guard_devices(spec)
     record.update(_describe(spec, cid, remove, cdir))
+    record["HostConfig"]["LogConfig"] = {"Type": "file", "Config": log or dict(logfile.DEFAULTS)}
     if detach:
         return _detach(spec, net, root, record, verbose)
     signals.abort_on_signals()
@@ -216,26 +219,34 @@ def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: 
         os.setsid()
         log = os.open(record["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         null = os.open(os.devnull, os.O_RDONLY)
+        output, into = os.pipe()
         os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)  # the container inherits these: its output goes to the log
+        os.dup2(into, 1)
+        os.dup2(into, 2)  # the container inherits these: its output goes through the monitor into the log
+        os.close(into)
+        sys.stdout = sys.stderr = open(log, "w", buffering=1, closefd=False)  # pyrun's own words go to the log
         record["Monitor"] = state.me()
         state.write_json(state.record_path(root, record["Id"]), record)
         proc = start(spec, net, root, record, verbose)
-    except PyrunError as e:
-        os.write(tell, json.dumps({"step": e.step, "error": e.detail, "code": e.exit_code}).encode())
-        os._exit(e.exit_code)
     except BaseException as e:
-        os.write(tell, json.dumps({"step": "run -d", "error": repr(e), "code": 125}).encode())
-        os._exit(125)
+        if not os.path.exists(state.journal_path(root, record["Id"])):  # start() never began: remove what is here
+            _remove_dir(state.container_dir(root, record["Id"]), record["Name"])
+        step, detail, code = (e.step, e.detail, e.exit_code) if isinstance(e, PyrunError) else ("run -d", repr(e), 125)
+        os.write(tell, json.dumps({"step": step, "error": detail, "code": code}).encode())
+        os._exit(code)
     os.write(tell, b'{"ok": true}')
     os.close(tell)
     for sock in proc.held:  # the published ports stay reserved for as long as the monitor lives
         os.set_inheritable(sock.fileno(), True)
     signals.ignore_signals()
     os.chdir("/")  # hold no directory of the user's busy
+    os.dup2(log, 1)  # the monitor must not hold the pipe's other end, or it would never see it close
+    os.dup2(log, 2)
+    os.set_inheritable(output, True)
+    max_size, max_file = logfile.bounds(record["HostConfig"]["LogConfig"]["Config"])
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid)],
+    os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid),
+                               record["LogPath"], str(output), str(max_size), str(max_file)],
               {**os.environ, "PYTHONPATH": here})
 
 
@@ -312,7 +323,7 @@ def reconcile(root: str) -> list[dict]:
             if _reconcile(root, record):
                 dead.append(record)
         except Exception as e:
-            _report("cleaning up after", record.get("Name", record.get("Id")), [f"{type(e).__name__}: {e}"])
+            _report("cleaning up after", record.get("Name", record.get("Id")), [one_line(e)])
     return dead
 
 

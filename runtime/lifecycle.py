@@ -94,25 +94,58 @@ def inspect(root: str, refs: list[str]) -> list[dict]:
 
 
 def logs(root: str, ref: str, follow: bool = False) -> None:
-    """Copy the container's log to stdout; with FOLLOW, keep copying until the container has exited."""
+    """Copy the container's log to stdout, its rotated files first (logfile.py); with FOLLOW, keep copying
+    until the container has exited."""
+    from runtime import logfile
+
     record = find(root, ref)
-    try:
-        log = open(record["LogPath"], "rb")
-    except FileNotFoundError:
+    path = record["LogPath"]
+    if not os.path.exists(path):
         raise PyrunError("logs", f"container {record['Name']} has no log: only 'pyrun run -d' keeps one "
-                                 "(a foreground container writes to the terminal)") from None
+                                 "(a foreground container writes to the terminal)")
     out = sys.stdout.buffer
-    with log:
+    log = None
+    try:
         while True:
-            data = log.read(65536)
+            data = log.read(65536) if log else b""
             if data:
                 out.write(data)
                 out.flush()
                 continue
+            later = _after(logfile.files(path), log)
+            if later:  # the file read to its end was rotated (or it is the start): on to the next one
+                if log:
+                    log.close()
+                log = later
+                continue
             if not follow or not _still_there(root, record):
-                out.write(log.read())  # what was written between the last read and the exit
+                if log:
+                    out.write(log.read())  # what was written between the last read and the exit
                 return
             time.sleep(0.1)
+    finally:
+        if log:
+            log.close()
+
+
+def _after(names: list[str], log):
+    """The log file that follows LOG among NAMES (oldest first), open; None if LOG is the newest."""
+    inodes = []
+    for name in names:
+        try:
+            inodes.append(os.stat(name).st_ino)
+        except FileNotFoundError:
+            inodes.append(None)  # between a rename and the new file: look again next time
+    if log is None or os.fstat(log.fileno()).st_ino not in inodes:
+        following = names  # the start, or we were so slow that ours has been dropped: the oldest there is
+    else:
+        following = names[inodes.index(os.fstat(log.fileno()).st_ino) + 1:]
+    for name in following:
+        try:
+            return open(name, "rb")
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def _still_there(root: str, record: dict) -> bool:

@@ -54,9 +54,14 @@ def locked(root: str):
 
 def write_json(path: str, data: dict) -> None:
     tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:  # a full state root, most likely: say so in one line, and leave no half-written file
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise PyrunError("state", f"cannot write {path}: {e.strerror}") from None
 
 
 def read_json(path: str) -> dict:
@@ -128,6 +133,9 @@ def new_container(root: str, name: str | None) -> tuple[str, str]:
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     os.makedirs(container_dir(root, cid))
-    write_json(record_path(root, cid),
-               {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
+    try:
+        write_json(record_path(root, cid), {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
+    except PyrunError:
+        os.rmdir(container_dir(root, cid))
+        raise
     return cid, name

@@ -72,10 +72,13 @@ class Journal:
         self.trace = trace
 
     def run(self, step: Step) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(step.record()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(step.record()) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full state root: the step is not taken, and undo skips a line cut short
+            raise PyrunError("journal", f"cannot write {self.path}: {e.strerror}") from None
         started = time.monotonic()
         step.up()
         self._trace(started, step.shell_up(), "")
@@ -107,7 +110,7 @@ class Journal:
                     out.append(Step.from_record(json.loads(line)))
             except Exception as e:
                 if line.endswith("\n"):
-                    out.append(f"journal line {number} unreadable: {_why(e)}")
+                    out.append(f"journal line {number} unreadable: {one_line(e)}")
         return out
 
     def undo(self) -> list[str]:
@@ -129,13 +132,13 @@ class Journal:
                 else:
                     self._trace(started, step.shell_down(), "undo: ")
             except Exception as e:  # whatever one undo meets, the others still run
-                errors.append(f"undo {step.kind}: {_why(e)}")
+                errors.append(f"undo {step.kind}: {one_line(e)}")
         for step, started, finish in unfinished:
             try:
                 finish()
                 self._trace(started, step.shell_down(), "undo: ")
             except Exception as e:
-                errors.append(f"undo {step.kind}: {_why(e)}")
+                errors.append(f"undo {step.kind}: {one_line(e)}")
         if not errors:
             try:
                 os.unlink(self.path)
@@ -144,7 +147,7 @@ class Journal:
         return errors
 
 
-def _why(e: Exception) -> str:
+def one_line(e: Exception) -> str:
     """E as part of one line: pyrun's and the kernel's errors say enough, anything else also says its type."""
     text = str(e) if isinstance(e, (OSError, PyrunError)) else f"{type(e).__name__}: {e}"
     return " ".join(text.split())
