@@ -1,4 +1,5 @@
 """pyrun's command line: parse, call the library, print. Nothing else lives here."""
+import errno
 import gc
 import os
 import sys
@@ -65,11 +66,13 @@ def run(
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
+    log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "
+                                                             "max-file=COUNT (2), as Docker's json-file."),
     verbose: bool = typer.Option(False, "--verbose", help="Print each host-side step as it is done."),
     explain: bool = typer.Option(False, "--explain", help="Change nothing; print the same work as a shell script."),
 ):
     """Run COMMAND in a new container made from ROOTFS."""
-    from runtime import container, spec as specmod
+    from runtime import container, logfile, spec as specmod
 
     if not explain:
         _require_root()
@@ -78,6 +81,7 @@ def run(
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
         security_opt=security_opt)
+    log = logfile.parse_log_opts(log_opt)
     if explain:
         from runtime import explain as explainmod, state
 
@@ -85,7 +89,7 @@ def run(
         return
     if detach and (interactive or tty):
         raise PyrunError("invalid -d", "a detached container cannot be given -i or -t (pyrun has no attach)")
-    sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach))
+    sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach, log=log))
 
 
 @app.command("ps")
@@ -346,6 +350,11 @@ def main() -> None:
             sys.exit(EXIT_PYRUN)
         except typer.Abort:
             sys.exit(130)
+        except OSError as e:  # a full state root wherever pyrun writes it: one line, as for any error of pyrun's
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            print(f"pyrun: {e.filename or 'state'}: {e.strerror}", file=sys.stderr)
+            sys.exit(EXIT_PYRUN)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
         if code == 1 and not isinstance(e.code, int):

@@ -28,18 +28,17 @@ import errno
 import json
 import os
 import shlex
-import shutil
 import sys
 import threading
 import time
 from dataclasses import dataclass, replace
 
-from runtime import process, signals, state
+from runtime import logfile, process, signals, state, tree
 from runtime.cgroups import Cgroup
 from runtime.errors import PyrunError
 from runtime.network import dns
 from runtime.spec import BindMount, ContainerSpec, Resources
-from runtime.steps import Journal, Step
+from runtime.steps import Journal, Step, one_line
 from runtime.syscalls import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_REMOUNT, mount, umount2
 
 LOG = "container.log"
@@ -74,7 +73,7 @@ class Layer(Step):
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
                 raise
-        shutil.rmtree(self.path, ignore_errors=False, onerror=_ignore_missing)
+        tree.remove_tree(self.path)  # the container filled it: no depth, link or name of its may stop this
 
     def shell_up(self) -> list[str]:
         path = shlex.quote(self.path)
@@ -87,17 +86,14 @@ class Layer(Step):
         return [f"umount -l {path}", f"rm -rf {path}"]
 
 
-def _ignore_missing(_func, _path, exc_info) -> None:
-    if not isinstance(exc_info[1], FileNotFoundError):
-        raise exc_info[1]
-
-
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False) -> int:
-    """Run SPEC; return its exit code, or with DETACH print its id and return 0 once it runs."""
+def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False,
+        log: dict | None = None) -> int:
+    """Run SPEC; return its exit code, or with DETACH print its id and return 0 once it runs, its output
+    going to a log bounded by LOG (logfile.parse_log_opts)."""
     state.ensure_root(root)
     net = None
     if spec.network not in ("none", "host"):
@@ -111,6 +107,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     record = state.read_json(state.record_path(root, cid))
     spec = _guard_devices(spec)
     record.update(_describe(spec, cid, remove, cdir))
+    record["HostConfig"]["LogConfig"] = {"Type": "file", "Config": log or dict(logfile.DEFAULTS)}
     if detach:
         return _detach(spec, net, root, record, verbose)
     signals.abort_on_signals()
@@ -166,9 +163,9 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         if network:
             network.close()  # first: a run that ran out of file descriptors needs them back to undo
         errors = journal.undo()
-        for error in errors:
-            print(f"pyrun: teardown: {error}", file=sys.stderr)
-        shutil.rmtree(cdir, ignore_errors=True)
+        _report("teardown of", name, errors)
+        if not errors:  # else the journal stays, for the next reconcile and `pyrun rm` to try again
+            _remove_dir(cdir, name)
         if reported:
             raise reported from None
         raise
@@ -207,14 +204,14 @@ def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
         memory = record["HostConfig"]["Memory"] >> 20
         print(f"pyrun: container {record['Name']} was killed by the kernel: out of memory (--memory {memory}m)",
               file=sys.stderr)
-    for error in journal.undo():
-        print(f"pyrun: teardown: {error}", file=sys.stderr)
+    errors = journal.undo()
+    _report("teardown of", record["Name"], errors)
     record["State"].update(Status="exited", Running=False, ExitCode=code, OOMKilled=oom, FinishedAt=now())
     with open(os.open(os.path.join(cdir, EXIT_CODE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
               "w") as f:
         f.write(str(code))
-    if record["HostConfig"]["AutoRemove"]:
-        shutil.rmtree(cdir, ignore_errors=True)
+    if record["HostConfig"]["AutoRemove"] and not errors:  # a failed undo keeps its journal for `pyrun rm`
+        _remove_dir(cdir, record["Name"])
     else:
         state.write_json(state.record_path(root, cid), record)
     return code
@@ -226,9 +223,13 @@ def _detach(spec: ContainerSpec, net, root: str, record: dict, verbose: bool) ->
     told, tell = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    if os.fork() == 0:
+    monitor = os.fork()
+    if monitor == 0:
         os.close(told)
         _become_monitor(spec, net, root, record, verbose, tell)
+    # Until the monitor has put itself in the record, the record names this process: what stops it (stop,
+    # rm -f) is meant for the setup the monitor is doing.
+    signals.forward_to(monitor)
     os.close(tell)
     with os.fdopen(told) as f:
         report = f.read()
@@ -244,30 +245,38 @@ def _detach(spec: ContainerSpec, net, root: str, record: dict, verbose: bool) ->
 def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: bool, tell: int) -> None:
     """The forked monitor: detach from the terminal, start the container, then exec monitor.py."""
     try:
+        signals.abort_on_signals()
         os.setsid()
         log = os.open(record["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
+        output, into = os.pipe()
         os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)  # the container inherits these: its output goes to the log
+        os.dup2(into, 1)
+        os.dup2(into, 2)  # the container inherits these: its output goes through the monitor into the log
+        os.close(into)
+        sys.stdout = sys.stderr = open(log, "w", buffering=1, closefd=False)  # pyrun's own words go to the log
         record["Monitor"] = state.me()
         state.write_json(state.record_path(root, record["Id"]), record)
-        signals.abort_on_signals()
         proc = start(spec, net, root, record, verbose)
-    except PyrunError as e:
-        os.write(tell, json.dumps({"step": e.step, "error": e.detail, "code": e.exit_code}).encode())
-        os._exit(e.exit_code)
     except BaseException as e:
-        os.write(tell, json.dumps({"step": "run -d", "error": repr(e), "code": 125}).encode())
-        os._exit(125)
+        if not os.path.exists(state.journal_path(root, record["Id"])):  # start() never began: remove what is here
+            _remove_dir(state.container_dir(root, record["Id"]), record["Name"])
+        step, detail, code = (e.step, e.detail, e.exit_code) if isinstance(e, PyrunError) else ("run -d", repr(e), 125)
+        os.write(tell, json.dumps({"step": step, "error": detail, "code": code}).encode())
+        os._exit(code)
     os.write(tell, b'{"ok": true}')
     os.close(tell)
     for sock in proc.held:  # the published ports stay reserved for as long as the monitor lives
         os.set_inheritable(sock.fileno(), True)
     signals.ignore_signals()
     os.chdir("/")  # hold no directory of the user's busy
+    os.dup2(log, 1)  # the monitor must not hold the pipe's other end, or it would never see it close
+    os.dup2(log, 2)
+    os.set_inheritable(output, True)
+    max_size, max_file = logfile.bounds(record["HostConfig"]["LogConfig"]["Config"])
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid)],
+    os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid),
+                               record["LogPath"], str(output), str(max_size), str(max_file)],
               {**os.environ, "PYTHONPATH": here})
 
 
@@ -335,21 +344,42 @@ def reconcile(root: str) -> list[dict]:
 
     Cheap enough for every `pyrun run`: a directory listing and a stat of
     /proc per container. The records stay, marked "dead", for ps -a and rm.
+    A container whose undo fails is reported (once: it is marked dead all the
+    same) and the others, and the command that called this, go on.
     """
     dead = []
     for record in state.all_records(root):
-        if record["State"]["Status"] in ("exited", "dead") or state.alive(record.get("Monitor")):
-            continue
-        with state.locked(root):  # two reconcilers must not undo the same journal at once
-            if not os.path.exists(state.record_path(root, record["Id"])):
-                continue
-            errors = Journal(state.journal_path(root, record["Id"])).undo()
-            for error in errors:
-                print(f"pyrun: cleaning up after {record['Name']}: {error}", file=sys.stderr)
-            record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
-            state.write_json(state.record_path(root, record["Id"]), record)
-        dead.append(record)
+        try:
+            if _reconcile(root, record):
+                dead.append(record)
+        except Exception as e:
+            _report("cleaning up after", record.get("Name", record.get("Id")), [one_line(e)])
     return dead
+
+
+def _reconcile(root: str, record: dict) -> bool:
+    if record["State"]["Status"] in ("exited", "dead") or state.alive(record.get("Monitor")):
+        return False
+    with state.locked(root):  # two reconcilers must not undo the same journal at once
+        if not os.path.exists(state.record_path(root, record["Id"])):
+            return False
+        _report("cleaning up after", record["Name"], Journal(state.journal_path(root, record["Id"])).undo())
+        record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
+        state.write_json(state.record_path(root, record["Id"]), record)
+    return True
+
+
+def _remove_dir(cdir: str, name: str) -> None:
+    try:
+        tree.remove_tree(cdir)
+    except OSError as e:
+        _report("removing", name, [str(e)])
+
+
+def _report(what: str, name: str, errors: list[str]) -> None:
+    """One line for one container's failed teardown, however many of its steps failed."""
+    if errors:
+        print(f"pyrun: {what} {name}: {'; '.join(errors)}", file=sys.stderr)
 
 
 def remove(root: str, record: dict) -> None:
@@ -359,7 +389,10 @@ def remove(root: str, record: dict) -> None:
         errors = Journal(state.journal_path(root, record["Id"])).undo()
         if errors:
             raise PyrunError("rm", f"{record['Name']}: " + "; ".join(errors))
-        shutil.rmtree(cdir, ignore_errors=True)
+        try:
+            tree.remove_tree(cdir)
+        except OSError as e:
+            raise PyrunError("rm", f"{record['Name']}: {e}") from None
 
 
 def prune(root: str) -> list[str]:

@@ -95,33 +95,63 @@ def inspect(root: str, refs: list[str]) -> list[dict]:
 
 
 def logs(root: str, ref: str, follow: bool = False) -> None:
-    """Copy the container's log to stdout; with FOLLOW, keep copying until the container has exited."""
+    """Copy the container's log to stdout, its rotated files first (logfile.py); with FOLLOW, keep copying
+    until the container has exited."""
+    from runtime import logfile
+
     record = find(root, ref)
-    try:
-        log = open(record["LogPath"], "rb")
-    except FileNotFoundError:
+    path = record["LogPath"]
+    if not os.path.exists(path):
         raise PyrunError("logs", f"container {record['Name']} has no log: only 'pyrun run -d' keeps one "
-                                 "(a foreground container writes to the terminal)") from None
+                                 "(a foreground container writes to the terminal)")
     out = sys.stdout.buffer
-    with log:
+    log = None
+    try:
         while True:
-            data = log.read(65536)
+            data = log.read(65536) if log else b""
             if data:
                 out.write(data)
                 out.flush()
                 continue
+            later = _after(logfile.files(path), log)
+            if later:  # the file read to its end was rotated (or it is the start): on to the next one
+                if log:
+                    log.close()
+                log = later
+                continue
             if not follow or not _still_there(root, record):
-                out.write(log.read())  # what was written between the last read and the exit
+                if log:
+                    out.write(log.read())  # what was written between the last read and the exit
                 return
             time.sleep(0.1)
+    finally:
+        if log:
+            log.close()
+
+
+def _after(names: list[str], log):
+    """The log file that follows LOG among NAMES (oldest first), open; None if LOG is the newest."""
+    inodes = []
+    for name in names:
+        try:
+            inodes.append(os.stat(name).st_ino)
+        except FileNotFoundError:
+            inodes.append(None)  # between a rename and the new file: look again next time
+    if log is None or os.fstat(log.fileno()).st_ino not in inodes:
+        following = names  # the start, or we were so slow that ours has been dropped: the oldest there is
+    else:
+        following = names[inodes.index(os.fstat(log.fileno()).st_ino) + 1:]
+    for name in following:
+        try:
+            return open(name, "rb")
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def _still_there(root: str, record: dict) -> bool:
     """Is the container still being set up, running, or being torn down by a live monitor?"""
-    try:
-        return status(state.read_json(state.record_path(root, record["Id"]))) in ("created", "running", "stopping")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
+    return _status_now(root, record) in ("created", "running", "stopping")
 
 
 def parse_signal(value: str) -> signal.Signals:
@@ -151,18 +181,19 @@ def kill(root: str, ref: str, sig: signal.Signals = signal.SIGKILL) -> dict:
     return record
 
 
-def _signal(record: dict, sig: signal.Signals) -> None:
-    """Send SIG to the record's PID 1 if it is still that process; if it has exited meanwhile, do nothing."""
-    init = record.get("Init")
-    if not init:
+def _signal(record: dict, sig: signal.Signals, to: str = "Init") -> None:
+    """Send SIG to the record's PID 1 (or TO: its "Monitor") if it is still that process; if it has exited
+    meanwhile, do nothing."""
+    process = record.get(to)
+    if not process:
         return
     # pidfd_open pins the process: if it died after the check below, the signal cannot reach a newcomer.
     try:
-        pidfd = os.pidfd_open(init["Pid"])
+        pidfd = os.pidfd_open(process["Pid"])
     except ProcessLookupError:
         return
     try:
-        if state.alive(init):
+        if state.alive(process):
             signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
         pass
@@ -172,9 +203,13 @@ def _signal(record: dict, sig: signal.Signals) -> None:
 
 def wait_gone(root: str, record: dict, timeout: float) -> bool:
     """Wait until the container's monitor has finished its teardown; False if TIMEOUT passed first."""
+    return _wait(lambda: not _still_there(root, record), timeout)
+
+
+def _wait(done, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _still_there(root, record):
+        if done():
             return True
         time.sleep(0.02)
     return False
@@ -186,12 +221,42 @@ def stop(root: str, ref: str, timeout: float = 10) -> None:
     Stopping a container that is not running is not an error: it may have exited a moment ago.
     """
     record = find(root, ref)
-    if status(record) != "running":
+    if status(record) == "created":
+        _abort_setup(root, record, timeout)
+        record = _current(root, record)
+    if not record or status(record) != "running":
         return
     _signal(record, signal.SIGTERM)  # it may exit on its own meanwhile: no error then
     if not wait_gone(root, record, timeout):
         _signal(record, signal.SIGKILL)
         wait_gone(root, record, 30)
+
+
+def _abort_setup(root: str, record: dict, timeout: float) -> None:
+    """Stop the pyrun that is still setting the container up.
+
+    SIGTERM makes it undo what it has done and remove the container (signals.abort_on_signals). One that
+    has not ended within TIMEOUT is killed, and its journal undone here, as any dead pyrun's is. If the
+    command has started meanwhile, the container is running now, and the caller goes on to stop it."""
+    _signal(record, signal.SIGTERM, to="Monitor")
+    if not _wait(lambda: _status_now(root, record) != "created", timeout):
+        _signal(_current(root, record) or record, signal.SIGKILL, to="Monitor")
+        _wait(lambda: _status_now(root, record) != "created", 1)
+    if _status_now(root, record) == "dead":
+        container.reconcile(root)
+
+
+def _current(root: str, record: dict) -> dict | None:
+    """The record as it is now; None once the container is gone."""
+    try:
+        return state.read_json(state.record_path(root, record["Id"]))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _status_now(root: str, record: dict) -> str | None:
+    now = _current(root, record)
+    return status(now) if now else None
 
 
 def rm(root: str, ref: str, force: bool = False) -> None:
@@ -201,7 +266,9 @@ def rm(root: str, ref: str, force: bool = False) -> None:
     if now in ("running", "created", "stopping"):
         if not force:
             raise PyrunError("rm", f"container {record['Name']} is {now}: stop it first, or use 'pyrun rm -f'")
-        _signal(record, signal.SIGKILL)
+        if now == "created":
+            _abort_setup(root, record, 2)
+        _signal(_current(root, record) or record, signal.SIGKILL)  # its command may have started meanwhile
         if not wait_gone(root, record, 30):
             raise PyrunError("rm", f"container {record['Name']} did not stop within 30 s")
     if os.path.isdir(state.container_dir(root, record["Id"])):

@@ -44,7 +44,8 @@ class ContainerProcess:
             if self.tty:
                 self.master = sync.expect(self.sock, "pty")["fds"][0]
             sync.expect(self.sock, "ready")
-        except PyrunError:
+        except PyrunError:  # PID 1 failed and is exiting, or a signal aborts the setup while it waits for "go"
+            self.kill()
             self.reap()
             self.sock.close()
             raise

@@ -69,9 +69,14 @@ def locked(root: str):
 
 def write_json(path: str, data: dict) -> None:
     tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:  # a full state root, most likely: say so in one line, and leave no half-written file
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise PyrunError("state", f"cannot write {path}: {e.strerror}") from None
 
 
 def read_json(path: str) -> dict:
@@ -104,18 +109,30 @@ def all_records(root: str) -> list[dict]:
     return records
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold spaces and parentheses): state first."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return []
+
+
 def start_time(pid: int) -> int | None:
     """When PID started, in clock ticks since boot: with the pid, it names one process for good."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return int(_stat(pid)[19])
+    except (IndexError, ValueError):
         return None
 
 
 def alive(process: dict | None) -> bool:
-    """Is {"Pid", "StartTime"} still the same running process? A reused pid does not count."""
-    return bool(process) and start_time(process["Pid"]) == process["StartTime"]
+    """Is {"Pid", "StartTime"} still the same running process? A reused pid does not count, nor a zombie
+    (dead, waiting for a parent that may never reap it) or a process being reaped right now."""
+    if not process:
+        return False
+    fields = _stat(process["Pid"])
+    return len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == str(process["StartTime"])
 
 
 def me() -> dict:
@@ -131,6 +148,9 @@ def new_container(root: str, name: str | None) -> tuple[str, str]:
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     os.makedirs(container_dir(root, cid), 0o700)
-    write_json(record_path(root, cid),
-               {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
+    try:
+        write_json(record_path(root, cid), {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
+    except PyrunError:
+        os.rmdir(container_dir(root, cid))
+        raise
     return cid, name

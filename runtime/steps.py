@@ -72,10 +72,13 @@ class Journal:
         self.trace = trace
 
     def run(self, step: Step) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(step.record()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(step.record()) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full state root: the step is not taken, and undo skips a line cut short
+            raise PyrunError("journal", f"cannot write {self.path}: {e.strerror}") from None
         started = time.monotonic()
         step.up()
         self._trace(started, step.shell_up(), "")
@@ -89,11 +92,26 @@ class Journal:
                 print(f"pyrun: [{took:6.1f} ms] {prefix}{command}", file=sys.stderr)
 
     def steps(self) -> list[Step]:
+        return [step for step in self._read() if isinstance(step, Step)]
+
+    def _read(self) -> list:
+        """The recorded steps, oldest first; a line that cannot be read is there as the error that says so.
+
+        A last line cut short was being written when pyrun was killed: its step was never started."""
         try:
             with open(self.path) as f:
-                return [Step.from_record(json.loads(line)) for line in f if line.strip()]
+                lines = f.readlines()
         except FileNotFoundError:
             return []
+        out: list = []
+        for number, line in enumerate(lines, 1):
+            try:
+                if line.strip():
+                    out.append(Step.from_record(json.loads(line)))
+            except Exception as e:
+                if line.endswith("\n"):
+                    out.append(f"journal line {number} unreadable: {one_line(e)}")
+        return out
 
     def undo(self) -> list[str]:
         """Undo every recorded step, newest first. Keeps going past failures and returns them.
@@ -102,7 +120,10 @@ class Journal:
         makes both an nftables rule deletion and a veth pair's deletion wait out an RCU grace period
         (~15 ms each), and done side by side they wait for one."""
         errors, unfinished = [], []
-        for step in reversed(self.steps()):
+        for step in reversed(self._read()):
+            if not isinstance(step, Step):
+                errors.append(step)
+                continue
             started = time.monotonic()
             try:
                 finish = step.down()
@@ -110,20 +131,26 @@ class Journal:
                     unfinished.append((step, started, finish))
                 else:
                     self._trace(started, step.shell_down(), "undo: ")
-            except (OSError, PyrunError) as e:
-                errors.append(f"undo {step.kind}: {e}")
+            except Exception as e:  # whatever one undo meets, the others still run
+                errors.append(f"undo {step.kind}: {one_line(e)}")
         for step, started, finish in unfinished:
             try:
                 finish()
                 self._trace(started, step.shell_down(), "undo: ")
-            except (OSError, PyrunError) as e:
-                errors.append(f"undo {step.kind}: {e}")
+            except Exception as e:
+                errors.append(f"undo {step.kind}: {one_line(e)}")
         if not errors:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
         return errors
+
+
+def one_line(e: Exception) -> str:
+    """E as part of one line: pyrun's and the kernel's errors say enough, anything else also says its type."""
+    text = str(e) if isinstance(e, (OSError, PyrunError)) else f"{type(e).__name__}: {e}"
+    return " ".join(text.split())
 
 
 def _pause(kind: str) -> None:

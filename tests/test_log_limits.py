@@ -1,0 +1,88 @@
+"""A container cannot fill the state root through its stdout, and a full state root is one line (issue 16)."""
+import glob
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import pyrun, wait_for
+
+
+@pytest.fixture
+def small_root(clean_host):
+    """A state root of its own on a 16 MB tmpfs, mounted in the tests' own mount namespace."""
+    path = tempfile.mkdtemp(prefix="pyrun-small-root-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", path], check=True)
+    yield path
+    subprocess.run(["umount", path], check=True)
+    os.rmdir(path)
+
+
+def tree(path: str) -> list[tuple[str, int]]:
+    return sorted((os.path.relpath(os.path.join(d, n), path), os.lstat(os.path.join(d, n)).st_size)
+                  for d, dirs, names in os.walk(path) for n in dirs + names)
+
+
+def log_sizes(root: str) -> list[int]:
+    return [os.path.getsize(f) for f in glob.glob(f"{root}/containers/*/container.log*")]
+
+
+def test_a_flood_on_stdout_stays_within_max_size_times_max_file(busybox, small_root):
+    # 400 MB of output, 25 times the state root: the log keeps the last 3 x 1 MiB of it.
+    script = "i=0; while [ $i -lt 400 ]; do head -c 1048576 /dev/zero | tr '\\0' x; i=$((i+1)); done; echo; echo END"
+    r = pyrun("--root", small_root, "run", "-d", "--read-only", "--network", "none", "--name", "flood",
+              "--log-opt", "max-size=1m", "--log-opt", "max-file=3", busybox, "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    seen = []
+
+    def finished() -> bool:
+        sizes = log_sizes(small_root)
+        seen.append(sizes)
+        return pyrun("--root", small_root, "logs", "flood").stdout.endswith("\nEND\n")
+
+    wait_for(finished, timeout=120, what="the flood to end")
+    assert all(len(s) <= 3 and all(size <= 1 << 20 for size in s) for s in seen), seen
+    out = pyrun("--root", small_root, "logs", "flood").stdout
+    assert 2 << 20 < len(out) <= 3 << 20 and set(out[:-5]) <= {"x", "\n"}  # the rotated files, oldest first
+    r = pyrun("--root", small_root, "inspect", "flood")
+    assert '"max-size": "1m"' in r.stdout and '"max-file": "3"' in r.stdout
+    wait_for(lambda: "exited" in pyrun("--root", small_root, "ps", "-a").stdout, what="the teardown")
+    assert pyrun("--root", small_root, "rm", "flood").returncode == 0
+
+
+def test_logs_follow_reads_across_rotations(busybox, small_root):
+    script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done"
+    r = pyrun("--root", small_root, "run", "-d", "--network", "none", "--name", "talker", "--log-opt", "max-size=4k",
+              "--log-opt", "max-file=100", busybox, "sh", "-c", "sleep 0.5; " + script)
+    assert r.returncode == 0, r.stderr
+    follow = pyrun("--root", small_root, "logs", "-f", "talker")
+    assert follow.stdout == "".join(f"line {i}\n" for i in range(3000))  # 100 files of 4k hold it all
+    assert len(log_sizes(small_root)) > 5
+    assert pyrun("--root", small_root, "rm", "talker").returncode == 0
+
+
+@pytest.mark.parametrize("value", ["max-size=0", "max-size=10q", "max-file=0", "max-file=x", "compress=1", "max-size"])
+def test_bad_log_opts_are_125(busybox, clean_host, value):
+    r = pyrun("run", "-d", "--log-opt", value, busybox, "true")
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1 and repr(value) in r.stderr, r.stderr
+
+
+def test_a_full_state_root_is_one_line_and_leaves_nothing(busybox, small_root):
+    assert pyrun("--root", small_root, "run", "--rm", "--network", "none", busybox, "true").returncode == 0
+    with open(os.path.join(small_root, "filler"), "wb") as f:  # as a container's log once filled it
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    before = tree(small_root)
+    for args in (["run", "--network", "none", busybox, "true"], ["run", "-d", "--network", "none", busybox, "true"]):
+        r = pyrun("--root", small_root, *args)
+        assert r.returncode == 125 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "No space left on device" in r.stderr, r.stderr
+        assert tree(small_root) == before
+    os.unlink(os.path.join(small_root, "filler"))
+    # clean_host: no cgroup, mount or anything else left behind
