@@ -103,6 +103,12 @@ def all_records(root: str) -> list[dict]:
     return records
 
 
+def published(record: dict) -> list[str]:
+    """The record's published ports as `docker ps` shows them: HOST_IP:HOST_PORT->PORT/PROTO."""
+    return [f"{b['HostIp']}:{b['HostPort']}->{port}"
+            for port, binds in record.get("NetworkSettings", {}).get("Ports", {}).items() for b in binds]
+
+
 def start_time(pid: int) -> int | None:
     """When PID started, in clock ticks since boot: with the pid, it names one process for good."""
     try:
