@@ -13,6 +13,8 @@ gc.disable()
 import typer
 from click.exceptions import ClickException  # typer 0.20 parses with click (pyproject.toml says why 0.20)
 
+# Only typer and errors.py at module level: each command imports the modules it uses inside its function, so
+# `pyrun ps` does not load run's (container, process, init, seccomp, spec, cgroups: ~10-20 ms at every start).
 from runtime.errors import EXIT_PYRUN, PyrunError
 
 # Help is click's plain text: option texts such as "[IP:]HOST:CONTAINER[/tcp|udp]" are not rich markup (read as

@@ -333,12 +333,6 @@ def _ports(spec: ContainerSpec) -> dict:
     return ports
 
 
-def published(record: dict) -> list[str]:
-    """The record's published ports as `docker ps` shows them: HOST_IP:HOST_PORT->PORT/PROTO."""
-    return [f"{b['HostIp']}:{b['HostPort']}->{port}"
-            for port, binds in record.get("NetworkSettings", {}).get("Ports", {}).items() for b in binds]
-
-
 def reconcile(root: str) -> list[dict]:
     """Undo what crashed pyruns left: the journal of every container whose monitor died unannounced.
 

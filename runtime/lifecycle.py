@@ -12,12 +12,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 
-from runtime import container, state
-from runtime.container import EXIT_CODE
+from runtime import state
 from runtime.errors import PyrunError
 
+# runtime.container (and with it process, init, seccomp, spec, cgroups: ~10 ms of imports) is imported inside
+# the functions that need it, so that ps, logs, inspect, kill and stop do not pay for it.
 
 def find(root: str, ref: str) -> dict:
     """The record named REF: a name, an id, or an unambiguous prefix of an id."""
@@ -67,7 +67,7 @@ def ps(root: str, show_all: bool = False) -> list[dict]:
                      "STATUS": f"exited ({st['ExitCode']})" if now == "exited" else now,
                      "PID": str(st.get("Pid", "")) if now == "running" else "",
                      "IP": net.get("IPAddress", "") if now == "running" else "",
-                     "PORTS": ", ".join(container.published(record)), "COMMAND": " ".join(record.get("Config", {}).get("Cmd", [])),
+                     "PORTS": ", ".join(state.published(record)), "COMMAND": " ".join(record.get("Config", {}).get("Cmd", [])),
                      "CREATED": _ago(record.get("Created"))})
     return rows
 
@@ -261,6 +261,8 @@ def _status_now(root: str, record: dict) -> str | None:
 
 def rm(root: str, ref: str, force: bool = False) -> None:
     """Remove a container that is not running; with FORCE, kill it first."""
+    from runtime import container
+
     record = find(root, ref)
     now = status(record)
     if now in ("running", "created", "stopping"):
@@ -278,7 +280,9 @@ def rm(root: str, ref: str, force: bool = False) -> None:
 def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]], workdir: str | None,
             interactive: bool, tty: bool) -> int:
     """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs."""
-    from runtime import process, signals
+    from dataclasses import replace
+
+    from runtime import container, process, signals
     from runtime.cgroups import Cgroup
     from runtime.steps import Journal
 
@@ -309,7 +313,7 @@ def docker_row(record: dict) -> dict:
     config = record.get("Config", {})
     return {"ID": record["Id"][:12], "Names": record["Name"], "Image": config.get("Image", ""),
             "Command": json.dumps(" ".join(config.get("Cmd", []))), "CreatedAt": record.get("Created", ""),
-            "RunningFor": _ago(record.get("Created")), "Ports": ", ".join(container.published(record)),
+            "RunningFor": _ago(record.get("Created")), "Ports": ", ".join(state.published(record)),
             "Status": shown, "State": now, "Networks": record.get("HostConfig", {}).get("NetworkMode", ""),
             "Mounts": ",".join(record.get("HostConfig", {}).get("Binds", []))}
 
@@ -323,9 +327,11 @@ def wait(root: str, ref: str) -> int:
 
     A --rm container's record is gone as soon as it has exited, so the code is read from the file
     finish() writes it to before removing anything: opened here first, it stays readable once unlinked."""
+    from runtime import container
+
     record = find(root, ref)
     try:
-        code = os.open(os.path.join(state.container_dir(root, record["Id"]), EXIT_CODE),
+        code = os.open(os.path.join(state.container_dir(root, record["Id"]), container.EXIT_CODE),
                        os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:  # removed since find()
         code = None

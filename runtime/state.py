@@ -109,6 +109,12 @@ def all_records(root: str) -> list[dict]:
     return records
 
 
+def published(record: dict) -> list[str]:
+    """The record's published ports as `docker ps` shows them: HOST_IP:HOST_PORT->PORT/PROTO."""
+    return [f"{b['HostIp']}:{b['HostPort']}->{port}"
+            for port, binds in record.get("NetworkSettings", {}).get("Ports", {}).items() for b in binds]
+
+
 def _stat(pid: int) -> list[str]:
     """/proc/PID/stat's fields after the command name (which may hold spaces and parentheses): state first."""
     try:

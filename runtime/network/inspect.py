@@ -11,7 +11,6 @@ from runtime.network import networks
 
 
 def gather(root: str, name: str) -> dict:
-    from runtime.container import published
     from runtime.network.bridge import host_end, netlink, netns_name
     from runtime.network.doctor import holder
 
@@ -32,7 +31,7 @@ def gather(root: str, name: str) -> dict:
                 "peer_ifindex": link.get_attr("IFLA_LINK") if link else None,
                 "netns": netns_name(record["Name"], root), "ip": settings.get("IPAddress", ""),
                 "mac": settings.get("MacAddress", ""),
-                "ports": published(record),
+                "ports": state.published(record),
                 # who holds each host port, as `ss -lnp` names it
                 "held_by": [holder(int(b["HostPort"]), port.split("/")[1])
                             for port, binds in settings.get("Ports", {}).items() for b in binds]})
