@@ -1,0 +1,53 @@
+"""Where a Docker user's habit misleads, pyrun says what it expected instead, in one line."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, pyrun
+
+
+def pyrun_in(cwd, *args: str) -> subprocess.CompletedProcess:
+    """pyrun run from another directory, where a relative ROOTFS such as "alpine" is looked up."""
+    return subprocess.run([sys.executable, "-m", "runtime", *args], capture_output=True, text=True, timeout=60,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": REPO})
+
+
+def one_line(r, code: int) -> str:
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyrun: "), r.stderr[-2000:]
+    assert r.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["empty", "busybox"])
+def test_a_rootfs_without_the_command_says_so_and_how_to_build_one(busybox, clean_host, tmp_path, kind):
+    """`exec python: executable file not found in $PATH` read as a fault of pyrun's, not of the directory."""
+    rootfs = busybox if kind == "busybox" else str(tmp_path)
+    line = one_line(pyrun("run", "--rm", "--network", "none", rootfs, "python", "-V"), 127)
+    assert "exec python: executable file not found in $PATH (/usr/local/sbin:" in line, line
+    assert f"the rootfs {rootfs} has no 'python';" in line, line
+    assert "scripts/build-rootfs" in line and "scripts/build-busybox-rootfs" in line, line
+
+
+def test_the_search_is_the_containers_own_path(busybox, clean_host):
+    """-e PATH changes where execvp looks, and the message says where it looked; a path is named as given."""
+    line = one_line(pyrun("run", "--rm", "--network", "none", "-e", "PATH=/nowhere:/also", busybox, "sh"), 127)
+    assert "not found in $PATH (/nowhere:/also): the rootfs" in line, line
+    line = one_line(pyrun("run", "--rm", "--network", "none", busybox, "/usr/bin/python3"), 127)
+    assert f"no such file or directory: the rootfs {busybox} has no '/usr/bin/python3';" in line, line
+
+
+def test_a_script_whose_interpreter_is_missing_is_not_called_missing(busybox, clean_host, tmp_path):
+    """execve says ENOENT for a missing #! interpreter too: the script is there, and the message must say so.
+    The lookup is the container's: the host has a /bin/sh, the rootfs has not."""
+    rootfs = str(tmp_path / "rootfs")
+    os.makedirs(f"{rootfs}/bin")
+    with open(f"{rootfs}/bin/hello", "w") as f:
+        f.write("#!/bin/sh\necho hello\n")
+    os.chmod(f"{rootfs}/bin/hello", 0o755)
+    line = one_line(pyrun("run", "--rm", "--network", "none", rootfs, "hello"), 127)
+    assert "/bin/hello exists, but the interpreter on its #! line or its dynamic loader is missing" in line, line
