@@ -51,3 +51,18 @@ def test_a_script_whose_interpreter_is_missing_is_not_called_missing(busybox, cl
     os.chmod(f"{rootfs}/bin/hello", 0o755)
     line = one_line(pyrun("run", "--rm", "--network", "none", rootfs, "hello"), 127)
     assert "/bin/hello exists, but the interpreter on its #! line or its dynamic loader is missing" in line, line
+
+
+@pytest.mark.parametrize("image", ["alpine", "python:3.12", "docker.io/library/nginx:latest",
+                                   "localhost:5000/team/app@sha256:" + "a" * 64])
+def test_an_image_name_is_told_to_export_a_directory(clean_host, tmp_path, image):
+    r = pyrun_in(tmp_path, "run", "--rm", "--network", "none", image, "sh")
+    line = one_line(r, 125)
+    assert f"invalid rootfs: {image!r} does not exist: pyrun runs a directory, not an image" in line, line
+    assert f"docker export $(docker create {image}) | tar -x -C DIR" in line and "scripts/build-rootfs" in line
+
+
+def test_a_directory_named_like_an_image_is_a_rootfs(busybox, clean_host, tmp_path):
+    shutil.copytree(busybox, tmp_path / "alpine", symlinks=True)
+    r = pyrun_in(tmp_path, "run", "--rm", "--network", "none", "alpine", "echo", "ok")
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
