@@ -66,3 +66,21 @@ def test_a_directory_named_like_an_image_is_a_rootfs(busybox, clean_host, tmp_pa
     shutil.copytree(busybox, tmp_path / "alpine", symlinks=True)
     r = pyrun_in(tmp_path, "run", "--rm", "--network", "none", "alpine", "echo", "ok")
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+
+
+@pytest.mark.parametrize("args,example", [
+    (["-p", "8080:80", "python", "-m", "http.server"], "pyrun run -p 8080:80 {rootfs} python -m http.server"),
+    (["--publish=8080:80", "-d", "sh"], "pyrun run --publish=8080:80 -d {rootfs} sh"),
+    (["-it", "sh"], "pyrun run -it {rootfs} sh"),
+    (["-e", "A=1", "--name", "web"], "pyrun run -e A=1 --name web {rootfs} COMMAND"),
+])
+def test_options_after_rootfs_are_told_to_go_before_it(busybox, clean_host, args, example):
+    """Without the check -p became the command: `exec -p: executable file not found`, 127."""
+    line = one_line(pyrun("run", "--rm", "--network", "none", busybox, *args), 125)
+    assert f"invalid command: {args[0]!r} is one of run's options" in line, line
+    assert line.endswith(example.format(rootfs=busybox)), line
+
+
+def test_only_the_first_word_of_the_command_is_checked(busybox, clean_host):
+    r = pyrun("run", "--rm", "--network", "none", busybox, "sh", "-c", "echo -p", "-p")
+    assert (r.returncode, r.stdout) == (0, "-p\n"), r.stderr
