@@ -149,11 +149,12 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers 
 
 @app.command()
 def logs(container_: str = typer.Argument(..., metavar="CONTAINER"),
-         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container exits.")):
+         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container exits."),
+         tail: str = typer.Option("all", "-n", "--tail", help="Lines to show from the end of the log, or all.")):
     """Print what a detached container wrote to stdout and stderr."""
     from runtime import lifecycle
 
-    lifecycle.logs(_root(), container_, follow)
+    lifecycle.logs(_root(), container_, follow, lifecycle.parse_tail(tail))
 
 
 @app.command("exec", context_settings=_CMD)

@@ -94,8 +94,9 @@ def inspect(root: str, refs: list[str]) -> list[dict]:
     return out
 
 
-def logs(root: str, ref: str, follow: bool = False) -> None:
-    """Copy the container's log to stdout; with FOLLOW, keep copying until the container has exited."""
+def logs(root: str, ref: str, follow: bool = False, tail: int | None = None) -> None:
+    """Copy the container's log to stdout, or its last TAIL lines; with FOLLOW, keep copying until the container
+    has exited."""
     record = find(root, ref)
     try:
         log = open(record["LogPath"], "rb")
@@ -104,6 +105,8 @@ def logs(root: str, ref: str, follow: bool = False) -> None:
                                  "(a foreground container writes to the terminal)") from None
     out = sys.stdout.buffer
     with log:
+        if tail is not None:
+            log.seek(_last_lines(log, tail))
         while True:
             data = log.read(65536)
             if data:
@@ -114,6 +117,37 @@ def logs(root: str, ref: str, follow: bool = False) -> None:
                 out.write(log.read())  # what was written between the last read and the exit
                 return
             time.sleep(0.1)
+
+
+def parse_tail(value: str) -> int | None:
+    """docker logs --tail: a number of lines, or "all"."""
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise PyrunError("invalid --tail", f"{value!r}: expected a number of lines, or all")
+    return int(value)
+
+
+def _last_lines(log, lines: int) -> int:
+    """Where the last LINES lines of LOG begin: read from the end backwards, not the whole file. A last line
+    that has no newline yet counts as a line."""
+    end = log.seek(0, os.SEEK_END)
+    if lines == 0 or end == 0:
+        return end
+    log.seek(end - 1)
+    newlines = lines + (log.read(1) == b"\n")  # the newline that ends the last line begins no line
+    pos = end
+    while pos > 0:
+        start = max(0, pos - 65536)
+        log.seek(start)
+        block = log.read(pos - start)
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) != -1:
+            newlines -= 1
+            if newlines == 0:
+                return start + i + 1
+        pos = start
+    return 0
 
 
 def _still_there(root: str, record: dict) -> bool:
