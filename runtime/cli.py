@@ -78,6 +78,7 @@ def run(
 
     if not explain:
         _require_root()
+    _refuse_options_after_rootfs(rootfs, command or [])
     spec = specmod.build_spec(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
@@ -92,6 +93,32 @@ def run(
     if detach and (interactive or tty):
         raise PyrunError("invalid -d", "a detached container cannot be given -i or -t (pyrun has no attach)")
     sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach, log=log))
+
+
+def _refuse_options_after_rootfs(rootfs: str, command: List[str]) -> None:
+    """As IMAGE in `docker run`, ROOTFS ends run's options: in `pyrun run ./rootfs -p 8080:80 python` the command
+    would be "-p". No command is named like one of run's options, so a first word that is one is this mistake;
+    later words are the command's own (sh -c '-p')."""
+    import shlex
+
+    import click
+
+    ctx = click.get_current_context()
+    params = {o: p for p in ctx.command.get_params(ctx) for o in p.opts if o.startswith("-")}
+
+    def option(word: str):  # the option WORD is or starts with (-p8080:80, --publish=8080:80, -it), if any
+        return params.get(word.partition("=")[0]) or (params.get(word[:2]) if not word.startswith("--") else None)
+
+    moved = []
+    while command and command[0].startswith("-") and (param := option(command[0])) is not None:
+        word = command.pop(0)
+        takes_value = not getattr(param, "is_flag", False) and "=" not in word and word in param.opts
+        moved += [word] + ([command.pop(0)] if takes_value and command else [])
+    if moved:
+        example = shlex.join(["pyrun", "run", *moved, rootfs, *command]) + ("" if command else " COMMAND")
+        raise PyrunError("invalid command", f"{moved[0]!r} is one of run's options, written after ROOTFS where the "
+                                            f"command goes; options go before ROOTFS (as before IMAGE in docker run): "
+                                            f"{example}")
 
 
 @app.command("ps")
@@ -128,11 +155,12 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers 
 
 @app.command()
 def logs(container_: str = typer.Argument(..., metavar="CONTAINER"),
-         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container exits.")):
+         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container exits."),
+         tail: str = typer.Option("all", "-n", "--tail", help="Lines to show from the end of the log, or all.")):
     """Print what a detached container wrote to stdout and stderr."""
     from runtime import lifecycle
 
-    lifecycle.logs(_root(), container_, follow)
+    lifecycle.logs(_root(), container_, follow, lifecycle.parse_tail(tail))
 
 
 @app.command("exec", context_settings=_CMD)

@@ -175,14 +175,28 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
     except FileNotFoundError as e:
         if not step.startswith("exec"):
             _fail(sock, step, e)
-        where = "no such file or directory" if "/" in spec.command[0] else "executable file not found in $PATH"
-        _fail(sock, step, PyrunError(step, where), EXIT_NOT_FOUND)
+        _fail(sock, step, PyrunError(step, _not_found(spec, env["PATH"])), EXIT_NOT_FOUND)
     except PermissionError as e:
         if not step.startswith("exec"):
             _fail(sock, step, e)
         _fail(sock, step, PyrunError(step, "permission denied: not an executable file"), EXIT_NOT_EXECUTABLE)
     except (OSError, PyrunError) as e:
         _fail(sock, step, e)
+
+
+def _not_found(spec: ContainerSpec, path: str) -> str:
+    """Why execve said ENOENT, for a user who expected Docker to bring the command along with an image.
+
+    Looked up here, in PID 1 after pivot_root: the paths are the container's, never the host's."""
+    name = spec.command[0]
+    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]
+    found = next((c for c in candidates if os.path.lexists(c)), None)
+    if found is not None:  # the file is there: what is missing is its #! interpreter or its dynamic loader
+        return f"{found} exists, but the interpreter on its #! line or its dynamic loader is missing from the rootfs"
+    what = (f"executable file not found in $PATH ({path})" if "/" not in name else "no such file or directory"
+            + ("" if name.startswith("/") else f" (from {spec.workdir})"))
+    return (f"{what}: the rootfs {spec.rootfs} has no {name!r}; pyrun runs what the directory holds: "
+            "scripts/build-rootfs DIR builds a Debian one with python3, scripts/build-busybox-rootfs DIR a tiny one")
 
 
 def _close_fds(sock: socket.socket) -> socket.socket:

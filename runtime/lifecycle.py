@@ -94,9 +94,9 @@ def inspect(root: str, refs: list[str]) -> list[dict]:
     return out
 
 
-def logs(root: str, ref: str, follow: bool = False) -> None:
-    """Copy the container's log to stdout, its rotated files first (logfile.py); with FOLLOW, keep copying
-    until the container has exited."""
+def logs(root: str, ref: str, follow: bool = False, tail: int | None = None) -> None:
+    """Copy the container's log to stdout, its rotated files first (logfile.py), or only its last TAIL lines;
+    with FOLLOW, keep copying until the container has exited."""
     from runtime import logfile
 
     record = find(root, ref)
@@ -105,7 +105,7 @@ def logs(root: str, ref: str, follow: bool = False) -> None:
         raise PyrunError("logs", f"container {record['Name']} has no log: only 'pyrun run -d' keeps one "
                                  "(a foreground container writes to the terminal)")
     out = sys.stdout.buffer
-    log = None
+    log = _tail(logfile.files(path), tail) if tail is not None else None
     try:
         while True:
             data = log.read(65536) if log else b""
@@ -147,6 +147,57 @@ def _after(names: list[str], log):
         except FileNotFoundError:
             continue
     return None
+
+
+def parse_tail(value: str) -> int | None:
+    """docker logs --tail: a number of lines, or "all"."""
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise PyrunError("invalid --tail", f"{value!r}: expected a number of lines, or all")
+    return int(value)
+
+
+def _tail(names: list[str], lines: int):
+    """The log file (open, at the right offset) where the last LINES lines of the files NAMES (oldest first)
+    begin: from the newest back, as many files as it takes."""
+    for i in range(len(names) - 1, -1, -1):
+        try:
+            log = open(names[i], "rb")
+        except FileNotFoundError:
+            continue
+        offset, missing = _last_lines(log, lines, continued=i < len(names) - 1)
+        if not missing or i == 0:
+            log.seek(offset)
+            return log
+        log.close()
+        lines = missing
+    return None
+
+
+def _last_lines(log, lines: int, continued: bool = False) -> tuple[int, int]:
+    """Where the last LINES lines of LOG begin, and how many lines short of LINES the file is: read from the
+    end backwards, not the whole file. A last line that has no newline yet counts as a line, unless LOG is
+    CONTINUED in a later file (rotation cuts where a write ended, not at a line): that line was counted there."""
+    end = log.seek(0, os.SEEK_END)
+    if lines == 0:
+        return end, 0
+    if end == 0:
+        return end, lines
+    log.seek(end - 1)
+    newlines = lines + (continued or log.read(1) == b"\n")  # the newline that ends the last line begins no line
+    pos = end
+    while pos > 0:
+        start = max(0, pos - 65536)
+        log.seek(start)
+        block = log.read(pos - start)
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) != -1:
+            newlines -= 1
+            if newlines == 0:
+                return start + i + 1, 0
+        pos = start
+    return 0, newlines - 1  # the file's start begins a line too
 
 
 def _still_there(root: str, record: dict) -> bool:

@@ -156,10 +156,19 @@ def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
     return frozenset((DEFAULT_CAPS | names(add, "--cap-add")) - names(drop, "--cap-drop"))
 
 
+# Docker's image reference: [registry[:port]/]name[/name...][:tag][@digest], names in lower case.
+_IMAGE = re.compile(r"([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+                    r"(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?")
+
+
 def parse_rootfs(value: str) -> str:
     if not value:  # abspath("") is the current directory
         raise PyrunError("invalid rootfs", "'' is empty; expected a directory holding a root filesystem")
     path = os.path.abspath(value)
+    if not os.path.exists(path) and _IMAGE.fullmatch(value) and not value.startswith("."):
+        raise PyrunError("invalid rootfs", f"{value!r} does not exist: pyrun runs a directory, not an image; "
+                                           f"make one with 'docker export $(docker create {value}) | tar -x -C DIR' "
+                                           "(or podman), or scripts/build-rootfs DIR")
     if not os.path.isdir(path):
         what = "does not exist" if not os.path.exists(path) else "is not a directory"
         raise PyrunError("invalid rootfs", f"{value!r} {what}; expected a directory holding a root filesystem")

@@ -72,6 +72,28 @@ def test_logs_follow_ends_when_the_container_does(busybox, clean_host):
     assert r.stdout == "line 1\nline 2\nline 3\n", r.stderr
 
 
+def test_logs_tail_shows_the_last_lines(busybox, clean_host, tmp_path):
+    """docker logs --tail N / -n N: the last N lines, also with -f (then what comes after); 0 is none, all is all."""
+    detached(busybox, "--rm", "-v", f"{tmp_path}:/go", "seq 1 100000; echo ready; "
+             "until [ -e /go/now ]; do sleep 0.05; done; echo late", name="talker")
+    try:
+        wait_for(lambda: "ready" in pyrun("logs", "--tail", "1", "talker").stdout, timeout=30, what="the log")
+        assert pyrun("logs", "--tail", "3", "talker").stdout == "99999\n100000\nready\n"
+        assert pyrun("logs", "-n", "0", "talker").stdout == ""
+        assert pyrun("logs", "--tail", "all", "talker").stdout.startswith("1\n2\n")
+        follow = pyrun_bg("logs", "-f", "-n", "1", "talker")
+        assert follow.stdout.readline() == "ready\n"
+        (tmp_path / "now").touch()
+        assert follow.communicate(timeout=30)[0] == "late\n"
+    finally:
+        pyrun("rm", "-f", "talker")
+
+
+def test_logs_tail_refuses_what_is_not_a_count(busybox, clean_host):
+    r = pyrun("logs", "--tail", "-1", "nosuch")
+    assert r.returncode == 125 and r.stderr == "pyrun: invalid --tail: '-1': expected a number of lines, or all\n"
+
+
 def test_inspect_has_dockers_shape(web):
     record = inspect(web[:8])
     assert record["Id"] == web and record["Name"] == "web"

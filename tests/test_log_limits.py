@@ -1,5 +1,6 @@
 """A container cannot fill the state root through its stdout, and a full state root is one line (issue 16)."""
 import glob
+import json
 import os
 import subprocess
 import tempfile
@@ -86,3 +87,16 @@ def test_a_full_state_root_is_one_line_and_leaves_nothing(busybox, small_root):
         assert tree(small_root) == before
     os.unlink(os.path.join(small_root, "filler"))
     # clean_host: no cgroup, mount or anything else left behind
+
+
+def test_logs_tail_reaches_into_rotated_files(busybox, clean_host):
+    """docker logs --tail N counts lines across the rotated files too, not only in the newest one."""
+    r = pyrun("run", "-d", "--name", "chatty", "--log-opt", "max-size=1k", "--log-opt", "max-file=5", busybox,
+              "sh", "-c", "i=1; while [ $i -le 150 ]; do echo line-$i; i=$((i+1)); done")
+    assert r.returncode == 0, r.stderr
+    assert pyrun("wait", "chatty").stdout == "0\n"
+    record = json.loads(pyrun("inspect", "chatty").stdout)[0]
+    assert os.path.exists(record["LogPath"] + ".1")  # it did rotate: the last 100 lines span two files
+    out = pyrun("logs", "--tail", "100", "chatty").stdout
+    assert out.splitlines() == [f"line-{i}" for i in range(51, 151)]
+    assert pyrun("rm", "chatty").returncode == 0
