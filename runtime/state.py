@@ -56,14 +56,27 @@ def ensure_root(root: str) -> None:
                                            "owned by root") from None
 
 
+_HELD: set[tuple[int, str]] = set()
+
+
 @contextlib.contextmanager
 def locked(root: str):
-    """Serialise every pyrun process that hands out names or addresses under ROOT."""
+    """Serialise every pyrun process that hands out names or addresses under ROOT.
+
+    A process that holds the lock already goes on: a step's undo that takes it (dns.HostsEntry) also runs
+    from `pyrun rm` and `prune`, which hold it around the whole journal. (A second flock on a new open
+    file would wait for the first, in the same process, for ever.)"""
+    held = (os.getpid(), root)
+    if held in _HELD:
+        yield
+        return
     fd = os.open(os.path.join(root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD.add(held)
         yield
     finally:
+        _HELD.discard(held)
         os.close(fd)
 
 
