@@ -63,7 +63,7 @@ def _write(path: str, value) -> None:
 
 @dataclass
 class Cgroup(Step):
-    """One cgroup per controller hierarchy, named pyrun/ID, removed with the container."""
+    """A cgroup per controller hierarchy, named pyrun/ID, with the limits"""
 
     kind = "cgroup"
     cid: str
@@ -106,17 +106,17 @@ class Cgroup(Step):
                 node = Node(controller.encode(), parent=Node(CGROUP_ROOT.encode()))
                 node.create_cgroup(PARENT).create_cgroup(self.cid)
             else:
-                self._enable_v2(controller)
+                for directory, value in self._enable_v2(controller):
+                    os.makedirs(directory, exist_ok=True)
+                    _write(os.path.join(directory, "cgroup.subtree_control"), value)
                 os.makedirs(path, exist_ok=True)
         for path, name, value in self._limits():
             _write(os.path.join(path, name), value)
 
-    def _enable_v2(self, controller: str) -> None:
-        """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control."""
-        parent = os.path.join(CGROUP_ROOT, PARENT)
-        os.makedirs(parent, exist_ok=True)
-        for directory in (CGROUP_ROOT, parent):
-            _write(os.path.join(directory, "cgroup.subtree_control"), f"+{controller}")
+    def _enable_v2(self, controller: str) -> list[tuple[str, str]]:
+        """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control:
+        (directory, value) for each write, top down."""
+        return [(directory, f"+{controller}") for directory in (CGROUP_ROOT, os.path.join(CGROUP_ROOT, PARENT))]
 
     def paths(self) -> list[str]:
         """Its directories, one per hierarchy (controllers sharing a v2 hierarchy share one)."""
@@ -141,7 +141,12 @@ class Cgroup(Step):
             remove(path)
 
     def shell_up(self) -> list[str]:
-        cmds = [f"mkdir -p {shlex.quote(path)}" for path in self.paths()]
+        cmds = []
+        for controller, (version, _) in self.dirs().items():
+            if version == 2:
+                cmds += [f"mkdir -p {shlex.quote(d)}; echo {v} > {shlex.quote(f'{d}/cgroup.subtree_control')}"
+                         for d, v in self._enable_v2(controller)]
+        cmds += [f"mkdir -p {shlex.quote(path)}" for path in self.paths()]
         cmds += [f"echo {shlex.quote(str(value))} > {shlex.quote(f'{path}/{name}')}" for path, name, value in self._limits()]
         return cmds
 
@@ -152,6 +157,25 @@ class Cgroup(Step):
             out += [f"xargs -r kill -9 < {shlex.quote(f'{path}/cgroup.procs')}",
                     f"for i in $(seq 100); do rmdir {shlex.quote(path)} 2>/dev/null && break; sleep 0.05; done"]
         return out
+
+
+@dataclass
+class CgroupJoin(Step):
+    """Put PID 1 in the container's cgroup, before its command runs: what it starts is born inside"""
+
+    kind = "join"
+    cid: str
+    pid: int | str | None = None
+
+    def up(self) -> None:
+        Cgroup(self.cid).join(self.pid)
+
+    def down(self) -> None:
+        """Nothing: a process leaves its cgroup by dying, and Cgroup's undo kills what is left."""
+
+    def shell_up(self) -> list[str]:
+        return [f"echo {self.pid} > {shlex.quote(os.path.join(path, 'cgroup.procs'))}"
+                for path in Cgroup(self.cid).paths()]
 
 
 def remove(path: str, seconds: float = 1.0) -> None:

@@ -85,13 +85,13 @@ def run(
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
         security_opt=security_opt)
     log = logfile.parse_log_opts(log_opt)
+    if detach and (interactive or tty):  # before --explain: it explains a run that would happen, or refuses
+        raise PyrunError("invalid -d", "a detached container cannot be given -i or -t (pyrun has no attach)")
     if explain:
         from runtime import explain as explainmod, state
 
         print(explainmod.explain(spec, state.state_root(_ROOT["root"])))
         return
-    if detach and (interactive or tty):
-        raise PyrunError("invalid -d", "a detached container cannot be given -i or -t (pyrun has no attach)")
     sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach, log=log))
 
 
@@ -283,18 +283,18 @@ def network_create(name: str = typer.Argument(...),
                    subnet: str = typer.Option(..., "--subnet", help="A private IPv4 subnet, e.g. 10.123.0.0/24.")):
     """Create a bridge network; containers on it find each other by name."""
     from runtime import spec as specmod
-    from runtime.network import networks
+    from runtime.network import bridge, networks
 
-    net = networks.create(_root(), specmod.parse_name(name, "network name"), networks.parse_subnet(subnet))
+    net = bridge.create_network(_root(), specmod.parse_name(name, "network name"), networks.parse_subnet(subnet))
     print(net.name)
 
 
 @network_app.command("rm")
 def network_rm(names: List[str] = typer.Argument(..., metavar="NETWORK...")):
     """Remove networks no container uses: the bridge, its rules, and pyrun's chains with the last one."""
-    from runtime.network import networks
+    from runtime.network import bridge
 
-    _each(names, networks.remove)
+    _each(names, bridge.remove_network)
 
 
 @network_app.command("inspect")

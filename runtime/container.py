@@ -3,87 +3,38 @@
     run(spec)
       tidy up after crashed pyruns       reconcile() below
       reserve an id and name             state.py
-      cgroup: create, set limits         cgroups.py        (journaled)
-      writable layer: create             Layer below       (journaled)
-      network: lease an address          network/          (journaled)
-      /etc/hosts, hostname, resolv.conf  network/dns.py
+      the create phase                   recipe.py: lease, ports, cgroup, layer, /etc files (journaled)
       fork the container's PID 1         process.py -> init.py (PID 1 builds its rootfs meanwhile)
-      network: ensure the bridge         network/          (while the intermediate unshares)
-      network: wire veth, NAT rules      network/          (journaled)
-      cgroup: join PID 1                 (in a thread, while the network is wired)
+      the spawn phase                    recipe.py: the bridge, while the intermediate unshares
+      the attach phase                   recipe.py: cgroup join (in a thread), netns, veth, rules
       wait "ready", say "go"             -> init.py execs the command
       wait, forwarding signals           process.py (run -d: monitor.py)
       tear down: the journal, backwards  finish() below, steps.py
 
-Every host-side change goes through the journal, so a failure anywhere (or a
-crash, see `pyrun prune`) is undone by the same code path as a normal exit.
+Every host-side change is a step of recipe.py's list and goes through the
+journal, so a failure anywhere (or a crash, see `pyrun prune`) is undone by
+the same code path as a normal exit.
 
 With -d, pyrun forks a monitor that does the same work with its output in a
 log file, and exits as soon as the command runs. The monitor then replaces
 itself (execve) with the small program in monitor.py, so that what stays
 resident for each detached container is little more than an interpreter.
 """
-import contextlib
-import errno
 import json
 import os
-import shlex
 import sys
-import threading
 import time
-from dataclasses import dataclass, replace
 
-from runtime import logfile, process, signals, state, tree
+from runtime import logfile, process, recipe, signals, state, tree
 from runtime.cgroups import Cgroup
 from runtime.errors import PyrunError
-from runtime.network import dns
+from runtime.rootfs import layer_dir
 from runtime.spec import BindMount, ContainerSpec, Resources
-from runtime.steps import Journal, Step, one_line
-from runtime.syscalls import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_REMOUNT, mount, umount2
+from runtime.steps import Journal, one_line
 
 LOG = "container.log"
+TRACE = "PYRUN_TRACE"  # run -d --verbose: the monitor traces the teardown too, into the log
 EXIT_CODE = "exitcode"  # written in place at the exit, for `pyrun wait` (lifecycle.wait says why)
-
-
-@dataclass
-class Layer(Step):
-    """The container's copy-on-write layer: overlayfs upper and work directories, and the mount point.
-
-    Whatever the container writes lands in diff/ on the host, setuid-root
-    binaries and device nodes too (CVE-2021-41091's class). Two locks keep
-    them from host users: the layer is 0700, and it is a nosuid,nodev bind
-    mount of itself, so even with its directories opened up a setuid bit or
-    a device node in it means nothing on the host. The container sees the
-    files through its own overlay mount, whose flags are its own.
-    """
-
-    kind = "layer"
-    path: str
-
-    def up(self) -> None:
-        for sub, mode in (("", 0o700), ("diff", 0o755), ("work", 0o700), ("merged", 0o700)):
-            os.makedirs(os.path.join(self.path, sub), exist_ok=True)
-            os.chmod(os.path.join(self.path, sub), mode)  # diff's mode is the container's / mode: not the umask's
-        mount(self.path, self.path, None, MS_BIND)
-        mount(None, self.path, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
-
-    def down(self) -> None:
-        try:
-            umount2(self.path, MNT_DETACH)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
-                raise
-        tree.remove_tree(self.path)  # the container filled it: no depth, link or name of its may stop this
-
-    def shell_up(self) -> list[str]:
-        path = shlex.quote(self.path)
-        return [f"mkdir -p -m 0700 {path}", f"mkdir -m 0755 {shlex.quote(self.path + '/diff')}",
-                f"mkdir -m 0700 {shlex.quote(self.path + '/work')} {shlex.quote(self.path + '/merged')}",
-                f"mount --bind {path} {path}", f"mount -o remount,bind,nosuid,nodev {path}"]
-
-    def shell_down(self) -> list[str]:
-        path = shlex.quote(self.path)
-        return [f"umount -l {path}", f"rm -rf {path}"]
 
 
 def now() -> str:
@@ -105,7 +56,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         cid, name = state.new_container(root, spec.name)
     cdir = state.container_dir(root, cid)
     record = state.read_json(state.record_path(root, cid))
-    spec = _guard_devices(spec)
+    spec = recipe.guard_devices(spec)
     record.update(_describe(spec, cid, remove, cdir))
     record["HostConfig"]["LogConfig"] = {"Type": "file", "Config": log or dict(logfile.DEFAULTS)}
     if detach:
@@ -124,35 +75,27 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
 
 def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = False) -> process.ContainerProcess:
     """Set the container up, on the bridge network NET (None: --network none or host), and start its command;
-    on failure undo everything and raise."""
+    on failure undo everything and raise. The steps are recipe.py's, phase by phase."""
     cid, name = record["Id"], record["Name"]
     cdir = state.container_dir(root, cid)
     journal = Journal(state.journal_path(root, cid), trace=verbose)
-    hostname = record["Config"]["Hostname"]
-    proc = network = None
+    proc = plan = None
     try:
-        cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
-        journal.run(cgroup)
-        layer = os.path.join(cdir, "layer")
-        journal.run(Layer(layer))
-        network = _network(spec, net, root, cid, name, journal)
-        binds = dns.write_files(dns.etc_dir(cdir), hostname, network.address if network else None, spec.network)
-        if network and network.net.user_defined:
-            journal.run(dns.HostsEntry(root, network.net.bridge, cid, name, network.address))
-        binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
-        proc = process.spawn(spec, layer, binds, hostname, meanwhile=network.ensure_bridge if network else None)
-        # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
-        # the network is wired meanwhile.
-        with _meanwhile(cgroup.join, proc.pid):
-            if network:
-                network.attach(proc.pid, journal)
-                record["NetworkSettings"].update(network.settings())
+        plan = recipe.create(journal, spec, net, root, cid, name)
+        proc = process.spawn(spec, layer_dir(cdir), recipe.binds(spec, plan), record["Config"]["Hostname"],
+                             meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN))
+        recipe.run(journal, plan, recipe.ATTACH, proc.pid)
+        if net:
+            from runtime.network import bridge, ipam
+
+            address = recipe.find(plan, ipam.Lease).address
+            record["NetworkSettings"].update(bridge.settings(net, address, bridge.netns_name(name, root)))
         proc.go()
         record["State"] = {"Status": "running", "Running": True, "Pid": proc.pid, "ExitCode": 0,
                            "OOMKilled": False, "StartedAt": now(), "FinishedAt": ""}
         record["Init"] = {"Pid": proc.pid, "StartTime": state.start_time(proc.pid)}
         state.write_json(state.record_path(root, cid), record)
-        proc.held = network.sockets if network else []
+        proc.held = _sockets(plan)
         return proc
     except BaseException as e:
         signals.ignore_signals()
@@ -160,8 +103,8 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         if proc is not None and proc.status is None:
             proc.kill()
             proc.reap()
-        if network:
-            network.close()  # first: a run that ran out of file descriptors needs them back to undo
+        for sock in _sockets(plan):  # first: a run that ran out of file descriptors needs them back to undo
+            sock.close()
         errors = journal.undo()
         _report("teardown of", name, errors)
         if not errors:  # else the journal stays, for the next reconcile and `pyrun rm` to try again
@@ -171,26 +114,10 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         raise
 
 
-@contextlib.contextmanager
-def _meanwhile(function, *args):
-    """Call FUNCTION(*ARGS) in a thread while the with-block runs; wait for it at the end and raise what it
-    raised (the block's own exception, if any, wins)."""
-    failed = []
-
-    def call() -> None:
-        try:
-            function(*args)
-        except BaseException as e:
-            failed.append(e)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
-    if failed:
-        raise failed[0]
+def _sockets(plan) -> list:
+    """The published ports' sockets that the plan's Ports step holds, if it has one."""
+    ports = next((p.step for p in plan or [] if p.step.kind == "ports"), None)
+    return ports.sockets if ports else []
 
 
 def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
@@ -277,18 +204,7 @@ def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid),
                                record["LogPath"], str(output), str(max_size), str(max_file)],
-              {**os.environ, "PYTHONPATH": here})
-
-
-def _guard_devices(spec: ContainerSpec) -> ContainerSpec:
-    """Without the devices controller nothing stops a node made with CAP_MKNOD from opening the host's disk."""
-    from runtime import cgroups
-
-    if "MKNOD" not in spec.caps or cgroups.guards_devices():
-        return spec
-    print("pyrun: no cgroup v1 devices controller here (cgroup v2 needs an eBPF program, which pyrun does not "
-          "load): dropping CAP_MKNOD", file=sys.stderr)
-    return replace(spec, caps=spec.caps - {"MKNOD"})
+              {**os.environ, "PYTHONPATH": here, **({TRACE: "1"} if verbose else {})})
 
 
 def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
@@ -299,7 +215,7 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
         "Args": list(spec.command[1:]),
         "LogPath": os.path.join(cdir, LOG),
         "Config": {"Image": spec.rootfs, "Cmd": list(spec.command), "Env": [f"{k}={v}" for k, v in spec.env],
-                   "Hostname": spec.hostname or cid[:12], "WorkingDir": spec.workdir,
+                   "Hostname": recipe.hostname(spec, cid), "WorkingDir": spec.workdir,
                    "Tty": spec.tty, "OpenStdin": spec.interactive},
         "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
                        "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
@@ -406,11 +322,3 @@ def prune(root: str) -> list[str]:
         except PyrunError as e:
             print(f"pyrun: prune: {e.detail}", file=sys.stderr)
     return pruned
-
-
-def _network(spec: ContainerSpec, net, root: str, cid: str, name: str, journal: Journal):
-    if net is None:
-        return None
-    from runtime.network import bridge
-
-    return bridge.BridgeNetwork.prepare(spec, net, root, cid, name, journal)

@@ -1,24 +1,24 @@
 """pyrun run --explain: the same container, built by hand, as a shell script a learner can read and run.
 
 Nothing is changed: the script is printed, not run. Its host-side commands
-come from the very Step objects that `pyrun run` journals and runs (their
-shell_up() and shell_down()), the bridge's from the same rule tables
-(bridge.ensure_bridge_shell), and the container side's from rootfs.build_shell,
-kept beside rootfs.build. Where the kernel interface has no shell command
-(pyrun holds each published port's socket; it opens the container's terminal
-in its own devpts), the script says so in a comment.
+are the shell_up() and shell_down() of the very steps `pyrun run` journals
+and runs, in the order recipe.recipe() gives them; each is numbered and
+named by its kind, as the journal names it. The container side (init.sh,
+what PID 1 does) comes from rootfs.build_shell, kept beside rootfs.build,
+and from the same spec values init.py reads. Where the kernel interface has
+no shell command (pyrun holds each published port's socket; it loads a
+seccomp filter), the script says so.
 
-The output is two scripts: the setup, and below the TEARDOWN line the
-teardown, which is the setup's steps undone in reverse, as `pyrun` does.
+The output is two scripts, each of which runs on its own: the setup, and
+below the TEARDOWN line the teardown, the setup's steps undone in reverse,
+as `pyrun` does.
 """
 import os
 import shlex
 
-from runtime import init, namespaces, rootfs, state
-from runtime.cgroups import Cgroup
-from runtime.container import Layer
-from runtime.network import dns
+from runtime import init, namespaces, recipe, rootfs, state
 from runtime.spec import ContainerSpec
+from runtime.steps import heredoc
 
 TEARDOWN = "# ======== TEARDOWN: run what follows to undo all of the above ========"
 PID = "$PID"  # the shell variable that holds the container's first process
@@ -26,72 +26,74 @@ _UNSHARE = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "p
 
 
 def explain(spec: ContainerSpec, root: str) -> str:
+    spec = recipe.guard_devices(spec)  # what a run would run: the same capabilities
     cid = os.urandom(32).hex()
     cdir = state.container_dir(root, cid)
-    hostname = spec.hostname or cid[:12]
-    setup: list[tuple[str, list[str]]] = []
-    steps = []  # the journaled steps, in order, for the teardown
+    net = address = None
+    if spec.network not in ("none", "host"):
+        from runtime.network import ipam, networks
 
-    def step(title: str, obj=None, commands: list[str] = ()):
-        if obj is not None:
-            steps.append(obj)
-            commands = obj.shell_up()
-        setup.append((title, list(commands)))
+        net = networks.get(root, spec.network)
+        address = ipam.next_free(net.bridge, net.subnet)  # what a run would lease now; nothing is taken
+    plan = recipe.recipe(spec, net, root, cid, spec.name or cid[:12], address)
+    steps = [(p.phase, p.step.at(PID) if p.phase == recipe.ATTACH else p.step) for p in plan]
+    c, go = shlex.quote(cdir), shlex.quote(f"{cdir}/go")
 
-    cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
-    step("a cgroup per controller, with the limits (runtime/cgroups.py)", cgroup)
-    step("the writable layer: overlayfs upper, work and mount directories (runtime/container.py)",
-         Layer(os.path.join(cdir, "layer")))
-    network = _network(spec, root, cid)
-    if network:
-        step("the bridge, its address and pyrun's firewall chains, where missing (runtime/network/bridge.py)",
-             commands=network["bridge"])
-        if spec.ports:
-            step("the published host ports: pyrun binds each one and holds it while the container runs "
-                 "(a shell cannot hold a socket; check that they are free)",
-                 commands=[f"! ss -H -l{'t' if p.proto == 'tcp' else 'u'}n 'sport = :{p.host_port}' | grep -q ."
-                           for p in spec.ports])
-        step("an address for the container, one file per lease (runtime/network/ipam.py)", network["lease"])
-    etc, _ = dns.files(hostname, network["address"] if network else None, spec.network)
-    step("/etc/hostname, /etc/hosts and /etc/resolv.conf for the container (runtime/network/dns.py)",
-         commands=[line for name, text in etc.items()
-                   for line in _heredoc(f"{dns.etc_dir(cdir)}/{name}", text.rstrip("\n").splitlines())])
-    binds = [(f"{dns.etc_dir(cdir)}/{name}", f"/etc/{name}", False) for name in etc]
-    step("the container's side, run in its new namespaces: rootfs, hostname, wait for the network, "
-         "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
-         commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, binds, bool(network))))
+    setup = [_section(step) for phase, step in steps if phase == recipe.CREATE]
+    setup.append(("the container's side, run in its new namespaces: rootfs, hostname, wait for \"go\", drop "
+                  "privileges, exec (runtime/rootfs.py, runtime/init.py)",
+                  [f"mkfifo -m 0600 {go}   # pyrun's \"go\" (runtime/sync.py): PID 1 waits for it",
+                   *heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, recipe.hostname(spec, cid),
+                                                             recipe.binds(spec, plan)))]))
     unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind] for kind in namespaces.kinds(spec.network))
-    joins = [f"echo $BASHPID > {shlex.quote(f'{path}/cgroup.procs')}" for path in cgroup.paths()]
-    c = shlex.quote(cdir)
-    step("start it: join the cgroup, then new namespaces; the first process's children are in the new "
-         "PID namespace (runtime/process.py, runtime/init.py)",
-         commands=["(", *[f"  {j}" for j in joins], f"  exec {unshare} sh {shlex.quote(f'{cdir}/init.sh')}",
-                   f") > {shlex.quote(f'{cdir}/container.log')} 2>&1 < /dev/null &", "PID=$!",
-                   "# wait until unshare(2) has happened: before it, /proc/$PID/ns/* are still the host's",
-                   'until [ "$(readlink /proc/$PID/ns/mnt)" != "$(readlink /proc/$$/ns/mnt)" ]; do sleep 0.01; done',
-                   "echo \"the container's first process is $PID\""])
-    if network:
-        for title, obj in network["attach"]:
-            step(title, obj)
+    setup.append(("start it: new namespaces, and in them the first process (runtime/process.py, runtime/init.py)",
+                  [f"{unshare} sh {shlex.quote(f'{cdir}/init.sh')} > {shlex.quote(f'{cdir}/container.log')} "
+                   "2>&1 < /dev/null &",
+                   "UNSHARE=$!",
+                   "# PID 1 is unshare's child, forked once the namespaces exist: the pid pyrun calls the container's",
+                   'until PID=$(cat /proc/$UNSHARE/task/$UNSHARE/children 2>/dev/null) && [ -n "$PID" ]; do',
+                   '  kill -0 $UNSHARE 2>/dev/null || { echo "the container did not start: see its log" >&2; '
+                   'exit 1; }; sleep 0.01; done',
+                   "PID=${PID%% *}",
+                   "echo \"the container's first process is $PID\""]))
+    setup += [_section(step) for phase, step in steps if phase == recipe.SPAWN]
+    setup += [_section(step) for phase, step in steps if phase == recipe.ATTACH]
+    setup.append(("go: the container's command runs now (runtime/sync.py)",
+                  [f"echo go 1<> {go}   # opened read-write: never waits, even for a PID 1 that has failed"]))
 
-    members = [shlex.quote(f"{path}/cgroup.procs") for path in cgroup.paths()]
+    members = [shlex.quote(f"{path}/cgroup.procs") for path in recipe.find(plan, recipe.Cgroup).paths()]
     teardown = [("stop the container: kill every process in its cgroup (pyrun tears down once it has exited)",
                  [f"xargs -r kill -9 < {members[0]}", f"while [ -s {members[0]} ]; do sleep 0.05; done"])]
-    teardown += [(f"undo: {type(obj).__name__} ({obj.kind})", obj.shell_down()) for obj in reversed(steps)]
+    teardown += [(f"[{step.kind}] undo: {step.title()}", step.shell_down()) for _, step in reversed(steps)
+                 if step.shell_down()]
     teardown.append(("remove the container's directory", [f"rm -rf {c}"]))
 
-    header = ["#!/bin/bash",
-              # repr: a newline in the command would end the comment and run the rest as a command
-              f"# pyrun run --explain: by hand, what `pyrun run` would do for {repr(shlex.join(spec.command))[1:-1]}",
-              "# Run as root. pyrun has changed nothing; each numbered step is one of its own.",
-              "set -euo pipefail",
-              "umask 077   # pyrun's state is root's alone (runtime/state.py)",
-              f"export CID={cid}   # the container's id (pyrun makes a new one each time)",
-              f"export C={c.replace(cid, '$CID') if c == cdir else c}   # its state directory", ""]
-    text = "\n".join(_numbered(setup) + ["", TEARDOWN, "set +e   # go on past what is already gone, as pyrun's teardown does", ""] + _numbered(teardown))
-    if c != cdir:  # the state directory needed quoting, and $C inside quotes would not be expanded
-        return "\n".join(header) + "\n" + text
-    return "\n".join(header) + "\n" + text.replace(cdir, "$C").replace(cid, "$CID")
+    # repr: a newline in the command would end the comment and run the rest as a command
+    what = repr(shlex.join(spec.command))[1:-1]
+    return "\n".join([_script(f"by hand, what `pyrun run` would do for {what}", cid, cdir, setup), TEARDOWN,
+                      _script("undo what the setup above did, as pyrun's teardown does", cid, cdir, teardown,
+                              ["set +e   # go on past what is already gone, as pyrun's teardown does", ""])])
+
+
+def _script(what: str, cid: str, cdir: str, sections: list, first: list[str] = ()) -> str:
+    """A script that runs on its own: its header sets what its commands use."""
+    body = "\n".join([*first, *_numbered(sections)])
+    c = shlex.quote(cdir)
+    if c == cdir:  # else the state directory needed quoting, and $C inside quotes would not be expanded
+        body, c = body.replace(cdir, "$C").replace(cid, "$CID"), cdir.replace(cid, "$CID")
+    return "\n".join(["#!/bin/bash",
+                      f"# pyrun run --explain: {what}",
+                      "# Run as root. pyrun has changed nothing; each numbered step is one of its own, [named] as "
+                      "its journal names it.",
+                      "set -euo pipefail",
+                      "umask 077   # pyrun's state is root's alone (runtime/state.py)",
+                      f"export CID={cid}   # the container's id (pyrun makes a new one each time)",
+                      f"export C={c}   # its state directory", "", body])
+
+
+def _section(step) -> tuple[str, list[str]]:
+    source = type(step).__module__.replace(".", "/") + ".py"
+    return f"[{step.kind}] {step.title()} ({source})", step.shell_up()
 
 
 def _numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
@@ -101,46 +103,28 @@ def _numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
     return out
 
 
-def _heredoc(path: str, lines: list[str]) -> list[str]:
-    end = "EOF"
-    while end in "\n".join(lines).split("\n"):  # a line equal to the delimiter would end it; the rest would run
-        end += "_"
-    return [f"mkdir -p {shlex.quote(os.path.dirname(path))}", f"cat > {shlex.quote(path)} <<'{end}'", *lines, end]
-
-
-def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wait_for_network: bool) -> list[str]:
-    binds = binds + [(m.source, m.target, m.readonly) for m in spec.mounts]
-    out = ["set -e", "umask 022   # the container's, as Docker's (runtime/init.py)", *rootfs.build_shell(spec.rootfs, os.path.join(cdir, "layer"), spec.read_only, binds,
-                                          spec.workdir)]
-    out.append(f"hostname {hostname}")
-    if wait_for_network:  # pyrun's "go" (runtime/sync.py): the host has plugged in eth0
-        out.append("until grep -q eth0: /proc/net/dev; do sleep 0.05; done")
+def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list) -> list[str]:
+    out = ["set -e", "umask 022   # the container's, as Docker's (runtime/init.py)",
+           f"exec 9<> {shlex.quote(f'{cdir}/go')}   # held open across pivot_root: the host says \"go\" in it",
+           *rootfs.build_shell(spec.rootfs, rootfs.layer_dir(cdir), spec.read_only, binds, spec.workdir)]
+    out += [f"hostname {hostname}",
+            "read -r _ <&9; exec 9<&-   # wait for \"go\": the host has wired the network and joined the cgroup"]
     env = init.environment(spec, hostname)
     caps = ",".join(f"+{c.lower()}" for c in sorted(spec.caps))
+    command = [f"env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} \\",
+               f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''} -- \\",
+               f"  {shlex.join(spec.command)}"]
     out += [f"cd {shlex.quote(spec.workdir)}",
             "# setpriv is util-linux's, from the rootfs: the bounding set becomes the container's capabilities",
             "# (pyrun also loads a seccomp filter here, with libseccomp; no shell command does that: see"
-            " runtime/seccomp.py)" if spec.seccomp_setting != "unconfined" else "# (seccomp: unconfined)",
-            f"exec env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} \\",
-            f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''} -- \\",
-            f"  {shlex.join(spec.command)}"]
-    return out
-
-
-def _network(spec: ContainerSpec, root: str, cid: str) -> dict | None:
-    if spec.network in ("none", "host"):
-        return None
-    from runtime.network import bridge, ipam, networks
-
-    net = networks.get(root, spec.network)
-    address = ipam.next_free(net.bridge, net.subnet)  # what a run would lease now; nothing is taken
-    wiring = bridge.BridgeNetwork(spec, net, root, cid, spec.name or cid[:12], address, [])
-    titles = {"netns": "a name for its network namespace, so that `ip netns exec` finds it",
-              "veth": "the veth pair: one end on the bridge, the other as the container's eth0 with its address "
-                      "and default route",
-              "ebtables": "its port on the bridge passes only frames from its own MAC and address (no ARP "
-                          "spoofing)",
-              "iptables": "the published ports: DNAT and accept rules tagged with the container's id"}
-    return {"bridge": bridge.ensure_bridge_shell(net), "address": address,
-            "lease": ipam.Lease(net.bridge, address, cid),
-            "attach": [(titles[s.kind], s) for s in wiring.steps(PID)]}
+            " runtime/seccomp.py)" if spec.seccomp_setting != "unconfined" else "# (seccomp: unconfined)"]
+    if not spec.init:
+        return out + ["exec " + command[0], *command[1:]]
+    signals = " ".join(s.name[3:] for s in init.INIT_FORWARDS)
+    return out + ["# --init: this shell stays PID 1, runs the command as its child, passes signals on and reaps "
+                  "orphans (runtime/init.py _reap; pyrun's PID 1 also drops its own privileges)",
+                  *command[:-1], command[-1] + " &",
+                  "CHILD=$!",
+                  f'for s in {signals}; do trap "kill -$s $CHILD" $s; done',
+                  "set +e",
+                  'while :; do wait "$CHILD"; code=$?; kill -0 "$CHILD" 2>/dev/null || exit "$code"; done']

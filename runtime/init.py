@@ -37,6 +37,9 @@ from runtime.spec import DEFAULT_PATH, ContainerSpec
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
 _TIOCSPTLCK, _TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h
 _PTMX = (5, 2)
+# What --init's PID 1 passes on to the command (explain.py's script traps the same).
+INIT_FORWARDS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+                 signal.SIGWINCH)
 
 
 def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
@@ -224,8 +227,7 @@ def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         os.close(tty)
     drop_privileges(spec.caps)
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                signal.SIGUSR2, signal.SIGWINCH):
+    for sig in INIT_FORWARDS:
         signal.signal(sig, lambda s, _f: os.kill(child, s))
     while True:
         pid, status = os.wait()

@@ -31,7 +31,7 @@ def main(root: str, cid: str, pid: int, log: logfile.Writer, pipe: int) -> None:
         os.dup2(log.fd, 2)
     from runtime import container
 
-    container.finish(root, cid, signals.exit_code(status))
+    container.finish(root, cid, signals.exit_code(status), verbose=os.environ.get(container.TRACE) == "1")
 
 
 def _copy(pipe: int, log: logfile.Writer, pid: int) -> None:

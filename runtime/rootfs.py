@@ -15,13 +15,19 @@ disappears with the container and none is seen by the host. In order:
    not merely out of sight as with chroot;
 5. hide what /proc and /sys would tell about the host (Docker's masked and
    read-only paths).
+
+One step here is the host's, made before the fork: the Layer, the overlay's
+upper and work directories that mount_layer() stacks on the rootfs.
 """
 import errno
 import os
 import stat
+from dataclasses import dataclass
 from shlex import quote
 
+from runtime import tree
 from runtime.errors import PyrunError
+from runtime.steps import Step
 from runtime.syscalls import (MNT_DETACH, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                               MS_RDONLY, MS_REC, MS_REMOUNT, mount, mount_setattr, open_in_root, pivot_root, umount2)
 
@@ -82,6 +88,53 @@ class Root:
             mount(source, _fd_path(fd), fstype, flags, data)
         finally:
             os.close(fd)
+
+
+def layer_dir(container_dir: str) -> str:
+    """The Layer's directory, in the container's state directory."""
+    return os.path.join(container_dir, "layer")
+
+
+@dataclass
+class Layer(Step):
+    """The writable layer: overlayfs upper, work and mount directories, on a nosuid mount of its own
+
+    Its directories are what mount_layer() below stacks on the rootfs.
+    Whatever the container writes lands in diff/ on the host, setuid-root
+    binaries and device nodes too (CVE-2021-41091's class). Two locks keep
+    them from host users: the layer is 0700, and it is a nosuid,nodev bind
+    mount of itself, so even with its directories opened up a setuid bit or
+    a device node in it means nothing on the host. The container sees the
+    files through its own overlay mount, whose flags are its own.
+    """
+
+    kind = "layer"
+    path: str
+
+    def up(self) -> None:
+        for sub, mode in (("", 0o700), ("diff", 0o755), ("work", 0o700), ("merged", 0o700)):
+            os.makedirs(os.path.join(self.path, sub), exist_ok=True)
+            os.chmod(os.path.join(self.path, sub), mode)  # diff's mode is the container's / mode: not the umask's
+        mount(self.path, self.path, None, MS_BIND)
+        mount(None, self.path, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
+
+    def down(self) -> None:
+        try:
+            umount2(self.path, MNT_DETACH)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
+                raise
+        tree.remove_tree(self.path)  # the container filled it: no depth, link or name of its may stop this
+
+    def shell_up(self) -> list[str]:
+        path = quote(self.path)
+        return [f"mkdir -p -m 0700 {path}", f"mkdir -m 0755 {quote(self.path + '/diff')}",
+                f"mkdir -m 0700 {quote(self.path + '/work')} {quote(self.path + '/merged')}",
+                f"mount --bind {path} {path}", f"mount -o remount,bind,nosuid,nodev {path}"]
+
+    def shell_down(self) -> list[str]:
+        path = quote(self.path)
+        return [f"umount -l {path}", f"rm -rf {path}"]
 
 
 def make_private() -> None:

@@ -9,34 +9,52 @@ gone" is success, as in CNI's DEL), undoing a step that never happened, or
 undoing twice, is harmless.
 
 The same objects are printed as shell commands (`--explain`) and traced
-while running (`-v`), so the explanation cannot drift from what runs.
+while running (`-v`), so the explanation cannot drift from what runs; their
+order is written once, in recipe.py.
+
+A journal record is the step's fields, its kind, and the module that defines
+it: `pyrun prune` replays journals without having run a container, and
+imports only what they name (a --network none container needs no network
+code). The registry below, filled as each Step class is defined, is the one
+place that maps a kind to its code.
 """
 import dataclasses
 import importlib
 import json
 import os
 import sys
+import threading
 import time
 from typing import Callable, ClassVar
 
 from runtime.errors import PyrunError
 
-_KINDS: dict[str, type["Step"]] = {}
-# Where each kind is defined: `pyrun prune` replays journals without having run a container,
-# so it imports only the modules the journals name (a --network none container needs no network code).
-_MODULES = {"cgroup": "runtime.cgroups", "layer": "runtime.container", "lease": "runtime.network.ipam",
-            "netns": "runtime.network.bridge", "veth": "runtime.network.bridge",
-            "ebtables": "runtime.network.portguard", "iptables": "runtime.network.firewall", "hosts": "runtime.network.dns"}
+KINDS: dict[str, type["Step"]] = {}
 
 
 class Step:
-    """A host-side change. Subclasses are dataclasses; their fields are the journal record."""
+    """A host-side change. Subclasses are dataclasses; their fields are the journal record, and the first
+    paragraph of their docstring is the title --explain gives them."""
 
     kind: ClassVar[str]
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        _KINDS[cls.kind] = cls
+        if cls.kind in KINDS and KINDS[cls.kind] is not cls:
+            raise TypeError(f"step kind {cls.kind!r} is {KINDS[cls.kind].__name__}'s already")
+        KINDS[cls.kind] = cls
+
+    @classmethod
+    def title(cls) -> str:
+        """The docstring's first paragraph, on one line."""
+        return " ".join((cls.__doc__ or cls.__name__).strip().split("\n\n")[0].split()).rstrip(".")
+
+    def at(self, pid) -> "Step":
+        """This step for the container whose PID 1 is PID: a step run once PID 1 exists (recipe.ATTACH) that
+        needs it has a pid field, which the recipe leaves empty; --explain passes the shell's "$PID"."""
+        if "pid" in {f.name for f in dataclasses.fields(self)}:
+            return dataclasses.replace(self, pid=pid)
+        return self
 
     def up(self) -> None:
         raise NotImplementedError
@@ -52,16 +70,23 @@ class Step:
     def shell_down(self) -> list[str]:
         return []
 
+    def traced(self) -> list[str]:
+        """What --verbose prints once up() has run: the commands for what it did (by default, all of them)."""
+        return self.shell_up()
+
     def record(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
+        return {"kind": self.kind, "module": type(self).__module__, **dataclasses.asdict(self)}
 
     @staticmethod
     def from_record(record: dict) -> "Step":
         fields = dict(record)
-        kind = fields.pop("kind")
-        if kind not in _KINDS:
-            importlib.import_module(_MODULES[kind])
-        return _KINDS[kind](**fields)
+        kind, module = fields.pop("kind"), fields.pop("module", None)
+        if kind not in KINDS:
+            if isinstance(module, str) and module.startswith("runtime."):
+                importlib.import_module(module)
+            else:  # a journal written before records named their module
+                importlib.import_module("runtime.recipe").all_kinds()
+        return KINDS[kind](**fields)
 
 
 class Journal:
@@ -72,6 +97,10 @@ class Journal:
         self.trace = trace
 
     def run(self, step: Step) -> None:
+        self._record(step)
+        self._up(step)
+
+    def _record(self, step: Step) -> None:
         try:
             with open(self.path, "a") as f:
                 f.write(json.dumps(step.record()) + "\n")
@@ -79,17 +108,43 @@ class Journal:
                 os.fsync(f.fileno())
         except OSError as e:  # a full state root: the step is not taken, and undo skips a line cut short
             raise PyrunError("journal", f"cannot write {self.path}: {e.strerror}") from None
+
+    def _up(self, step: Step) -> None:
         started = time.monotonic()
         step.up()
-        self._trace(started, step.shell_up(), "")
+        self._trace(started, step.traced(), "")
         if os.environ.get("PYRUN_DEBUG_PAUSE_AFTER") == step.kind:
             _pause(step.kind)
 
+    def run_beside(self, step: Step) -> Callable[[], None]:
+        """run(STEP) in a thread, while the caller goes on with the next steps; returns the function that
+        waits for it and raises what it raised. The record is written here, in order with the others."""
+        self._record(step)
+        failed = []
+
+        def call() -> None:
+            try:
+                self._up(step)
+            except BaseException as e:
+                failed.append(e)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+
+        def wait() -> None:
+            thread.join()
+            if failed:
+                raise failed[0]
+        return wait
+
     def _trace(self, started: float, commands: list[str], prefix: str) -> None:
+        """A step's commands, its time on the first: a batch (iptables-restore) or a netlink session does
+        them as one, and repeating the time on each line would count it again for each."""
         if self.trace:
-            took = (time.monotonic() - started) * 1000
+            took = f"[{(time.monotonic() - started) * 1000:6.1f} ms]"
             for command in commands:
-                print(f"pyrun: [{took:6.1f} ms] {prefix}{command}", file=sys.stderr)
+                print(f"pyrun: {took} {prefix}{command}", file=sys.stderr, flush=True)
+                took = " " * len(took)
 
     def steps(self) -> list[Step]:
         return [step for step in self._read() if isinstance(step, Step)]
@@ -145,6 +200,16 @@ class Journal:
             except FileNotFoundError:
                 pass
         return errors
+
+
+def heredoc(path: str, lines: list[str]) -> list[str]:
+    """The command that writes LINES to PATH, as they are: a quoted delimiter expands nothing in them."""
+    import shlex
+
+    end = "EOF"
+    while end in "\n".join(lines).split("\n"):  # a line equal to the delimiter would end it; the rest would run
+        end += "_"
+    return [f"cat > {shlex.quote(path)} <<'{end}'", *lines, end]
 
 
 def one_line(e: Exception) -> str:

@@ -179,12 +179,13 @@ def _cgroup_dirs() -> list[str]:
 
 def snapshot() -> dict:
     """Everything on the (sandbox) host that pyrun may change, less what it leaves by design:
-    the bridge and pyrun's chains with their bridge rules stay, as Docker's do."""
+    the bridges (pyrun0, and a user-defined network's pr-ID) and pyrun's chains with their bridge rules
+    stay, as Docker's do."""
     iptables = [line for line in sh("iptables-save").stdout.splitlines() if not line.startswith("#")]
     return {
         # A bridge port's timers tick, and a bridge's state settles, on their own.
         "links": [re.sub(r"\w+_timer +[\d.]+ | state [A-Z]+ ", " ", line)
-                  for line in sh("ip -d -o link").stdout.splitlines() if ": pyrun0:" not in line],
+                  for line in sh("ip -d -o link").stdout.splitlines() if not re.search(r": (pyrun0|pr-\w+):", line)],
         "addr": [line for line in sh("ip -o addr").stdout.splitlines() if "pyrun0" not in line],
         "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
         "iptables": [line for line in iptables if "pyrun:" in line],

@@ -5,9 +5,9 @@ import subprocess
 from conftest import HOST_IP, STATE_ROOT, fetch, pyrun, snapshot, wait_for
 from runtime import cgroups, rootfs
 from runtime.cgroups import Cgroup
-from runtime.container import Layer
+from runtime.rootfs import Layer
 from runtime.explain import TEARDOWN
-from runtime.network import bridge, firewall, ipam, networks, portguard
+from runtime.network import bridge, firewall, ipam, portguard
 from runtime.network.ports import PortMapping
 
 CID = "c0ffee" * 10 + "abcd"
@@ -51,8 +51,8 @@ def test_golden_netns_and_veth():
     assert ns.shell_up() == ["mkdir -p /run/netns", "touch /run/netns/pyrun-web",
                              "mount --bind /proc/4242/ns/net /run/netns/pyrun-web"]
     assert ns.shell_down() == ["umount /run/netns/pyrun-web", "rm /run/netns/pyrun-web"]
-    veth = bridge.Veth("pvc0ffeec0ffee", "pyrun0", 4242, "10.199.0.7", 16, "10.199.0.1",
-                       bridge.mac_address("10.199.0.7"))
+    veth = bridge.Veth("pvc0ffeec0ffee", "pyrun0", "10.199.0.7", 16, "10.199.0.1",
+                       bridge.mac_address("10.199.0.7"), 4242)
     inside = "nsenter --net=/proc/4242/ns/net"
     assert veth.shell_up() == [
         "ip link add pvc0ffeec0ffee type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
@@ -93,7 +93,7 @@ def test_golden_published_port_rules():
 
 
 def test_golden_bridge_setup_is_idempotent_shell():
-    cmds = bridge.ensure_bridge_shell(networks.Network("bridge", "pyrun0", "10.199.0.0/16"))
+    cmds = bridge.Bridge("bridge", "pyrun0", "10.199.0.0/16").shell_up()
     mac = bridge.bridge_mac("pyrun0")
     assert cmds[:4] == [f"ip link show pyrun0 >/dev/null 2>&1 || ip link add pyrun0 address {mac} type bridge",
                         f"ip link set pyrun0 address {mac}   # its own MAC, never its lowest port's",
@@ -130,7 +130,6 @@ def test_the_explained_script_runs_as_printed(debian, clean_host):
     out = pyrun("run", "--explain", "--name", "byhand", "-p", "8087:8000", debian,
                 "python", "-m", "http.server", "8000").stdout
     setup, teardown = out.split(TEARDOWN)
-    header = setup.split("\n\n")[0]  # the CID and C variables, which the teardown needs too
     r = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=60)
     try:
         assert r.returncode == 0, r.stderr
@@ -141,7 +140,7 @@ def test_the_explained_script_runs_as_printed(debian, clean_host):
                             capture_output=True, text=True)
         assert "10.199." in ns.stdout  # the blog's commands work against it
     finally:
-        t = subprocess.run(["bash", "-c", header + "\n" + teardown], capture_output=True, text=True, timeout=60)
+        t = subprocess.run(["bash", "-c", teardown], capture_output=True, text=True, timeout=60)  # on its own
     assert t.returncode == 0, t.stderr
     assert not os.listdir(os.path.join(STATE_ROOT, "containers"))
 

@@ -24,9 +24,8 @@ def test_hostile_names_in_the_explained_script_run_nothing(debian, clean_host):
                 "-w", "/w $(touch pwned-7)", rootfs, *command)
     assert out.returncode == 0, out.stderr
     setup, teardown = out.stdout.split(TEARDOWN)
-    header = setup.split("\n\n")[0]
-    r = subprocess.run(["bash", "-c", setup + "\nwait $PID"], capture_output=True, text=True, timeout=60, cwd=work)
-    t = subprocess.run(["bash", "-c", header + "\n" + teardown], capture_output=True, text=True, timeout=60,
+    r = subprocess.run(["bash", "-c", setup + "\nwait $UNSHARE"], capture_output=True, text=True, timeout=60, cwd=work)
+    t = subprocess.run(["bash", "-c", teardown], capture_output=True, text=True, timeout=60,
                        cwd=work)
     pwned = [name for name in os.listdir(work) if name.startswith("pwned")]
     pwned += [name for name in os.listdir(source) if name.startswith("pwned")]

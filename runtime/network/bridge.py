@@ -29,14 +29,15 @@ import os
 import shlex
 import socket
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from runtime import state, syscalls
 from runtime.errors import PyrunError
 from runtime.namespaces import CLONE_NEWNET
-from runtime.network import firewall, host, ipam, portguard, rtnl
+from runtime.network import firewall, host, networks, rtnl
 from runtime.network.networks import Network
-from runtime.steps import Journal, Step
+from runtime.network.ports import PortMapping
+from runtime.steps import Step
 
 NETNS_DIR = "/run/netns"
 _NSFS = os.stat("/proc/self/ns/net")  # every namespace file is on nsfs: its st_dev tells one from a plain file
@@ -114,39 +115,51 @@ def bridge_mac(name: str) -> str:
     first byte's two low bits saying "locally administered, unicast". A bridge without an address of its
     own takes its lowest port's, and changes it when that port goes: the containers' cached gateway MAC
     then answers no more until their ARP entries time out (about a minute of failed requests)."""
-    b = bytearray(hashlib.sha256(f"pyrun bridge {name}".encode()).digest()[:6])
+    b = bytearray(hashlib.sha256(firewall.bridge_tag(name).encode()).digest()[:6])
     b[0] = (b[0] & 0b11111100) | 0b10
     return ":".join(f"{x:02x}" for x in b)
 
 
-def ensure_bridge(network: Network) -> None:
-    """Create the bridge, its address and its firewall chains if missing, under the host's lock."""
+def ensure_bridge(network: Network) -> list[str]:
+    """Create the bridge, its address and its firewall chains if missing, under the host's lock; return
+    what was missing, as the commands that made it."""
     with host.locked():
-        _ensure_bridge(network)
+        return _ensure_bridge(network)
 
 
-def _ensure_bridge(network: Network) -> None:
+def _ensure_bridge(network: Network) -> list[str]:
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
+    mac, done = bridge_mac(name), []
     with netlink() as nl:
         link = nl.link(name)
         addresses = nl.addresses(link["index"]) if link is not None else []
         _check_subnet(network, addresses, [ipaddress.IPv4Network(f"{dst}/{prefixlen}")
                                            for dst, prefixlen in nl.routes() if prefixlen])
         if link is None:
-            nl.add_bridge(name, bridge_mac(name))
+            nl.add_bridge(name, mac)
             link = nl.link(name)
-        elif link.get_attr("IFLA_ADDRESS") != bridge_mac(name):
-            nl.set_address(link["index"], bridge_mac(name))   # a bridge made by an older pyrun
+            done += [f"ip link add {name} address {mac} type bridge", no_ipv6_shell(name)]
+        elif link.get_attr("IFLA_ADDRESS") != mac:
+            nl.set_address(link["index"], mac)   # a bridge made by an older pyrun
+            done.append(f"ip link set {name} address {mac}")
         index = link["index"]
         no_ipv6(name)   # a bridge made by an older pyrun gets it too (dropping what IPv6 it took)
         if gateway not in addresses:
             nl.add_address(index, gateway, network.prefixlen)
+            done += [f"ip addr add {gateway}/{network.prefixlen} dev {name}", f"ip link set {name} up"]
         nl.up(index)
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
-    _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+    if _read_sysctl(f"net/ipv4/conf/{name}/route_localnet") != "1":
+        _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+        done.append(f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1")
     current = firewall.save()
-    firewall.restore(firewall.missing_bridge_setup(current, name, subnet))
-    enable_forwarding(current)
+    missing = firewall.missing_bridge_setup(current, name, subnet)
+    firewall.restore(missing)
+    done += [f"iptables -t {table} -N {line[1:].split()[0]}" if line.startswith(":") else f"iptables -t {table} {line}"
+             for table, line in missing]
+    if enable_forwarding(current):
+        done += ["iptables -P FORWARD DROP", "sysctl -qw net.ipv4.ip_forward=1"]
+    return done
 
 
 def _check_subnet(network: Network, addresses: list[str], routes: list[ipaddress.IPv4Network]) -> None:
@@ -175,14 +188,42 @@ def remove_bridge(network: Network) -> None:
     host.locked(), with the check that no container holds an address on it."""
     with netlink() as nl:
         nl.delete(network.bridge)
-    firewall.restore(firewall.rules_tagged(firewall.save(), f"pyrun bridge {network.bridge}"))
+    firewall.restore(firewall.rules_tagged(firewall.save(), firewall.bridge_tag(network.bridge)))
     current = firewall.save()
-    if not firewall.rules_tagged(current, "pyrun bridge ", prefix=True):
+    if not firewall.rules_tagged(current, firewall.BRIDGE_TAG, prefix=True):
         firewall.remove_chains(current)
         restore_forwarding(current)
 
 
-def enable_forwarding(current: dict[str, list[str]]) -> None:
+def create_network(root: str, name: str, subnet: str) -> Network:
+    """Make the network's bridge and rules and record it. Call with a validated NAME and SUBNET."""
+    if name in ("none", "host"):
+        raise PyrunError("network create", f"{name!r} is reserved: --network {name} needs no network")
+    with state.locked(root):
+        for net in networks.all_networks(root):
+            if net.name == name:
+                raise PyrunError("network create", f"{name!r}: a network of this name exists")
+            if ipaddress.IPv4Network(net.subnet).overlaps(ipaddress.IPv4Network(subnet)):
+                raise PyrunError("network create", f"{subnet} overlaps network {net.name} ({net.subnet})")
+        net = Network(name, f"pr-{os.urandom(6).hex()}", subnet)
+        ensure_bridge(net)  # refuses a subnet that overlaps one of the host's routes
+        networks.add(root, net)
+    return net
+
+
+def remove_network(root: str, name: str) -> None:
+    with state.locked(root), host.locked():  # the host's lock too: no other root leases on it meanwhile
+        net = networks.get(root, name, None)
+        users = networks.holders(net)
+        if users:
+            known = {r["Id"]: r["Name"] for r in state.all_records(root)}
+            names = [known.get(cid, f"{cid[:12]} (of another --root)") for cid in users]
+            raise PyrunError("network rm", f"network {name} is in use by {', '.join(names)}; remove them first")
+        remove_bridge(net)
+        networks.forget(root, net)
+
+
+def enable_forwarding(current: dict[str, list[str]]) -> bool:
     """Turn ip_forward on, which a bridge network needs (CURRENT: an iptables-save).
 
     If it was off, pyrun is what makes this host a router, and it does what
@@ -193,10 +234,11 @@ def enable_forwarding(current: dict[str, list[str]]) -> None:
     on already, it and the policy are the admin's choice and stay as they are.
     """
     if _read_sysctl("net/ipv4/ip_forward") == "1":
-        return
+        return False
     state.write_json(FORWARDING, {"ip_forward": "0", "forward_policy": firewall.policy(current, "FORWARD")})
     firewall.set_policy("FORWARD", "DROP")  # before forwarding starts: never a moment as an open router
     _sysctl("net/ipv4/ip_forward", "1")
+    return True
 
 
 def restore_forwarding(current: dict[str, list[str]]) -> None:
@@ -212,31 +254,62 @@ def restore_forwarding(current: dict[str, list[str]]) -> None:
     os.unlink(FORWARDING)
 
 
-def ensure_bridge_shell(network: Network) -> list[str]:
-    """What ensure_bridge() does, as commands that, like it, change only what is missing."""
-    name, subnet, gateway, prefix = network.bridge, network.subnet, network.gateway, network.prefixlen
-    mac = bridge_mac(name)
-    cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} address {mac} type bridge",
-            f"ip link set {name} address {mac}   # its own MAC, never its lowest port's",
-            no_ipv6_shell(name),
-            f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
-            f"ip link set {name} up",
-            f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1   # this bridge only, never 'all'"]
-    for table, chains in firewall.CHAINS.items():
-        cmds += [f"iptables -t {table} -N {chain} 2>/dev/null || true" for chain in chains]
-    for table, chain, rule in firewall.JUMPS:
-        cmds.append(f"iptables -t {table} -C {chain} {rule} 2>/dev/null || iptables -t {table} -I {chain} 1 {rule}")
-    for table, rule in firewall.bridge_rules(name, subnet):
-        check = rule.replace("-A ", "-C ", 1)
-        cmds.append(f"iptables -t {table} {check} 2>/dev/null || iptables -t {table} {rule}")
-    cmds.append("[ \"$(sysctl -n net.ipv4.ip_forward)\" = 1 ] || { iptables -P FORWARD DROP; "
-                "sysctl -qw net.ipv4.ip_forward=1; }   # pyrun turns it on: not a router for anyone else")
-    return cmds
+@dataclass
+class Bridge(Step):
+    """The bridge, its address and pyrun's firewall chains, where missing (kept: as Docker keeps docker0)"""
+
+    kind = "bridge"
+    network: str   # the network's name, its bridge and subnet: networks.Network's fields
+    bridge: str
+    subnet: str
+
+    def __post_init__(self):
+        self.done: list[str] = []
+
+    def net(self) -> Network:
+        return Network(self.network, self.bridge, self.subnet)
+
+    def up(self) -> None:
+        self.done = ensure_bridge(self.net())
+
+    def down(self) -> None:
+        """Nothing: the bridge stays for the next container, as docker0 does; `pyrun network rm` removes it."""
+
+    def traced(self) -> list[str]:
+        return self.done or [f"# {self.bridge}, its address and pyrun's chains and rules are there already"]
+
+    def shell_up(self) -> list[str]:
+        """What ensure_bridge() does, as commands that, like it, change only what is missing."""
+        name, subnet, gateway, prefix = self.bridge, self.subnet, self.net().gateway, self.net().prefixlen
+        mac = bridge_mac(name)
+        cmds = [f"ip link show {name} >/dev/null 2>&1 || ip link add {name} address {mac} type bridge",
+                f"ip link set {name} address {mac}   # its own MAC, never its lowest port's",
+                no_ipv6_shell(name),
+                f"ip -4 addr show dev {name} | grep -q 'inet {gateway}/' || ip addr add {gateway}/{prefix} dev {name}",
+                f"ip link set {name} up",
+                f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1   # this bridge only, never 'all'"]
+        for table, chains in firewall.CHAINS.items():
+            cmds += [f"iptables -t {table} -N {chain} 2>/dev/null || true" for chain in chains]
+        for table, chain, rule in firewall.JUMPS:
+            cmds.append(f"iptables -t {table} -C {chain} {rule} 2>/dev/null || "
+                        f"iptables -t {table} -I {chain} 1 {rule}")
+        for table, rule in firewall.bridge_rules(name, subnet):
+            check = rule.replace("-A ", "-C ", 1)
+            cmds.append(f"iptables -t {table} {check} 2>/dev/null || iptables -t {table} {rule}")
+        cmds.append("[ \"$(sysctl -n net.ipv4.ip_forward)\" = 1 ] || { iptables -P FORWARD DROP; "
+                    "sysctl -qw net.ipv4.ip_forward=1; }   # pyrun turns it on: not a router for anyone else")
+        return cmds
+
+    def shell_down(self) -> list[str]:
+        return [f"# {self.bridge} stays, with its rules and pyrun's chains, as Docker keeps docker0: "
+                f"'pyrun network rm {self.network}' removes it"]
 
 
 @dataclass
 class NetnsName(Step):
-    """/run/netns/NAME bound to the container's network namespace, so `ip netns exec NAME` works.
+    """A name for its network namespace, so that `ip netns exec NAME` finds it
+
+    /run/netns/NAME is bound to the container's network namespace.
 
     /run/netns is the host's: the name may be taken by another state root's
     container or by `ip netns add`. up() takes it only if it is free, and the
@@ -247,7 +320,7 @@ class NetnsName(Step):
 
     kind = "netns"
     name: str
-    pid: int
+    pid: int | str | None = None
     cid: str = ""
     netns: str = ""
 
@@ -281,6 +354,11 @@ class NetnsName(Step):
         if ours:
             os.unlink(self.path)
 
+    def at(self, pid) -> "NetnsName":
+        """Its undo unmounts only this namespace: the one PID 1 is in, named before the name is taken."""
+        netns = os.readlink(f"/proc/{pid}/ns/net") if isinstance(pid, int) else ""
+        return replace(self, pid=pid, netns=netns)
+
     def shell_up(self) -> list[str]:
         path = shlex.quote(self.path)
         return [f"mkdir -p {NETNS_DIR}", f"touch {path}", f"mount --bind /proc/{self.pid}/ns/net {path}"]
@@ -292,14 +370,17 @@ class NetnsName(Step):
 
 @dataclass
 class Veth(Step):
+    """The veth pair: one end on the bridge, the other as the container's eth0 with its address and default
+    route"""
+
     kind = "veth"
     host_end: str
     bridge: str
-    pid: int
     address: str
     prefixlen: int
     gateway: str
     mac: str
+    pid: int | str | None = None
 
     def up(self) -> None:
         with netlink() as nl:
@@ -354,93 +435,69 @@ def mac_address(address: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
 
 
-def reserve_ports(ports) -> list[socket.socket]:
-    """Bind every published host port, as Docker does, and hold the sockets while the container lives.
+@dataclass
+class Ports(Step):
+    """The published host ports: pyrun binds each one and holds it while the container runs"""
 
-    The bind is the check: it fails if a host process or another container
-    holds the port, or if the host has no such address. Nothing has been
-    changed yet, so the error leaves nothing behind.
-    """
-    held = []
-    try:
-        for p in ports:
-            try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
-            except OSError as e:
-                raise PyrunError("invalid -p", f"cannot hold {len(ports)} published ports, one socket each: "
-                                               f"{e.strerror} (ulimit -n)") from None
-            held.append(sock)
-            try:
-                sock.bind((p.host_ip or "0.0.0.0", p.host_port))
-                if p.proto == "tcp":
-                    # Listening shows the reservation to `ss -ltnp` with its owner, as docker-proxy does.
-                    # It never gets a connection: the DNAT rules send every one to the container first.
-                    sock.listen(0)
-            except OSError as e:
-                why = {98: "is already in use (by a host process or another container)",
-                       99: "cannot be bound: the host has no such address"}.get(e.errno, e.strerror)
-                raise PyrunError("invalid -p", f"{p}: host port {p.host_ip or '0.0.0.0'}:{p.host_port}/{p.proto} "
-                                               f"{why}") from None
-    except BaseException:  # whatever failed, the sockets go: undoing the rest needs file descriptors too
-        for sock in held:
-            sock.close()
-        raise
-    return held
+    kind = "ports"
+    ports: list = field(default_factory=list)   # PortMapping fields as dicts, for the journal
 
+    def __post_init__(self):
+        self.sockets: list[socket.socket] = []
 
-class BridgeNetwork:
-    """One container's attachment to a bridge network: its address, veth pair and published ports."""
+    def mappings(self) -> list[PortMapping]:
+        return [PortMapping(**p) if isinstance(p, dict) else p for p in self.ports]
 
-    def __init__(self, spec, net: Network, root: str, cid: str, name: str, address: str, sockets: list):
-        self.spec, self.net, self.root, self.cid, self.name = spec, net, root, cid, name
-        self.address = address
-        self.sockets = sockets
+    def up(self) -> None:
+        """Bind every published host port, as Docker does, and hold the sockets while the container lives.
 
-    @classmethod
-    def prepare(cls, spec, net: Network, root: str, cid: str, name: str, journal: Journal) -> "BridgeNetwork":
-        """Before the fork: check the ports, lease an address (/etc/hosts names it)."""
-        sockets = reserve_ports(spec.ports)
+        The bind is the check: it fails if a host process or another container
+        holds the port, or if the host has no such address.
+        """
+        ports = self.mappings()
         try:
-            with host.locked():
-                lease = ipam.Lease(net.bridge, ipam.next_free(net.bridge, net.subnet), cid)
-                journal.run(lease)
-        except BaseException:
-            for sock in sockets:
-                sock.close()
+            for p in ports:
+                try:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
+                except OSError as e:
+                    raise PyrunError("invalid -p", f"cannot hold {len(ports)} published ports, one socket each: "
+                                                   f"{e.strerror} (ulimit -n)") from None
+                self.sockets.append(sock)
+                try:
+                    sock.bind((p.host_ip or "0.0.0.0", p.host_port))
+                    if p.proto == "tcp":
+                        # Listening shows the reservation to `ss -ltnp` with its owner, as docker-proxy does.
+                        # It never gets a connection: the DNAT rules send every one to the container first.
+                        sock.listen(0)
+                except OSError as e:
+                    why = {98: "is already in use (by a host process or another container)",
+                           99: "cannot be bound: the host has no such address"}.get(e.errno, e.strerror)
+                    raise PyrunError("invalid -p", f"{p}: host port {p.host_ip or '0.0.0.0'}:{p.host_port}/"
+                                                   f"{p.proto} {why}") from None
+        except BaseException:  # whatever failed, the sockets go: undoing the rest needs file descriptors too
+            self.down()
             raise
-        return cls(spec, net, root, cid, name, lease.address, sockets)
 
-    def ensure_bridge(self) -> None:
-        """Make sure the bridge and its rules exist. pyrun does it while the intermediate unshares (spawn's
-        MEANWHILE): it is what a run pays for netlink (pyroute2's message classes load, ~13 ms)."""
-        ensure_bridge(self.net)
+    def down(self) -> None:
+        """Close the sockets: a pyrun that has died has closed them already."""
+        while self.sockets:
+            self.sockets.pop().close()
 
-    def steps(self, pid) -> list[Step]:
-        """What attach() journals and runs, in order (--explain prints them with pid "$PID")."""
-        netns = os.readlink(f"/proc/{pid}/ns/net") if isinstance(pid, int) else ""
-        mac = mac_address(self.address)
-        out = [NetnsName(netns_name(self.name, self.root), pid, self.cid, netns),
-               Veth(host_end(self.cid), self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
-                    mac),
-               # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
-               # beside the veth's deletion. Nothing is sent from the port before it: the container runs
-               # nothing of its own until attach() is done, and eth0 has no IPv6 to speak up with.
-               portguard.PortGuard(self.cid, host_end(self.cid), mac, self.address)]
-        if self.spec.ports:
-            out.append(firewall.ContainerRules(self.cid, self.net.bridge, self.address, list(self.spec.ports)))
+    def shell_up(self) -> list[str]:
+        """A shell cannot hold a socket: the script checks the ports are free, pyrun's own among them (its
+        monitor listens on each TCP port it publishes; a UDP port shows as bound)."""
+        out = []
+        for p in self.mappings():
+            out.append(f"if ss -H -l{'t' if p.proto == 'tcp' else 'u'}n 'sport = :{p.host_port}' | grep -q .; then "
+                       f"echo 'host port {p.host_port}/{p.proto} is already in use (ss -lnp shows by whom)' >&2; "
+                       f"exit 1; fi")
         return out
 
-    def attach(self, pid: int, journal: Journal) -> None:
-        """After the fork, before the command: plug the container into the bridge and publish its ports."""
-        for step in self.steps(pid):
-            journal.run(step)
+    def shell_down(self) -> list[str]:
+        return []
 
-    def settings(self) -> dict:
-        """The container's side of the wiring, as `docker inspect` shows it under NetworkSettings."""
-        return {"IPAddress": self.address, "IPPrefixLen": self.net.prefixlen, "Gateway": self.net.gateway,
-                "MacAddress": mac_address(self.address),
-                "SandboxKey": os.path.join(NETNS_DIR, netns_name(self.name, self.root))}
 
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
+def settings(net: Network, address: str, netns: str) -> dict:
+    """The container's side of the wiring, as `docker inspect` shows it under NetworkSettings."""
+    return {"IPAddress": address, "IPPrefixLen": net.prefixlen, "Gateway": net.gateway,
+            "MacAddress": mac_address(address), "SandboxKey": os.path.join(NETNS_DIR, netns)}

@@ -18,8 +18,9 @@ import sys
 from dataclasses import dataclass
 
 from runtime import state
-from runtime.steps import Step
+from runtime.steps import Step, heredoc
 
+NAMES = ("hostname", "hosts", "resolv.conf")
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 
@@ -57,35 +58,63 @@ def files(hostname: str, address: str | None, network: str) -> tuple[dict[str, s
     except FileNotFoundError:
         host_resolv = ""
     resolv, fell_back = resolv_conf(host_resolv, network)
-    return {"hostname": hostname + "\n", "hosts": hosts(hostname, address), "resolv.conf": resolv}, fell_back
+    return dict(zip(NAMES, (hostname + "\n", hosts(hostname, address), resolv))), fell_back
 
 
 def etc_dir(container_dir: str) -> str:
     """Where a container's /etc files live on the host: in its layer directory, a nosuid,nodev mount
-    (container.Layer). They are writable binds, so a container can put a program in /etc/hosts and
+    (rootfs.Layer). They are writable binds, so a container can put a program in /etc/hosts and
     chmod 4755 it; there, that file is no setuid program on the host."""
-    return os.path.join(container_dir, "layer")
+    from runtime.rootfs import layer_dir
+
+    return layer_dir(container_dir)
 
 
-def write_files(directory: str, hostname: str, address: str | None, network: str) -> list[tuple[str, str, bool]]:
-    """Write the three files into DIRECTORY; return the bind mounts (source, target, readonly)."""
+def write_files(directory: str, hostname: str, address: str | None, network: str) -> None:
+    """Write the three files into DIRECTORY."""
     texts, fell_back = files(hostname, address, network)
     if fell_back and network != "none":
         print(f"pyrun: the host's resolv.conf names no resolver reachable from a container; "
               f"using {', '.join(FALLBACK_NAMESERVERS)}", file=sys.stderr)
-    binds = []
     for name, text in texts.items():
         path = os.path.join(directory, name)
         with open(path, "w") as f:
             f.write(text)
         os.chmod(path, 0o644)  # the container's own users read them; their 0700 directory keeps host users out
-        binds.append((path, f"/etc/{name}", False))
-    return binds
+
+
+@dataclass
+class EtcFiles(Step):
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container, in its layer directory"""
+
+    kind = "etc"
+    directory: str
+    hostname: str
+    address: str | None
+    network: str
+
+    def binds(self) -> list[tuple[str, str, bool]]:
+        """The bind mounts (source, target, readonly) that put them over the rootfs's own."""
+        return [(os.path.join(self.directory, name), f"/etc/{name}", False) for name in NAMES]
+
+    def up(self) -> None:
+        write_files(self.directory, self.hostname, self.address, self.network)
+
+    def down(self) -> None:
+        """Nothing to do: they live in the layer, which goes with its own undo."""
+
+    def shell_up(self) -> list[str]:
+        texts, _ = files(self.hostname, self.address, self.network)
+        out = []
+        for name, text in texts.items():
+            out += heredoc(os.path.join(self.directory, name), text.rstrip("\n").splitlines())
+            out.append(f"chmod 0644 {shlex.quote(os.path.join(self.directory, name))}")
+        return out
 
 
 @dataclass
 class HostsEntry(Step):
-    """Containers on the same user-defined network list each other in /etc/hosts."""
+    """Containers on the same user-defined network list each other in /etc/hosts"""
 
     kind = "hosts"
     root: str

@@ -192,7 +192,7 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
     foreign = [line for line in filt if line.startswith(("-A PYRUN-FORWARD ", "-A PYRUN-PUBLISHED "))
                and "pyrun" not in line.split("--comment", 1)[-1] and ("DROP" in line or "REJECT" in line)]
     dnat = [line for line in nat if line.startswith("-A PYRUN-DNAT") and f"--dport {port} " in line
-            and f"pyrun:{record['Id']}" in line]
+            and firewall.container_tag(record["Id"]) in line]
     checks = [
         (True, f"container {record['Name']} publishes {host_ip}:{port} -> {address}:{container_port}; "
                f"{holder(port, proto)} holds the port (ss -lnp 'sport = :{port}')", ""),

@@ -56,13 +56,26 @@ JUMPS = (("filter", "FORWARD", "-j PYRUN-FORWARD"),
          ("nat", "POSTROUTING", "-j PYRUN-POSTROUTING"))
 
 
+BRIDGE_TAG = "pyrun bridge "  # + the bridge's name: a network's rules; every pyrun bridge's begin so
+
+
+def bridge_tag(bridge: str) -> str:
+    """The comment on BRIDGE's rules."""
+    return f"{BRIDGE_TAG}{bridge}"
+
+
+def container_tag(cid: str) -> str:
+    """The comment on a container's rules (and the mark `pyrun network inspect` and `doctor` look for)."""
+    return f"pyrun:{cid}"
+
+
 def _tag(text: str) -> str:
     return f'-m comment --comment "{text}"' if " " in text else f"-m comment --comment {text}"
 
 
 def bridge_rules(bridge: str, subnet: str) -> list[tuple[str, str]]:
     """(table, rule) for a bridge network, in order."""
-    tag = _tag(f"pyrun bridge {bridge}")
+    tag = _tag(bridge_tag(bridge))
     return [
         ("filter", f"-A PYRUN-ISOLATION-1 -i {bridge} ! -o {bridge} {tag} -j PYRUN-ISOLATION-2"),
         ("filter", f"-A PYRUN-ISOLATION-2 -o {bridge} {tag} -j DROP"),
@@ -80,7 +93,7 @@ def bridge_rules(bridge: str, subnet: str) -> list[tuple[str, str]]:
 
 
 def container_rules(cid: str, bridge: str, address: str, ports: list[PortMapping]) -> list[tuple[str, str]]:
-    tag = _tag(f"pyrun:{cid}")
+    tag = _tag(container_tag(cid))
     rules = []
     for p in ports:
         match = f"-p {p.proto} -m {p.proto}"
@@ -156,7 +169,7 @@ def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str
     for table, chain, rule in JUMPS:
         if f"-A {chain} {rule}" not in current.get(table, []):
             out.append((table, f"-I {chain} 1 {rule}"))
-    if not rules_tagged(current, f"pyrun bridge {bridge}"):
+    if not rules_tagged(current, bridge_tag(bridge)):
         out += bridge_rules(bridge, subnet)
     return out
 
@@ -188,7 +201,8 @@ def rules_tagged(current: dict[str, list[str]], tag: str, prefix: bool = False) 
 
 @dataclass
 class ContainerRules(Step):
-    """A container's published ports: its DNAT and accept rules, added and removed as one batch."""
+    """The published ports: DNAT and accept rules tagged with the container's id, added and removed as one
+    batch"""
 
     kind = "iptables"
     cid: str
@@ -213,7 +227,7 @@ class ContainerRules(Step):
             try:
                 batch()
             except PyrunError:
-                restore(rules_tagged(save(), f"pyrun:{self.cid}"))
+                restore(rules_tagged(save(), container_tag(self.cid)))
         return finish
 
     def shell_up(self) -> list[str]:

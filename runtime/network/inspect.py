@@ -43,7 +43,9 @@ def _rules(net: networks.Network, containers: list[dict]) -> list[str]:
     """pyrun's rules for this network and its containers, with [packets:bytes] counters."""
     import subprocess
 
-    tags = [f"pyrun bridge {net.bridge}"] + [f"pyrun:{c['id']}" for c in containers]
+    from runtime.network.firewall import bridge_tag, container_tag
+
+    tags = [bridge_tag(net.bridge)] + [container_tag(c["id"]) for c in containers]
     out, table = [], ""
     for line in subprocess.run(["iptables-save", "-c"], capture_output=True, text=True).stdout.splitlines():
         if line.startswith("*"):

@@ -55,6 +55,8 @@ def next_free(network: str, subnet: str) -> str:
 
 @dataclass
 class Lease(Step):
+    """An address for the container, one file per lease"""
+
     kind = "lease"
     network: str
     address: str

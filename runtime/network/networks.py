@@ -10,6 +10,9 @@ each other by name: each one's /etc/hosts lists the others (dns.HostsEntry).
 `pyrun network rm NAME` is the mirror image, refused while a container holds
 an address on it. The default network "bridge" (pyrun0) is made on first
 use and can be removed the same way; pyrun's chains go with the last bridge.
+
+This module is the records only; the bridges themselves are bridge.py's
+(create_network, remove_network), which imports this one and not the reverse.
 """
 import ipaddress
 import os
@@ -88,38 +91,16 @@ def holders(net: Network) -> list[str]:
     return list(ipam.leases(net.bridge).values())
 
 
-def create(root: str, name: str, subnet: str) -> Network:
-    """Make the network's bridge and rules and record it. Call with a validated NAME and SUBNET."""
-    from runtime.network import bridge
-
-    if name in ("none", "host"):
-        raise PyrunError("network create", f"{name!r} is reserved: --network {name} needs no network")
-    with state.locked(root):
-        for net in all_networks(root):
-            if net.name == name:
-                raise PyrunError("network create", f"{name!r}: a network of this name exists")
-            if ipaddress.IPv4Network(net.subnet).overlaps(ipaddress.IPv4Network(subnet)):
-                raise PyrunError("network create", f"{subnet} overlaps network {net.name} ({net.subnet})")
-        net = Network(name, f"pr-{os.urandom(6).hex()}", subnet)
-        bridge.ensure_bridge(net)  # refuses a subnet that overlaps one of the host's routes
-        os.makedirs(os.path.join(root, "networks"), exist_ok=True)
-        state.write_json(_path(root, name), asdict(net))
-    return net
+def add(root: str, net: Network) -> None:
+    """Record NET (its bridge made: bridge.create_network). Call under the root's lock."""
+    os.makedirs(os.path.join(root, "networks"), exist_ok=True)
+    state.write_json(_path(root, net.name), asdict(net))
 
 
-def remove(root: str, name: str) -> None:
-    from runtime.network import bridge, host
-
-    with state.locked(root), host.locked():  # the host's lock too: no other root leases on it meanwhile
-        net = get(root, name, None)
-        users = holders(net)
-        if users:
-            known = {r["Id"]: r["Name"] for r in state.all_records(root)}
-            names = [known.get(cid, f"{cid[:12]} (of another --root)") for cid in users]
-            raise PyrunError("network rm", f"network {name} is in use by {', '.join(names)}; remove them first")
-        bridge.remove_bridge(net)
-        if net.user_defined:
-            os.unlink(_path(root, name))
+def forget(root: str, net: Network) -> None:
+    """Remove NET's record (its bridge removed: bridge.remove_network). The default network has none."""
+    if net.user_defined:
+        os.unlink(_path(root, net.name))
 
 
 def describe(root: str) -> list[dict]:

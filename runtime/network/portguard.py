@@ -37,7 +37,8 @@ def _restore(lines: list[str]) -> Callable[[], str]:
 
 @dataclass
 class PortGuard(Step):
-    """The container's chain and the jump to it: frames from its port pass only with its MAC and address."""
+    """Its port on the bridge passes only frames from its own MAC and address (no ARP spoofing): a chain of
+    its own and the jump to it"""
 
     kind = "ebtables"
     cid: str

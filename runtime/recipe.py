@@ -1,0 +1,164 @@
+"""The recipe of a run: every host-side step, in order, each with its phase. One list, three uses.
+
+    container.start   journals and runs it             (steps.Journal: each undo written down first)
+    run --verbose     traces it as it runs             (each step's commands, with the time it took)
+    run --explain     prints it as a bash script       (explain.py: the setup, and the teardown)
+
+    phase     when                                           the steps
+    create    before the fork: nothing of the container      ports, lease, cgroup, layer, /etc files,
+              runs yet                                       hosts entries
+    spawn     while the intermediate unshares                the bridge (kept, as Docker keeps docker0)
+              (process.spawn's MEANWHILE)
+    attach    once PID 1 exists, before it is told "go"      cgroup join (in a thread, beside the rest),
+              (each step gets PID 1's pid: Step.at)          netns name, veth, port guard, published ports
+    teardown  the journal, newest first (Journal.undo)       each step's down()
+
+To add a host-side step, write its Step class (up, down, shell_up, shell_down;
+the first line of its docstring is its title in --explain) and add one line
+to recipe() below. Its journal record names its module, so `pyrun prune`
+can read it back; the tests take the kinds they check from this list.
+
+An OCI runtime's `create` is the three phases and the wait for "ready";
+its `start` is "go" (process.ContainerProcess.go).
+"""
+import contextlib
+import sys
+from dataclasses import dataclass, replace
+
+from runtime import state
+from runtime.cgroups import Cgroup, CgroupJoin
+from runtime.network import dns
+from runtime.rootfs import Layer, layer_dir
+from runtime.spec import ContainerSpec
+from runtime.steps import Journal, Step
+
+CREATE, SPAWN, ATTACH = "create", "spawn", "attach"
+
+
+@dataclass(frozen=True)
+class Planned:
+    phase: str
+    step: Step
+    beside: bool = False   # runs in a thread while the phase's next steps run (Journal.run_beside)
+
+
+def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: str | None) -> list[Planned]:
+    """The host-side steps that run SPEC as container CID called NAME, on the bridge network NET (None for
+    --network none or host) at ADDRESS. Nothing is done here: the steps are only made."""
+    cdir = state.container_dir(root, cid)
+    layer = layer_dir(cdir)
+    res = spec.resources
+    plan = []
+    if net:
+        from runtime.network import bridge, firewall, ipam, portguard
+
+        end, mac = bridge.host_end(cid), bridge.mac_address(address)
+        if spec.ports:  # first: a port taken is refused before anything is changed
+            plan.append(Planned(CREATE, bridge.Ports(list(spec.ports))))
+        plan.append(Planned(CREATE, ipam.Lease(net.bridge, address, cid)))  # see create()
+    plan += [Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)),
+             Planned(CREATE, Layer(layer)),
+             Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network))]
+    if net and net.user_defined:
+        plan.append(Planned(CREATE, dns.HostsEntry(root, net.bridge, cid, name, address)))
+    if net:
+        plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet)))
+    # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
+    # the network is wired meanwhile.
+    plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
+    if net:
+        plan += [Planned(ATTACH, bridge.NetnsName(bridge.netns_name(name, root), cid=cid)),
+                 Planned(ATTACH, bridge.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac)),
+                 # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
+                 # beside the veth's deletion. Nothing is sent from the port before it: the container runs
+                 # nothing of its own until the attach phase is done, and eth0 has no IPv6 to speak up with.
+                 Planned(ATTACH, portguard.PortGuard(cid, end, mac, address))]
+        if spec.ports:
+            plan.append(Planned(ATTACH, firewall.ContainerRules(cid, net.bridge, address, list(spec.ports))))
+    return plan
+
+
+def create(journal: Journal, spec: ContainerSpec, net, root: str, cid: str, name: str) -> list[Planned]:
+    """Make the plan and run its create phase. The address is chosen, and the steps up to its lease run,
+    under the host's lock, so that another run, of any state root, chooses another address."""
+    with _host_lock(net):
+        plan = recipe(spec, net, root, cid, name, _next_free(net))
+        creating = [p for p in plan if p.phase == CREATE]
+        leased = next((i + 1 for i, p in enumerate(creating) if p.step.kind == "lease"), 0)
+        run(journal, creating[:leased], CREATE)
+    run(journal, creating[leased:], CREATE)
+    return plan
+
+
+def run(journal: Journal, plan: list[Planned], phase: str, pid: int | None = None) -> None:
+    """Journal and run PLAN's steps of PHASE, in order; with PID, for the container whose PID 1 it is. A step
+    marked beside runs in a thread meanwhile, and is waited for at the end of the phase."""
+    waits = []
+    try:
+        for planned in plan:
+            if planned.phase != phase:
+                continue
+            step = planned.step.at(pid) if pid is not None else planned.step
+            if planned.beside:
+                waits.append(journal.run_beside(step))
+            else:
+                journal.run(step)
+    finally:
+        failed = []
+        for wait in waits:
+            try:
+                wait()
+            except BaseException as e:
+                failed.append(e)
+    if failed:  # raised only if the phase itself did not: its own exception wins
+        raise failed[0]
+
+
+def find(plan: list[Planned], kind: type) -> Step | None:
+    return next((p.step for p in plan if isinstance(p.step, kind)), None)
+
+
+def hostname(spec: ContainerSpec, cid: str) -> str:
+    return spec.hostname or cid[:12]
+
+
+def binds(spec: ContainerSpec, plan: list[Planned]) -> list[tuple[str, str, bool]]:
+    """The bind mounts PID 1 makes, (source, target, readonly): the /etc files, then -v's."""
+    return find(plan, dns.EtcFiles).binds() + [(m.source, m.target, m.readonly) for m in spec.mounts]
+
+
+def guard_devices(spec: ContainerSpec) -> ContainerSpec:
+    """Without the devices controller nothing stops a node made with CAP_MKNOD from opening the host's disk."""
+    from runtime import cgroups
+
+    if "MKNOD" not in spec.caps or cgroups.guards_devices():
+        return spec
+    print("pyrun: no cgroup v1 devices controller here (cgroup v2 needs an eBPF program, which pyrun does not "
+          "load): dropping CAP_MKNOD", file=sys.stderr)
+    return replace(spec, caps=spec.caps - {"MKNOD"})
+
+
+def _host_lock(net):
+    if net is None:
+        return contextlib.nullcontext()
+    from runtime.network import host
+
+    return host.locked()
+
+
+def _next_free(net) -> str | None:
+    if net is None:
+        return None
+    from runtime.network import ipam
+
+    return ipam.next_free(net.bridge, net.subnet)
+
+
+def all_kinds() -> dict[str, type[Step]]:
+    """Every kind of step, its module imported: a journal written before records named their module is
+    read back through this (steps.Step.from_record)."""
+    from runtime.network import bridge, firewall, ipam, portguard  # noqa: F401  (they register their kinds)
+    from runtime.steps import KINDS
+
+    return dict(KINDS)
+
