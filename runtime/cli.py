@@ -59,6 +59,8 @@ def run(
     cap_drop: List[str] = typer.Option([], "--cap-drop"),
     security_opt: List[str] = typer.Option([], "--security-opt",
                                            help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format)."),
+    user: Optional[str] = typer.Option(None, "-u", "--user",
+                                       help="USER[:GROUP], names or numbers from the rootfs's /etc/passwd."),
     read_only: bool = typer.Option(False, "--read-only", help="Mount the rootfs read-only, no writable layer."),
     init: bool = typer.Option(False, "--init", help="Run a reaper as PID 1 that forwards signals."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
@@ -77,7 +79,7 @@ def run(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
-        security_opt=security_opt)
+        security_opt=security_opt, user=user)
     if explain:
         from runtime import explain as explainmod, state
 
@@ -135,14 +137,19 @@ def exec_(container_: str = typer.Argument(..., metavar="CONTAINER"),
           env: List[str] = typer.Option([], "-e", "--env", help="NAME=VALUE, or NAME to pass the host's value."),
           workdir: Optional[str] = typer.Option(None, "-w", "--workdir"),
           interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
-          tty: bool = typer.Option(False, "-t", "--tty", help="Give the command a pseudo-terminal.")):
+          tty: bool = typer.Option(False, "-t", "--tty", help="Give the command a pseudo-terminal."),
+          user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP] (default: the container's).")):
     """Run a command in a running container."""
     from runtime import lifecycle, spec as specmod
 
     pairs = [kv for kv in map(specmod.parse_env, env) if kv]
     if workdir is not None:
         workdir = specmod.parse_workdir(workdir)
-    sys.exit(lifecycle.exec_in(_root(), container_, command, pairs, workdir, interactive, tty))
+    if user is not None:
+        from runtime import users
+
+        user = users.parse(user)
+    sys.exit(lifecycle.exec_in(_root(), container_, command, pairs, workdir, interactive, tty, user))
 
 
 @app.command()

@@ -291,7 +291,7 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
         "LogPath": os.path.join(cdir, LOG),
         "Config": {"Image": spec.rootfs, "Cmd": list(spec.command), "Env": [f"{k}={v}" for k, v in spec.env],
                    "Hostname": spec.hostname or cid[:12], "WorkingDir": spec.workdir,
-                   "Tty": spec.tty, "OpenStdin": spec.interactive},
+                   "Tty": spec.tty, "OpenStdin": spec.interactive, "User": spec.user or ""},
         "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
                        "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
                        "SecurityOpt": [f"seccomp={spec.seccomp_setting}"],
@@ -313,7 +313,7 @@ def spec_from(record: dict) -> ContainerSpec:
         mounts=tuple(BindMount(*b.split(":")[:2], b.endswith(":ro")) for b in host["Binds"]),
         network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
         read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"],
-        **parse_security_opts(host["SecurityOpt"]))
+        user=config.get("User") or None, **parse_security_opts(host["SecurityOpt"]))
 
 
 def _ports(spec: ContainerSpec) -> dict:

@@ -116,14 +116,40 @@ def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wai
     if wait_for_network:  # pyrun's "go" (runtime/sync.py): the host has plugged in eth0
         out.append("until grep -q eth0: /proc/net/dev; do sleep 0.05; done")
     env = init.environment(spec, hostname)
+    who = []
+    if spec.user:
+        out += _user_shell(spec.user)
+        who = ["--reuid=$U", "--regid=$G", "--groups=$SGIDS"]
+        if "HOME" not in dict(spec.env):
+            env["HOME"] = "$HOME_"
     caps = ",".join(f"+{c.lower()}" for c in sorted(spec.caps))
     out += [f"cd {shlex.quote(spec.workdir)}",
             "# setpriv is util-linux's, from the rootfs: the bounding set becomes the container's capabilities",
             "# (pyrun also loads a seccomp filter here, with libseccomp; no shell command does that: see"
             " runtime/seccomp.py)" if spec.seccomp_setting != "unconfined" else "# (seccomp: unconfined)",
-            f"exec env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} \\",
-            f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''} -- \\",
+            f"exec env -i {' '.join(_assign(k, v) for k, v in env.items())} \\",
+            f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''}"
+            f"{''.join(' ' + w for w in who)} -- \\",
             f"  {shlex.join(spec.command)}"]
+    return out
+
+
+def _assign(key: str, value: str) -> str:
+    return f'{key}="$HOME_"' if value == "$HOME_" and key == "HOME" else shlex.quote(f"{key}={value}")
+
+
+def _user_shell(user: str) -> list[str]:
+    """-u's lookup (runtime/users.py) with the rootfs's own id and getent, which read its /etc/passwd now."""
+    name, _, group = user.partition(":")
+    name, group = shlex.quote(name), group and shlex.quote(group)
+    out = ["# -u: the user's ids, groups and home from the container's /etc/passwd and /etc/group (runtime/users.py)",
+           f"U={name}" if name.isdigit() else f"U=$(id -u {name})",
+           f"HOME_=$(getent passwd \"$U\" | cut -d: -f6); HOME_=${{HOME_:-/}}"]
+    if group:
+        out += [f"G={group}" if group.isdigit() else f"G=$(getent group {group} | cut -d: -f3)", 'SGIDS="$G"']
+    else:  # a number without a passwd entry is gid 0, as in Docker
+        out += ['G=$(id -g "$U" 2>/dev/null || echo 0)',
+                'SGIDS=$( (id -G "$U" 2>/dev/null || echo "$G") | tr " " ,)']
     return out
 
 

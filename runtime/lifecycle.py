@@ -209,8 +209,9 @@ def rm(root: str, ref: str, force: bool = False) -> None:
 
 
 def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]], workdir: str | None,
-            interactive: bool, tty: bool) -> int:
-    """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs."""
+            interactive: bool, tty: bool, user: str | None = None) -> int:
+    """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs, as
+    USER (default: the container's -u)."""
     from runtime import process, signals
     from runtime.cgroups import Cgroup
     from runtime.steps import Journal
@@ -218,7 +219,7 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
     record = running(root, ref, "exec")
     base = container.spec_from(record)
     spec = replace(base, command=tuple(command), env=base.env + tuple(env), workdir=workdir or base.workdir,
-                   interactive=interactive, tty=tty, init=False)
+                   interactive=interactive, tty=tty, init=False, user=user or base.user)
     journal = Journal(state.journal_path(root, record["Id"]))
     signals.abort_on_signals()
     proc = process.spawn(spec, "", [], spec.hostname, join=record["Init"]["Pid"])

@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from runtime import users
 from runtime.errors import PyrunError
 from runtime.network.ports import PortMapping, check_fd_budget, parse_port
 from runtime.security import ALL_CAPS, DEFAULT_CAPS
@@ -56,6 +57,7 @@ class ContainerSpec:
     tty: bool = False
     seccomp_setting: str = "default"   # as given: default, unconfined or a profile's path
     seccomp: dict | None = None        # a profile file's contents, read on the host before the fork
+    user: str | None = None            # -u USER[:GROUP], looked up in the container (users.py); None: root
 
 
 def parse_memory(value: str) -> int:
@@ -191,7 +193,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
                pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                read_only: bool = False, init: bool = False, interactive: bool = False,
-               tty: bool = False, security_opt: list[str] = ()) -> ContainerSpec:
+               tty: bool = False, security_opt: list[str] = (), user: str | None = None) -> ContainerSpec:
     """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
@@ -225,6 +227,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         ),
         caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
         read_only=read_only, init=init, interactive=interactive, tty=tty,
+        user=users.parse(user) if user is not None else None,
         **parse_security_opts(security_opt, caps),
     )
 
