@@ -62,6 +62,9 @@ def run(
     user: Optional[str] = typer.Option(None, "-u", "--user",
                                        help="USER[:GROUP], names or numbers from the rootfs's /etc/passwd."),
     read_only: bool = typer.Option(False, "--read-only", help="Mount the rootfs read-only, no writable layer."),
+    tmpfs: List[str] = typer.Option([], "--tmpfs", help="PATH[:OPTIONS], e.g. /tmp:size=64m,mode=1777 "
+                                                        "(noexec,nosuid,nodev unless exec, suid, dev)."),
+    ulimit: List[str] = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024 or nproc=64:128."),
     init: bool = typer.Option(False, "--init", help="Run a reaper as PID 1 that forwards signals."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
@@ -79,7 +82,7 @@ def run(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
-        security_opt=security_opt, user=user)
+        security_opt=security_opt, user=user, tmpfs=tmpfs, ulimit=ulimit)
     if explain:
         from runtime import explain as explainmod, state
 

@@ -38,7 +38,7 @@ from runtime import process, signals, state
 from runtime.cgroups import Cgroup
 from runtime.errors import PyrunError
 from runtime.network import dns
-from runtime.spec import BindMount, ContainerSpec, Resources
+from runtime.spec import BindMount, ContainerSpec, Resources, Ulimit
 from runtime.steps import Journal, Step
 from runtime.syscalls import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_REMOUNT, mount, umount2
 
@@ -297,7 +297,9 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
                        "SecurityOpt": [f"seccomp={spec.seccomp_setting}"],
                        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
                        "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
-                       "PidsLimit": spec.resources.pids_limit or 0},
+                       "PidsLimit": spec.resources.pids_limit or 0,
+                       "Tmpfs": {t.target: t.options() for t in spec.tmpfs},
+                       "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in spec.ulimits]},
         "NetworkSettings": {"IPAddress": "", "Gateway": "", "MacAddress": "", "Ports": _ports(spec)},
     }
 
@@ -313,7 +315,9 @@ def spec_from(record: dict) -> ContainerSpec:
         mounts=tuple(BindMount(*b.split(":")[:2], b.endswith(":ro")) for b in host["Binds"]),
         network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
         read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"],
-        user=config.get("User") or None, **parse_security_opts(host["SecurityOpt"]))
+        user=config.get("User") or None, ulimits=tuple(Ulimit(u["Name"], u["Soft"], u["Hard"])
+                                                       for u in host.get("Ulimits", [])),
+        **parse_security_opts(host["SecurityOpt"]))
 
 
 def _ports(spec: ContainerSpec) -> dict:

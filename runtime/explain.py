@@ -111,7 +111,7 @@ def _heredoc(path: str, lines: list[str]) -> list[str]:
 def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wait_for_network: bool) -> list[str]:
     binds = binds + [(m.source, m.target, m.readonly) for m in spec.mounts]
     out = ["set -e", "umask 022   # the container's, as Docker's (runtime/init.py)", *rootfs.build_shell(spec.rootfs, os.path.join(cdir, "layer"), spec.read_only, binds,
-                                          spec.workdir)]
+                                          spec.workdir, spec.tmpfs)]
     out.append(f"hostname {hostname}")
     if wait_for_network:  # pyrun's "go" (runtime/sync.py): the host has plugged in eth0
         out.append("until grep -q eth0: /proc/net/dev; do sleep 0.05; done")
@@ -130,8 +130,16 @@ def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wai
             f"exec env -i {' '.join(_assign(k, v) for k, v in env.items())} \\",
             f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''}"
             f"{''.join(' ' + w for w in who)} -- \\",
+            *([f"  prlimit {' '.join(_prlimit(u) for u in spec.ulimits)} -- \\"] if spec.ulimits else []),
             f"  {shlex.join(spec.command)}"]
     return out
+
+
+def _prlimit(u) -> str:
+    """util-linux's prlimit has Docker's names (runtime/spec.py ULIMITS); run last, after setpriv, as pyrun's
+    setrlimit(2) comes after the change of user."""
+    soft, hard = ("unlimited" if n == -1 else str(n) for n in (u.soft, u.hard))
+    return f"--{u.name}={soft}:{hard}"
 
 
 def _assign(key: str, value: str) -> str:

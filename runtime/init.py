@@ -22,6 +22,7 @@ each process ends in execve or _exit.
 """
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
@@ -32,7 +33,7 @@ import sys
 from runtime import namespaces, rootfs, seccomp, sync, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.security import drop_privileges, make_undumpable
-from runtime.spec import DEFAULT_PATH, ContainerSpec
+from runtime.spec import DEFAULT_PATH, ULIMITS, ContainerSpec
 
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
 _TIOCSPTLCK, _TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h
@@ -76,7 +77,7 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, nul
     step = "rootfs"
     try:
         if build:
-            rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir)
+            rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir, spec.tmpfs)
             step = "sethostname"
             socket.sethostname(hostname)
         step = "user"
@@ -174,6 +175,11 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         os.chdir(spec.workdir)
         if not os.getcwd().startswith("/"):
             raise PyrunError(step, "the working directory is outside the container")
+        # Once every fd is closed and no file is opened any more: --ulimit nofile=3 must not stop pyrun's own
+        # work, and the fd sweep above must not stop at a lowered limit. Lowered only (spec.parse_ulimit).
+        for u in spec.ulimits:
+            step = f"setrlimit({u.name}={u.soft}:{u.hard})"
+            resource.setrlimit(ULIMITS[u.name], (u.soft, u.hard))
         if syscall_filter is not None:
             step = "seccomp"  # last: from here on only the profile's system calls work, execve among them
             syscall_filter.load()

@@ -32,6 +32,32 @@ class BindMount:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    target: str                # absolute path inside the container, no '..'
+    flags: tuple[str, ...]     # of ro, nosuid, nodev, noexec
+    data: str                  # tmpfs's own options, made of numbers pyrun checked: "size=67108864,mode=1777"
+
+    def options(self) -> str:
+        return ",".join([*self.flags, *filter(None, [self.data])])
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str                  # Docker's name: nofile, nproc, ... (ULIMITS)
+    soft: int                  # -1: unlimited (RLIM_INFINITY)
+    hard: int
+
+
+# Docker's --ulimit names and the kernel's RLIMIT_* numbers (asm-generic/resource.h).
+ULIMITS = {"cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7, "memlock": 8,
+           "as": 9, "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14, "rttime": 15}
+_TMPFS_FLAGS = {"ro": ("ro", True), "rw": ("ro", False), "noexec": ("noexec", True), "exec": ("noexec", False),
+                "nosuid": ("nosuid", True), "suid": ("nosuid", False), "nodev": ("nodev", True), "dev": ("nodev", False)}
+_TMPFS_DATA = {"size": r"(\d+)([kmg]?)", "nr_inodes": r"(\d+)([kmg]?)", "mode": r"[0-7]{3,4}", "uid": r"\d+",
+               "gid": r"\d+"}
+
+
+@dataclass(frozen=True)
 class Resources:
     memory: int | None = None       # bytes
     cpus: float | None = None       # CPUs' worth of time per period
@@ -58,6 +84,8 @@ class ContainerSpec:
     seccomp_setting: str = "default"   # as given: default, unconfined or a profile's path
     seccomp: dict | None = None        # a profile file's contents, read on the host before the fork
     user: str | None = None            # -u USER[:GROUP], looked up in the container (users.py); None: root
+    tmpfs: tuple[Tmpfs, ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
 
 
 def parse_memory(value: str) -> int:
@@ -130,6 +158,58 @@ def parse_volume(value: str) -> BindMount:
     return BindMount(source, target, mode == "ro")
 
 
+def parse_tmpfs(value: str) -> Tmpfs:
+    """--tmpfs PATH[:OPTIONS], as Docker: noexec,nosuid,nodev unless OPTIONS say exec, suid or dev."""
+    path, _, options = value.partition(":")
+    target = _container_path(value, path, "--tmpfs")
+    if target == "/":
+        raise PyrunError("invalid --tmpfs", f"{value!r}: the container path may not be /; use --read-only with "
+                                            "a --tmpfs below it, e.g. /tmp")
+    flags = {"ro": False, "noexec": True, "nosuid": True, "nodev": True}
+    data = {}
+    for option in filter(None, options.split(",")):
+        key, eq, number = option.partition("=")
+        if not eq and key in _TMPFS_FLAGS:
+            flag, on = _TMPFS_FLAGS[key]
+            flags[flag] = on
+        elif eq and key in _TMPFS_DATA and (m := re.fullmatch(_TMPFS_DATA[key], number.lower())):
+            data[key] = str(int(m[1]) * _UNITS[m[2]]) if m.groups() else number
+        else:
+            raise PyrunError("invalid --tmpfs", f"{value!r}: {option!r} is not an option pyrun knows; expected "
+                                                "size=N[k|m|g], mode=OCTAL, uid=N, gid=N, nr_inodes=N, ro, rw, "
+                                                "exec, noexec, suid, nosuid, dev or nodev")
+    return Tmpfs(target, tuple(f for f, on in flags.items() if on), ",".join(f"{k}={v}" for k, v in data.items()))
+
+
+def parse_ulimit(value: str) -> Ulimit:
+    """--ulimit NAME=SOFT[:HARD], as Docker (HARD defaults to SOFT; -1 or unlimited: no limit)."""
+    import resource
+
+    name, _, limits = value.partition("=")
+    soft, _, hard = limits.partition(":")
+    numbers = [-1 if v == "unlimited" else int(v) if re.fullmatch(r"-1|\d+", v) else None for v in (soft, hard or soft)]
+    if name not in ULIMITS or None in numbers:
+        raise PyrunError("invalid --ulimit", f"{value!r}: expected NAME=SOFT[:HARD], numbers or -1 (unlimited), "
+                                             f"NAME one of {', '.join(ULIMITS)}")
+    soft, hard = numbers
+    if hard != -1 and (soft == -1 or soft > hard):
+        raise PyrunError("invalid --ulimit", f"{value!r}: the soft limit is above the hard limit")
+    own = resource.getrlimit(ULIMITS[name])[1]  # without CAP_SYS_RESOURCE a hard limit only ever goes down
+    if own != resource.RLIM_INFINITY and (hard == -1 or hard > own):
+        raise PyrunError("invalid --ulimit", f"{value!r}: the hard limit is above pyrun's own ({name}={own}), "
+                                             "which pyrun cannot raise; give at most that")
+    return Ulimit(name, soft, hard)
+
+
+def _check_mount_points(mounts: tuple[BindMount, ...], tmpfs: tuple[Tmpfs, ...]) -> None:
+    seen = set()
+    for target in [m.target for m in mounts] + [t.target for t in tmpfs]:
+        if target in seen:
+            raise PyrunError("invalid --tmpfs" if target in {t.target for t in tmpfs} else "invalid -v",
+                             f"{target}: two mounts at the same container path; give one")
+        seen.add(target)
+
+
 def _check_bind_kinds(rootfs: str, mounts: tuple[BindMount, ...]) -> None:
     """A file cannot be bound over a directory, nor a directory over a file: say so now, not half way through
     setup. Paths that are missing, or lead through a symlink, are resolved inside the container later."""
@@ -193,7 +273,8 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
                pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                read_only: bool = False, init: bool = False, interactive: bool = False,
-               tty: bool = False, security_opt: list[str] = (), user: str | None = None) -> ContainerSpec:
+               tty: bool = False, security_opt: list[str] = (), user: str | None = None, tmpfs: list[str] = (),
+               ulimit: list[str] = ()) -> ContainerSpec:
     """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
@@ -210,6 +291,8 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
     check_fd_budget(ports)
     rootfs, mounts = parse_rootfs(rootfs), tuple(map(parse_volume, volumes))
     _check_bind_kinds(rootfs, mounts)
+    tmpfs = tuple(map(parse_tmpfs, tmpfs))
+    _check_mount_points(mounts, tmpfs)
     return ContainerSpec(
         rootfs=rootfs,
         command=tuple(command),
@@ -228,6 +311,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
         read_only=read_only, init=init, interactive=interactive, tty=tty,
         user=users.parse(user) if user is not None else None,
+        tmpfs=tmpfs, ulimits=tuple({u.name: u for u in map(parse_ulimit, ulimit)}.values()),  # the last one wins
         **parse_security_opts(security_opt, caps),
     )
 
