@@ -65,6 +65,10 @@ def run(
     tmpfs: List[str] = typer.Option([], "--tmpfs", help="PATH[:OPTIONS], e.g. /tmp:size=64m,mode=1777 "
                                                         "(noexec,nosuid,nodev unless exec, suid, dev)."),
     ulimit: List[str] = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024 or nproc=64:128."),
+    timeout: Optional[str] = typer.Option(None, "--timeout",
+                                          help="Stop the command after so many seconds; exit 124 (0: no limit)."),
+    stop_timeout: Optional[str] = typer.Option(None, "--stop-timeout",
+                                               help="Seconds from SIGTERM to SIGKILL when stopped (default 10)."),
     init: bool = typer.Option(False, "--init", help="Run a reaper as PID 1 that forwards signals."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
@@ -82,7 +86,8 @@ def run(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
-        security_opt=security_opt, user=user, tmpfs=tmpfs, ulimit=ulimit)
+        security_opt=security_opt, user=user, tmpfs=tmpfs, ulimit=ulimit, stop_timeout=stop_timeout,
+        timeout=timeout)
     if explain:
         from runtime import explain as explainmod, state
 
@@ -211,11 +216,12 @@ def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argum
 
 @app.command()
 def stop(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
-         time_: str = typer.Option("10", "-t", "--time", help="Seconds to wait after SIGTERM before SIGKILL.")):
+         time_: Optional[str] = typer.Option(None, "-t", "--time", help="Seconds to wait after SIGTERM before "
+                                                                       "SIGKILL (default: its --stop-timeout).")):
     """Stop containers: SIGTERM, then SIGKILL after the timeout."""
     from runtime import lifecycle
 
-    timeout = lifecycle.parse_timeout(time_)
+    timeout = lifecycle.parse_timeout(time_) if time_ is not None else None
     _each(containers, lambda root, ref: lifecycle.stop(root, ref, timeout))
 
 

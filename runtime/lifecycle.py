@@ -180,14 +180,17 @@ def wait_gone(root: str, record: dict, timeout: float) -> bool:
     return False
 
 
-def stop(root: str, ref: str, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL after TIMEOUT seconds, as `docker stop` does; returns once torn down.
+def stop(root: str, ref: str, timeout: float | None = None) -> None:
+    """SIGTERM, then SIGKILL after TIMEOUT seconds (default: its --stop-timeout), as `docker stop` does;
+    returns once torn down.
 
     Stopping a container that is not running is not an error: it may have exited a moment ago.
     """
     record = find(root, ref)
     if status(record) != "running":
         return
+    if timeout is None:
+        timeout = record["Config"].get("StopTimeout", 10)
     _signal(record, signal.SIGTERM)  # it may exit on its own meanwhile: no error then
     if not wait_gone(root, record, timeout):
         _signal(record, signal.SIGKILL)

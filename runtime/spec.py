@@ -86,6 +86,8 @@ class ContainerSpec:
     user: str | None = None            # -u USER[:GROUP], looked up in the container (users.py); None: root
     tmpfs: tuple[Tmpfs, ...] = ()
     ulimits: tuple[Ulimit, ...] = ()
+    stop_timeout: float = 10.0         # seconds from SIGTERM to SIGKILL when pyrun stops it (Docker's 10)
+    timeout: float | None = None       # --timeout: seconds the command may run; None: no limit
 
 
 def parse_memory(value: str) -> int:
@@ -201,6 +203,16 @@ def parse_ulimit(value: str) -> Ulimit:
     return Ulimit(name, soft, hard)
 
 
+def parse_seconds(value: str, option: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 86400 * 365:
+        raise PyrunError(f"invalid {option}", f"{value!r}: expected a number of seconds from 0 to 31536000")
+    return seconds
+
+
 def _check_mount_points(mounts: tuple[BindMount, ...], tmpfs: tuple[Tmpfs, ...]) -> None:
     seen = set()
     for target in [m.target for m in mounts] + [t.target for t in tmpfs]:
@@ -274,7 +286,8 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
                pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                read_only: bool = False, init: bool = False, interactive: bool = False,
                tty: bool = False, security_opt: list[str] = (), user: str | None = None, tmpfs: list[str] = (),
-               ulimit: list[str] = ()) -> ContainerSpec:
+               ulimit: list[str] = (), stop_timeout: str | None = None, timeout: str | None = None
+               ) -> ContainerSpec:
     """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
@@ -311,6 +324,8 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
         read_only=read_only, init=init, interactive=interactive, tty=tty,
         user=users.parse(user) if user is not None else None,
+        stop_timeout=parse_seconds(stop_timeout, "--stop-timeout") if stop_timeout is not None else 10.0,
+        timeout=parse_seconds(timeout, "--timeout") or None if timeout is not None else None,  # 0: no limit
         tmpfs=tmpfs, ulimits=tuple({u.name: u for u in map(parse_ulimit, ulimit)}.values()),  # the last one wins
         **parse_security_opts(security_opt, caps),
     )
