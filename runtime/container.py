@@ -306,7 +306,7 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
                        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
                        "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
                        "PidsLimit": spec.resources.pids_limit or 0,
-                       "Timeout": spec.timeout or 0, "Tmpfs": {t.target: t.options() for t in spec.tmpfs},
+                       "Sandbox": spec.sandbox, "Timeout": spec.timeout or 0, "Tmpfs": {t.target: t.options() for t in spec.tmpfs},
                        "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in spec.ulimits]},
         "NetworkSettings": {"IPAddress": "", "Gateway": "", "MacAddress": "", "Ports": _ports(spec)},
     }

@@ -20,6 +20,10 @@ _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+# --sandbox: each part, unless its own flag is given (README, "Running untrusted code"). Also: no capabilities
+# but those --cap-add names, and, as always, no_new_privs and the default seccomp profile.
+SANDBOX = {"user": "65534:65534", "network": "none", "read_only": True, "init": True, "tmpfs": "/tmp:size=64m",
+           "memory": "256m", "pids_limit": "64", "cpus": "1", "timeout": "60"}
 MIN_MEMORY = 6 << 20  # Docker's floor: below this the runtime itself cannot start
 MAX_PIDS = 1 << 22    # PID_MAX_LIMIT on 64-bit: the most pids.max accepts, and more pids than Linux can have
 
@@ -87,6 +91,7 @@ class ContainerSpec:
     tmpfs: tuple[Tmpfs, ...] = ()
     ulimits: tuple[Ulimit, ...] = ()
     stop_timeout: float = 10.0         # seconds from SIGTERM to SIGKILL when pyrun stops it (Docker's 10)
+    sandbox: bool = False              # --sandbox: recorded for inspect; its parts are in the fields above
     timeout: float | None = None       # --timeout: seconds the command may run; None: no limit
 
 
@@ -235,7 +240,7 @@ def _check_bind_kinds(rootfs: str, mounts: tuple[BindMount, ...]) -> None:
                                            f"in the rootfs is a {kinds[1]}; bind a {kinds[1]} there")
 
 
-def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
+def parse_caps(add: list[str], drop: list[str], base: frozenset[str] = DEFAULT_CAPS) -> frozenset[str]:
     def names(values: list[str], option: str) -> set[str]:
         out = set()
         for value in values:
@@ -247,7 +252,7 @@ def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
             else:
                 raise PyrunError(f"invalid {option}", f"{value!r}: not a capability; expected a name such as NET_ADMIN or ALL")
         return out
-    return frozenset((DEFAULT_CAPS | names(add, "--cap-add")) - names(drop, "--cap-drop"))
+    return frozenset((base | names(add, "--cap-add")) - names(drop, "--cap-drop"))
 
 
 def parse_rootfs(value: str) -> str:
@@ -281,16 +286,24 @@ def parse_network(value: str) -> str:
 
 
 def build_spec(rootfs: str, command: list[str], *, name: str | None = None, hostname: str | None = None,
-               env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str = "bridge",
+               env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str | None = None,
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
                pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
-               read_only: bool = False, init: bool = False, interactive: bool = False,
+               read_only: bool | None = None, init: bool | None = None, interactive: bool = False,
                tty: bool = False, security_opt: list[str] = (), user: str | None = None, tmpfs: list[str] = (),
-               ulimit: list[str] = (), stop_timeout: str | None = None, timeout: str | None = None
-               ) -> ContainerSpec:
-    """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
+               ulimit: list[str] = (), stop_timeout: str | None = None, timeout: str | None = None,
+               sandbox: bool = False) -> ContainerSpec:
+    """Parse the command line's strings into a ContainerSpec, or raise PyrunError.
+
+    None is "not given": the default, or with SANDBOX the sandbox's (SANDBOX above), so a flag given wins."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
+    if sandbox:
+        user, network, read_only, init, memory, pids_limit, cpus, timeout = (
+            SANDBOX[key] if value is None else value for key, value in (
+                ("user", user), ("network", network), ("read_only", read_only), ("init", init), ("memory", memory),
+                ("pids_limit", pids_limit), ("cpus", cpus), ("timeout", timeout)))
+    network = network or "bridge"
     network = parse_network(network)
     ports = tuple(p for value in publish for p in parse_port(value))
     if ports and network in ("none", "host"):
@@ -306,6 +319,8 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
     _check_bind_kinds(rootfs, mounts)
     tmpfs = tuple(map(parse_tmpfs, tmpfs))
     _check_mount_points(mounts, tmpfs)
+    if sandbox and "/tmp" not in [m.target for m in mounts] + [t.target for t in tmpfs]:
+        tmpfs += (parse_tmpfs(SANDBOX["tmpfs"]),)
     return ContainerSpec(
         rootfs=rootfs,
         command=tuple(command),
@@ -321,8 +336,8 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             cpus=parse_cpus(cpus) if cpus is not None else None,
             pids_limit=parse_pids_limit(pids_limit) if pids_limit is not None else None,
         ),
-        caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
-        read_only=read_only, init=init, interactive=interactive, tty=tty,
+        caps=(caps := parse_caps(list(cap_add), list(cap_drop), frozenset() if sandbox else DEFAULT_CAPS)),
+        read_only=bool(read_only), init=bool(init), interactive=interactive, tty=tty, sandbox=sandbox,
         user=users.parse(user) if user is not None else None,
         stop_timeout=parse_seconds(stop_timeout, "--stop-timeout") if stop_timeout is not None else 10.0,
         timeout=parse_seconds(timeout, "--timeout") or None if timeout is not None else None,  # 0: no limit
