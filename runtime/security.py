@@ -9,6 +9,7 @@ the inheritable set empties it too (CVE-2022-29162 was a runtime that did not).
 no_new_privs stops setuid binaries and file capabilities from giving any back.
 """
 import ctypes
+import os
 
 # Capability numbers are kernel ABI (linux/capability.h); python-prctl stops at BPF.
 CAP_NUMBERS = {name: number for number, name in enumerate((
@@ -28,6 +29,7 @@ DEFAULT_CAPS = frozenset({
 })
 
 _PR_SET_DUMPABLE = 4
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -43,16 +45,36 @@ def make_undumpable() -> None:
 
 def drop_privileges(caps: frozenset[str]) -> None:
     """Limit every capability set to CAPS and turn on no_new_privs. Needs CAP_SETPCAP, so do it last."""
-    import _prctl
     import prctl
+
+    limit_bounding(caps)
+    set_capabilities(caps, caps)
+    prctl.set_no_new_privs(1)
+
+
+def limit_bounding(caps: frozenset[str]) -> None:
+    """Drop every capability not in CAPS from the bounding set: no execve can give it back."""
+    import _prctl
 
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
-    keep = sorted(CAP_NUMBERS[name] for name in caps)
+    keep = {CAP_NUMBERS[name] for name in caps}
     for number in range(last + 1):
         if number not in keep:
             _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
-    prctl.cap_inheritable.limit()
-    prctl.cap_effective.limit(*keep)
-    prctl.cap_permitted.limit(*keep)
-    prctl.set_no_new_privs(1)
+
+
+def set_capabilities(effective: frozenset[str], permitted: frozenset[str], inheritable: frozenset[str] = frozenset(),
+                     ambient: frozenset[str] = frozenset()) -> None:
+    """Set the process's capability sets (pyrun: inheritable and ambient empty; an OCI config may ask for them:
+    an ambient capability must be permitted and inheritable, or the kernel refuses it)."""
+    import prctl
+
+    numbers = lambda names: sorted(CAP_NUMBERS[name] for name in names)  # noqa: E731
+    prctl.cap_inheritable.limit(*numbers(inheritable))
+    prctl.cap_effective.limit(*numbers(effective))
+    prctl.cap_permitted.limit(*numbers(permitted))
+    for number in numbers(ambient):  # python-prctl has no ambient set
+        if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, number, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_CAP_AMBIENT_RAISE, {number}): {os.strerror(err)}")
