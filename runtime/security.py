@@ -9,6 +9,7 @@ the inheritable set empties it too (CVE-2022-29162 was a runtime that did not).
 no_new_privs stops setuid binaries and file capabilities from giving any back.
 """
 import ctypes
+import functools
 import os
 
 # Capability numbers are kernel ABI (linux/capability.h); python-prctl stops at BPF.
@@ -56,25 +57,29 @@ def limit_bounding(caps: frozenset[str]) -> None:
     """Drop every capability not in CAPS from the bounding set: no execve can give it back."""
     import _prctl
 
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last = int(f.read())
     keep = {CAP_NUMBERS[name] for name in caps}
-    for number in range(last + 1):
+    for number in range(_last_cap() + 1):
         if number not in keep:
             _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
 
 
+@functools.cache  # read while root: a process that has just become another user may no longer read it
+def _last_cap() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
 def set_capabilities(effective: frozenset[str], permitted: frozenset[str], inheritable: frozenset[str] = frozenset(),
                      ambient: frozenset[str] = frozenset()) -> None:
-    """Set the process's capability sets (pyrun: inheritable and ambient empty; an OCI config may ask for them:
-    an ambient capability must be permitted and inheritable, or the kernel refuses it)."""
-    import prctl
+    """Set the process's capability sets to exactly these, in one capset(2) (pyrun: inheritable and ambient
+    empty; an OCI config may ask for them: an ambient capability must be permitted and inheritable, or the
+    kernel refuses it)."""
+    import _prctl
 
-    numbers = lambda names: sorted(CAP_NUMBERS[name] for name in names)  # noqa: E731
-    prctl.cap_inheritable.limit(*numbers(inheritable))
-    prctl.cap_effective.limit(*numbers(effective))
-    prctl.cap_permitted.limit(*numbers(permitted))
-    for number in numbers(ambient):  # python-prctl has no ambient set
+    every = range(_last_cap() + 1)
+    sets = [{CAP_NUMBERS[name] for name in names} for names in (effective, permitted, inheritable)]
+    _prctl.set_caps(*[sorted(s) for s in sets], *[[n for n in every if n not in s] for s in sets])
+    for number in sorted(CAP_NUMBERS[name] for name in ambient):  # python-prctl has no ambient set
         if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, number, 0, 0) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"prctl(PR_CAP_AMBIENT_RAISE, {number}): {os.strerror(err)}")

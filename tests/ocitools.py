@@ -27,6 +27,7 @@ def make_bundle(path: str, busybox: str, args: list[str], edit=None) -> str:
     """A bundle at PATH: a copy of the busybox rootfs (hard links) and `spec`'s config.json with ARGS, then EDIT."""
     os.makedirs(path)
     subprocess.run(["cp", "-al", busybox, os.path.join(path, "rootfs")], check=True)
+    os.chmod(os.path.join(path, "rootfs"), 0o755)  # the fixture's is mkdtemp's 0700: no way in for uid 1000
     r = oci("spec", "--bundle", path)
     assert r.returncode == 0, r.stderr
     with open(os.path.join(path, "config.json")) as f:
@@ -128,3 +129,23 @@ def leftovers(cid: str) -> list[str]:
 def cleanup(cid: str) -> None:
     oci("delete", "--force", cid)
     shutil.rmtree(os.path.join(OCI_ROOT, "containers", cid), ignore_errors=True)
+
+
+def run_bundle(bundle: str, tmp: str, cid: str, timeout: float = 20) -> tuple[int, str, str]:
+    """create, start and wait for BUNDLE's program, then delete it: (exit code, stdout, stderr)."""
+    shim = Shim(tmp, "--bundle", bundle, "--pid-file", os.path.join(tmp, f"{cid}.pid"), cid)
+    try:
+        if shim.created() != 0:
+            shim.proc.wait(timeout)
+            return -1, "", shim.proc.stderr.read().decode()
+        r = oci("start", cid)
+        assert r.returncode == 0, r.stderr
+        with open(os.path.join(tmp, f"{cid}.pid")) as f:
+            code = shim.exit_of(int(f.read()), timeout)
+        r = oci("delete", cid)
+        assert r.returncode == 0, r.stderr
+        out, err = shim.proc.communicate(timeout=timeout)
+        return code, out.decode(), err.decode()
+    finally:
+        shim.close()
+        cleanup(cid)

@@ -12,8 +12,8 @@ exec.fifo). Until then, nothing of the user's has run.
     join namespaces by path -> make the rest -> fork PID 1 (runtime/init.fork_init)
     PID 1: mounts in config order -> devices -> pivot_root -> hostname, lo, sysctl -> masked paths
     -> keyring, oom_score_adj, rlimits -> terminal -> look up the program -> seccomp built
-    -> bounding set -> user -> capabilities -> no_new_privs -> "ready"
-    ... start opens the FIFO ... -> close fds but 0-2 and --preserve-fds -> cwd -> seccomp loaded -> execve
+    -> bounding set -> "ready" ... start opens the FIFO ... -> user -> capabilities -> no_new_privs
+    -> close fds but 0-2 and --preserve-fds -> cwd -> seccomp loaded -> execve
 
 Nothing of pyrun stays between the engine and this process: the
 intermediate exits, `create` is not a subreaper, so PID 1's parent becomes
@@ -123,16 +123,16 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
             signal.signal(sig, signal.SIG_DFL)
         step = "capabilities (bounding)"
         limit_bounding(p.caps.bounding)
+        sync.send(sock, "ready")
+        sock.close()  # create exits now; from here on errors go to the container's stderr
+        step = "exec.fifo"
+        _wait_for_start(fifo)  # as root still: /proc/self/fd of a non-dumpable process is root's alone
         step = f"user {p.uid}:{p.gid}"
         _switch_user(p.uid, p.gid, p.additional_gids)
         step = "capabilities"
         set_capabilities(p.caps.effective, p.caps.permitted, p.caps.inheritable, p.caps.ambient)
         if p.no_new_privileges:
             prctl.set_no_new_privs(1)
-        sync.send(sock, "ready")
-        sock.close()  # create exits now; from here on errors go to the container's stderr
-        step = "exec.fifo"
-        _wait_for_start(fifo)
         step = "close fds"
         _keep_fds(preserve_fds)
         step = f"chdir({p.cwd})"
