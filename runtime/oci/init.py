@@ -230,6 +230,11 @@ def _terminal(sock, size: tuple[int, int] | None) -> int:
         sync.send(sock, "pty", fds=[master])
     finally:
         os.close(master)
+    root = rootfs.Root("/")
+    try:  # the spec's /dev/console: the terminal itself
+        root.mount(f"/proc/self/fd/{tty}", "/dev/console", None, MS_BIND, directory=False)
+    finally:
+        root.close()
     return tty
 
 
