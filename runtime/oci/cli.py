@@ -52,7 +52,7 @@ class Log:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # a usage error is an error like any other: one line, exit 1
-        raise PyrunError(f"{self.prog}", message)
+        raise PyrunError("usage", f"{message} (see {self.prog} --help)")
 
 
 def parse_signal(value: str) -> int:
