@@ -74,6 +74,7 @@ class Cgroup(Step):
     cpus: float | None = None
     pids_limit: int | None = None
     parent: str = PARENT
+    devices: tuple = ()  # an OCI config's device rules, ("allow"|"deny", "c 5:1 rwm"), before pyrun's own allows
 
     def dirs(self) -> dict[str, tuple[int, str]]:
         """controller -> (version, directory); controllers sharing a v2 hierarchy share a directory."""
@@ -98,8 +99,10 @@ class Cgroup(Step):
                     out.append((path, "cpu.max", f"{quota} {CPU_PERIOD_US}"))
             if controller == "pids" and self.pids_limit:
                 out.append((path, "pids.max", self.pids_limit))
-            if controller == "devices":
-                out += [(path, "devices.deny" if rule == "a" else "devices.allow", rule) for rule in DEVICE_RULES]
+            if controller == "devices":  # deny all; a config's rules; pyrun's allowlist last, as runc adds its own
+                out += [(path, "devices.deny", DEVICE_RULES[0])]
+                out += [(path, f"devices.{verb}", rule) for verb, rule in self.devices]
+                out += [(path, "devices.allow", rule) for rule in DEVICE_RULES[1:]]
         return out
 
     def up(self) -> None:

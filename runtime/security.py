@@ -49,7 +49,10 @@ def drop_privileges(caps: frozenset[str]) -> None:
     import prctl
 
     limit_bounding(caps)
-    set_capabilities(caps, caps)
+    keep = sorted(CAP_NUMBERS[name] for name in caps)
+    prctl.cap_inheritable.limit()
+    prctl.cap_effective.limit(*keep)  # limit, not set: --cap-add ALL keeps what pyrun holds (this VM: no SYS_RESOURCE)
+    prctl.cap_permitted.limit(*keep)
     prctl.set_no_new_privs(1)
 
 
@@ -71,9 +74,9 @@ def _last_cap() -> int:
 
 def set_capabilities(effective: frozenset[str], permitted: frozenset[str], inheritable: frozenset[str] = frozenset(),
                      ambient: frozenset[str] = frozenset()) -> None:
-    """Set the process's capability sets to exactly these, in one capset(2) (pyrun: inheritable and ambient
-    empty; an OCI config may ask for them: an ambient capability must be permitted and inheritable, or the
-    kernel refuses it)."""
+    """Set the process's capability sets to exactly these, in one capset(2), as an OCI config asks: after a
+    switch to another uid the effective set is empty and must be raised, not only limited. A capability the
+    process does not hold is refused by the kernel (EPERM); an ambient one must be permitted and inheritable."""
     import _prctl
 
     every = range(_last_cap() + 1)

@@ -93,6 +93,7 @@ def _set(path: str, value):
     (_set("linux.uidMappings", [{"containerID": 0, "hostID": 1000, "size": 1}]), "linux.uidMappings"),
     (_set("linux.resources.memory", {"swap": 1 << 30}), "linux.resources.memory.swap"),
     (_set("linux.resources.cpu", {"shares": 512}), "linux.resources.cpu.shares"),
+    (_set("linux.resources.devices", [{"allow": True, "type": "x"}]), "linux.resources.devices[0]"),
     (_set("linux.sysctl", {"kernel.panic": "1"}), "it would change the host"),
     (_set("linux.cgroupsPath", "system.slice:pyrun:x"), "systemd"),
     (_set("hooks", {"prestart": [{"path": "/bin/true"}]}), "hooks"),

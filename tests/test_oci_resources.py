@@ -41,3 +41,19 @@ def test_cgroups_path_places_the_cgroup(busybox, tmp_path):
         for d in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/pod-a/"):  # the parent it asked for stays, as runc's
             import os
             os.rmdir(d)
+
+
+def test_device_rules_come_before_pyruns_allowlist(busybox, tmp_path):
+    """containerd's configs list the devices they allow; pyrun writes them, then its own allowlist, as runc."""
+    def edit(c):
+        c["linux"]["resources"]["devices"] = [{"allow": False, "access": "rwm"},
+                                              {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rw"}]
+    bundle = make_bundle(str(tmp_path / "b"), busybox, ["true"], edit)
+    shim = Shim(str(tmp_path), "--bundle", bundle, "res3")
+    try:
+        assert shim.created() == 0, shim.proc.stderr.read()
+        rules = open(f"/sys/fs/cgroup/devices/{CGROUP_PARENT}/res3/devices.list").read().split("\n")
+        assert "c 10:200 rw" in rules and "c 1:3 rwm" in rules and "a *:* rwm" not in rules
+    finally:
+        shim.close()
+        cleanup("res3")

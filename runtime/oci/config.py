@@ -28,6 +28,7 @@ from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE
 
 OCI_VERSION = "1.0.2"
 CLONE_NEWCGROUP = 0x02000000
+DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks for it asks for nothing
 # The spec's namespace names -> unshare(2) flags (namespaces.py has pyrun's own, by /proc/PID/ns names).
 NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ipc": 0x08000000,
               "uts": 0x04000000, "cgroup": CLONE_NEWCGROUP}
@@ -107,6 +108,7 @@ class Bundle:
     cgroup_parent: str = cgroups.PARENT
     cgroup_name: str = ""
     resources: Resources = field(default_factory=Resources)
+    devices: tuple[tuple[str, str], ...] = ()   # linux.resources.devices as cgroup v1 rules
     masked: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     sysctl: tuple[tuple[str, str], ...] = ()
@@ -160,7 +162,7 @@ def load(bundle: str, cid: str) -> Bundle:
     if hostname and ("uts", None) not in namespaces:
         raise bad("hostname", "setting a hostname needs a new uts namespace (the spec says so)")
     process = _process(_expect(config.get("process"), dict, "process", "an object"))
-    resources = _resources(linux.get("resources") or {})
+    resources, devices = _resources(linux.get("resources") or {})
     if not resources_need_no_devices(process.caps.bounding):
         raise bad("process.capabilities", "CAP_MKNOD needs the cgroup v1 devices controller, which this host "
                                           "lacks; drop CAP_MKNOD")
@@ -177,7 +179,7 @@ def load(bundle: str, cid: str) -> Bundle:
     return Bundle(
         path=path, rootfs=rootfs, readonly=bool(root.get("readonly")), process=process, hostname=hostname,
         mounts=tuple(_mount(m, f"mounts[{i}]", path) for i, m in enumerate(config.get("mounts") or [])),
-        namespaces=namespaces, cgroup_parent=parent, cgroup_name=name, resources=resources,
+        namespaces=namespaces, cgroup_parent=parent, cgroup_name=name, resources=resources, devices=devices,
         masked=tuple(_paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(_paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
@@ -318,10 +320,10 @@ def _mount(m, where: str, bundle: str) -> Mount:
         source = os.path.join(bundle, source)  # a relative source is the bundle's (the spec's rule)
         if not os.path.exists(source):
             raise bad(f"{where}.source", f"{source} does not exist")
-    return Mount(os.path.normpath(dest), kind, source, flags & ~clear | (flags & MS_BIND), ",".join(data), propagation)
+    return Mount(os.path.normpath(dest), kind, source, flags & ~clear, ",".join(data), propagation)
 
 
-def _resources(r: dict) -> Resources:
+def _resources(r: dict) -> tuple[Resources, tuple]:
     _expect(r, dict, "linux.resources", "an object")
     _refuse(r, "linux.resources", ("blockIO", "hugepageLimits", "network", "rdma", "unified"),
             "pyrun limits only memory, cpu, pids and devices")
@@ -330,25 +332,35 @@ def _resources(r: dict) -> Resources:
                                                "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"),
             "pyrun sets only limit")
     cpu = _expect(r.get("cpu") or {}, dict, "linux.resources.cpu", "an object")
-    _refuse(cpu, "linux.resources.cpu", ("shares", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"),
-            "pyrun sets only quota and period")
+    if cpu.get("shares") not in (None, DEFAULT_CPU_SHARES):
+        raise bad("linux.resources.cpu.shares", f"{cpu['shares']}: pyrun leaves the kernel's {DEFAULT_CPU_SHARES}")
+    _refuse(cpu, "linux.resources.cpu", ("realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"),
+            "pyrun sets only quota and period (and shares at the default)")
     quota, period = cpu.get("quota"), cpu.get("period")
     if period not in (None, cgroups.CPU_PERIOD_US):
         raise bad("linux.resources.cpu.period", f"{period}: pyrun's period is {cgroups.CPU_PERIOD_US} µs")
     if quota is not None and quota > 0:
         _expect(quota, int, "linux.resources.cpu.quota", "a number of microseconds")
-    for i, rule in enumerate(r.get("devices") or []):
-        # pyrun's cgroup always denies every device, then allows its own few (cgroups.DEVICE_RULES), as runc
-        # adds its default list: a config's "deny all" says the same, anything else would need more.
-        if rule.get("allow") or rule.get("type", "a") != "a" or rule.get("major") is not None:
-            raise bad(f"linux.resources.devices[{i}]", "pyrun allows only its default devices (/dev/null, zero, "
-                                                       "full, random, urandom, tty, ptmx, pts)")
+    devices = [_device_rule(rule, f"linux.resources.devices[{i}]") for i, rule in enumerate(r.get("devices") or [])]
     limit = (r.get("pids") or {}).get("limit")
     mem = memory.get("limit")
     return Resources(
         memory=_expect(mem, int, "linux.resources.memory.limit", "bytes") if mem and mem > 0 else None,
         cpus=quota / cgroups.CPU_PERIOD_US if quota and quota > 0 else None,
-        pids_limit=_expect(limit, int, "linux.resources.pids.limit", "a number") if limit and limit > 0 else None)
+        pids_limit=_expect(limit, int, "linux.resources.pids.limit", "a number") if limit and limit > 0 else None,
+    ), tuple(devices)
+
+
+def _device_rule(rule, where: str) -> tuple[str, str]:
+    """A device cgroup rule as cgroup v1 writes it: ("allow", "c 1:3 rwm"). pyrun's own allowlist is added
+    after the config's, as runc adds its own: a config's "deny all" first leaves exactly those."""
+    rule = _expect(rule, dict, where, "an object with allow, type, major, minor and access")
+    kind, access = rule.get("type") or "a", rule.get("access") or "rwm"
+    if kind not in ("a", "b", "c") or not set(access) <= set("rwm"):
+        raise bad(where, f"expected type a, b or c and access made of r, w, m, got {json.dumps(rule)}")
+    number = lambda key: "*" if rule.get(key) in (None, -1) else str(_expect(rule[key], int, f"{where}.{key}", "a number"))  # noqa: E731
+    text = "a" if kind == "a" else f"{kind} {number('major')}:{number('minor')} {access}"
+    return ("allow" if rule.get("allow") else "deny", text)
 
 
 def resources_need_no_devices(bounding: frozenset[str]) -> bool:

@@ -57,7 +57,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         os.mkfifo(fifo_path, 0o600)
         os.chmod(fifo_path, 0o622)  # PID 1 may open it after becoming process.user
         cgroup = Cgroup(b.cgroup_name, b.resources.memory, b.resources.cpus, b.resources.pids_limit,
-                        parent=b.cgroup_parent)
+                        parent=b.cgroup_parent, devices=b.devices)
         journal.run(cgroup)
         fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
         try:
