@@ -23,11 +23,25 @@ def oci(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, cwd=REPO, **kw)
 
 
+def copy_rootfs(busybox: str, dest: str) -> str:
+    """A copy of the busybox rootfs at DEST, by hard links (runtimes create mount points in it)."""
+    subprocess.run(["cp", "-al", busybox, dest], check=True)
+    os.chmod(dest, 0o755)  # the fixture's is mkdtemp's 0700: no way in for uid 1000
+    return dest
+
+
+def runtime_script(path: str) -> str:
+    """An executable at PATH that runs this checkout's pyrun-oci, for an engine's --runtime or --runc-binary."""
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m runtime.oci \"$@\"\n")
+    os.chmod(path, 0o755)
+    return path
+
+
 def make_bundle(path: str, busybox: str, args: list[str], edit=None) -> str:
     """A bundle at PATH: a copy of the busybox rootfs (hard links) and `spec`'s config.json with ARGS, then EDIT."""
     os.makedirs(path)
-    subprocess.run(["cp", "-al", busybox, os.path.join(path, "rootfs")], check=True)
-    os.chmod(os.path.join(path, "rootfs"), 0o755)  # the fixture's is mkdtemp's 0700: no way in for uid 1000
+    copy_rootfs(busybox, os.path.join(path, "rootfs"))
     r = oci("spec", "--bundle", path)
     assert r.returncode == 0, r.stderr
     with open(os.path.join(path, "config.json")) as f:

@@ -8,13 +8,13 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import textwrap
 
 import pytest
 
-from conftest import CGROUP_PARENT, REPO
+from conftest import CGROUP_PARENT
+from ocitools import copy_rootfs, runtime_script
 
 pytestmark = pytest.mark.skipif(not shutil.which("containerd"), reason="containerd is not installed: "
                                                                         "scripts/setup-engines")
@@ -40,11 +40,8 @@ def ctr(tmp_path, busybox):
     tmp = str(tmp_path)
     state = tempfile.mkdtemp(prefix="ctr-", dir="/run")  # short: its sockets' paths must fit in 108 bytes
     (tmp_path / "config.toml").write_text(CONFIG.format(tmp=tmp, state=state))
-    runtime = tmp_path / "pyrun-oci"
-    runtime.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m runtime.oci \"$@\"\n")
-    runtime.chmod(0o755)
-    subprocess.run(["cp", "-al", busybox, f"{tmp}/rootfs"], check=True)
-    os.chmod(f"{tmp}/rootfs", 0o755)
+    runtime = runtime_script(f"{tmp}/pyrun-oci")
+    copy_rootfs(busybox, f"{tmp}/rootfs")
     parent = f"/{CGROUP_PARENT}/ctr"
 
     def run(script: str, timeout: float = 120) -> subprocess.CompletedProcess:

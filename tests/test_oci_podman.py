@@ -9,13 +9,13 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import textwrap
 
 import pytest
 
-from conftest import CGROUP_PARENT, REPO
+from conftest import CGROUP_PARENT
+from ocitools import copy_rootfs, runtime_script
 
 pytestmark = pytest.mark.skipif(not shutil.which("podman"), reason="podman is not installed: scripts/setup-engines")
 
@@ -48,11 +48,8 @@ def podman(tmp_path, busybox):
     # A short run directory: conmon's sockets live there, and a long pytest path makes podman wait ~20 s per run.
     run_dir = tempfile.mkdtemp(prefix="podman-", dir="/run")
     (tmp_path / "storage.conf").write_text(STORAGE_CONF.format(tmp=tmp, run=run_dir))
-    runtime = tmp_path / "pyrun-oci"
-    runtime.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m runtime.oci \"$@\"\n")
-    runtime.chmod(0o755)
-    subprocess.run(["cp", "-al", busybox, f"{tmp}/rootfs"], check=True)
-    os.chmod(f"{tmp}/rootfs", 0o755)
+    runtime = runtime_script(f"{tmp}/pyrun-oci")
+    copy_rootfs(busybox, f"{tmp}/rootfs")
     parent = f"/{CGROUP_PARENT}/podman"
 
     def run(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
