@@ -99,10 +99,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> None:
-    from runtime.oci import config, lifecycle, state
+    from runtime.oci import lifecycle, state
 
     root = os.path.abspath(args.root)
     if args.verb == "spec":
+        from runtime.oci import config
+
         if args.rootless:
             raise PyrunError("spec --rootless", "pyrun runs containers as root only")
         path = os.path.join(args.bundle, "config.json")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         args = parser().parse_args(argv)
         log = Log(args.log, args.log_format, args.debug)
         if args.version:
-            from runtime.oci.config import OCI_VERSION
+            from runtime.oci.state import OCI_VERSION
 
             print(f"pyrun-oci version {VERSION}\nspec: {OCI_VERSION}")
             return

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 from runtime import cgroups
 from runtime.errors import PyrunError
+from runtime.oci.state import OCI_VERSION
 from runtime.security import ALL_CAPS, DEFAULT_CAPS
 from runtime.spec import DEFAULT_PATH, Resources
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC
 
-OCI_VERSION = "1.0.2"
 CLONE_NEWCGROUP = 0x02000000
 DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks for it asks for nothing
 # The spec's namespace names -> unshare(2) flags (namespaces.py has pyrun's own, by /proc/PID/ns names).

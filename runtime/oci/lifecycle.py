@@ -26,8 +26,6 @@ import traceback
 from runtime import state, sync
 from runtime.cgroups import Cgroup
 from runtime.errors import PyrunError
-from runtime.oci import config as oci_config
-from runtime.oci import init as oci_init
 from runtime.oci import state as oci_state
 from runtime.steps import Journal
 
@@ -36,6 +34,8 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
            preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True) -> None:
+    from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
+
     oci_config.check_id(cid)
     b = oci_config.load(bundle, cid)
     if b.process.terminal != bool(console_socket):
@@ -82,6 +82,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
 
 def _spawn(b, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool, keyring: str | None):
     """Fork the intermediate (not as a subreaper: see the module's docstring); return (PID 1's pid, sync socket)."""
+    from runtime.oci import init as oci_init  # imported before the fork: after pivot_root there is no host
+
     ours, theirs = sync.channel()
     intermediate = os.fork()
     if intermediate == 0:

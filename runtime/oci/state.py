@@ -14,11 +14,12 @@ lifecycle.py). Records live under --root as containers/ID/state.json, written
 with runtime/state.py's atomic helpers.
 """
 import os
+import time
 
 from runtime import state
 from runtime.errors import PyrunError
-from runtime.oci.config import OCI_VERSION
 
+OCI_VERSION = "1.0.2"  # the runtime specification's version pyrun-oci follows
 FIFO = "exec.fifo"
 
 
@@ -39,10 +40,8 @@ def read(root: str, cid: str) -> dict:
 
 
 def new(cid: str, bundle: str, rootfs: str, annotations: dict) -> dict:
-    from runtime.container import now
-
     return {"ociVersion": OCI_VERSION, "id": cid, "status": "creating", "pid": 0, "bundle": bundle,
-            "rootfs": rootfs, "created": now(), "owner": "", "annotations": annotations,
+            "rootfs": rootfs, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "owner": "", "annotations": annotations,
             "creator": state.me(), "process": None}
 
 
