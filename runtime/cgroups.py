@@ -63,13 +63,18 @@ def _write(path: str, value) -> None:
 
 @dataclass
 class Cgroup(Step):
-    """A cgroup per controller hierarchy, named pyrun/ID, with the limits"""
+    """A cgroup per controller hierarchy, named pyrun/ID, with the limits
+
+    PARENT is the path above it in each hierarchy: pyrun's own, or the directory part of an OCI config's
+    cgroupsPath (the parents stay, as pyrun's own parent does)."""
 
     kind = "cgroup"
     cid: str
     memory: int | None = None
     cpus: float | None = None
     pids_limit: int | None = None
+    parent: str = PARENT
+    devices: tuple = ()  # an OCI config's device rules, ("allow"|"deny", "c 5:1 rwm"), before pyrun's own allows
 
     def dirs(self) -> dict[str, tuple[int, str]]:
         """controller -> (version, directory); controllers sharing a v2 hierarchy share a directory."""
@@ -77,7 +82,7 @@ class Cgroup(Step):
         for controller in CONTROLLERS:
             version, mount = hierarchy(controller)
             if version:
-                out[controller] = (version, os.path.join(mount, PARENT, self.cid))
+                out[controller] = (version, os.path.join(mount, self.parent, self.cid))
         return out
 
     def _limits(self) -> list[tuple[str, str, object]]:
@@ -94,8 +99,10 @@ class Cgroup(Step):
                     out.append((path, "cpu.max", f"{quota} {CPU_PERIOD_US}"))
             if controller == "pids" and self.pids_limit:
                 out.append((path, "pids.max", self.pids_limit))
-            if controller == "devices":
-                out += [(path, "devices.deny" if rule == "a" else "devices.allow", rule) for rule in DEVICE_RULES]
+            if controller == "devices":  # deny all; a config's rules; pyrun's allowlist last, as runc adds its own
+                out += [(path, "devices.deny", DEVICE_RULES[0])]
+                out += [(path, f"devices.{verb}", rule) for verb, rule in self.devices]
+                out += [(path, "devices.allow", rule) for rule in DEVICE_RULES[1:]]
         return out
 
     def up(self) -> None:
@@ -104,7 +111,8 @@ class Cgroup(Step):
         for controller, (version, path) in self.dirs().items():
             if version == 1:
                 node = Node(controller.encode(), parent=Node(CGROUP_ROOT.encode()))
-                node.create_cgroup(PARENT).create_cgroup(self.cid)
+                for name in [*self.parent.split("/"), self.cid]:
+                    node = node.create_cgroup(name) if name else node
             else:
                 for directory, value in self._enable_v2(controller):
                     os.makedirs(directory, exist_ok=True)
@@ -116,7 +124,10 @@ class Cgroup(Step):
     def _enable_v2(self, controller: str) -> list[tuple[str, str]]:
         """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control:
         (directory, value) for each write, top down."""
-        return [(directory, f"+{controller}") for directory in (CGROUP_ROOT, os.path.join(CGROUP_ROOT, PARENT))]
+        directories = [CGROUP_ROOT]
+        for name in [n for n in self.parent.split("/") if n]:
+            directories.append(os.path.join(directories[-1], name))
+        return [(directory, f"+{controller}") for directory in directories]
 
     def paths(self) -> list[str]:
         """Its directories, one per hierarchy (controllers sharing a v2 hierarchy share one)."""
@@ -166,16 +177,17 @@ class CgroupJoin(Step):
     kind = "join"
     cid: str
     pid: int | str | None = None
+    parent: str = PARENT
 
     def up(self) -> None:
-        Cgroup(self.cid).join(self.pid)
+        Cgroup(self.cid, parent=self.parent).join(self.pid)
 
     def down(self) -> None:
         """Nothing: a process leaves its cgroup by dying, and Cgroup's undo kills what is left."""
 
     def shell_up(self) -> list[str]:
         return [f"echo {self.pid} > {shlex.quote(os.path.join(path, 'cgroup.procs'))}"
-                for path in Cgroup(self.cid).paths()]
+                for path in Cgroup(self.cid, parent=self.parent).paths()]
 
 
 def remove(path: str, seconds: float = 1.0) -> None:
