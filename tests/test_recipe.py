@@ -1,0 +1,281 @@
+"""One recipe (runtime/recipe.py): what --explain prints is what a run journals, and the script does what pyrun does.
+
+The first tests need no root (pytest -m noroot runs them as any user): they read the recipe and the printed
+script. The others run real containers and the printed scripts in the test sandbox, and compare what each
+leaves on the (sandbox) host: links, addresses, routes, bridge ports, iptables, ebtables, sysctls, cgroups
+and mounts, with the ids, which differ by design, replaced.
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CGROUP_PARENT, REPO, STATE_ROOT, pyrun, sh, snapshot, wait_for
+from runtime import cgroups, explain, recipe, steps
+from runtime.explain import TEARDOWN
+from runtime.network.networks import Network
+from runtime.spec import build_spec
+
+CID = "c0ffee" * 10 + "abcd"
+USERNET = ["--network", "recipenet"]
+# The command lines of the issue's check: the kinds --explain prints equal the kinds a real run journals.
+CASES = {"bridge with a port": ["-p", "8140:80"], "user-defined network": USERNET, "none": ["--network", "none"],
+         "host": ["--network", "host"], "init": ["--init"], "volume": ["-v", "/tmp:/mnt:ro"],
+         "read-only": ["--read-only"], "limits": ["--memory", "64m", "--pids-limit", "50"]}
+
+
+def printed_kinds(script: str) -> list[str]:
+    """The [kind] of each numbered section of the setup script, in order."""
+    return re.findall(r"^# \d+\. \[(\w+)\]", script.split(TEARDOWN)[0], re.M)
+
+
+def cli_spec(args: list[str]):
+    """ARGS as `pyrun run` parses them, by the same function."""
+    options = {"-p": "publish", "--network": "network", "--memory": "memory", "--pids-limit": "pids_limit",
+               "-v": "volumes"}
+    kw, flags = {}, {"--init": "init", "--read-only": "read_only"}
+    it = iter(args)
+    for a in it:
+        if a in flags:
+            kw[flags[a]] = True
+        else:
+            key = options[a]
+            kw[key] = [next(it)] if key in ("publish", "volumes") else next(it)
+    return build_spec("/", ["true"], **kw)
+
+
+@pytest.mark.noroot
+def test_the_recipe_in_order_with_phases():
+    net = Network("recipenet", "pr-0123456789ab", "10.195.0.0/24")
+    plan = recipe.recipe(cli_spec(["--network", "recipenet", "-p", "8140:80"]), net, "/run/pyrun", CID, "web",
+                         "10.195.0.2")
+    assert [(p.phase, p.step.kind) for p in plan] == [
+        ("create", "ports"), ("create", "lease"), ("create", "cgroup"), ("create", "layer"), ("create", "etc"),
+        ("create", "hosts"), ("spawn", "bridge"), ("attach", "join"), ("attach", "netns"), ("attach", "veth"),
+        ("attach", "ebtables"), ("attach", "iptables")]
+    assert [p.step.kind for p in plan if p.beside] == ["join"]
+    none = recipe.recipe(cli_spec(["--network", "none"]), None, "/run/pyrun", CID, "web", None)
+    assert [p.step.kind for p in none] == ["cgroup", "layer", "etc", "join"]
+
+
+@pytest.mark.noroot
+def test_every_journal_record_names_what_reads_it_back():
+    """A record is read back through the module it names, and only a module of pyrun's is imported."""
+    net = Network("recipenet", "pr-0123456789ab", "10.195.0.0/24")
+    plan = recipe.recipe(cli_spec(["--network", "recipenet", "-p", "8140:80"]), net, "/run/pyrun", CID, "web",
+                         "10.195.0.2")
+    for planned in plan:
+        record = json.loads(json.dumps(planned.step.record()))
+        assert record["module"] == type(planned.step).__module__
+        assert steps.Step.from_record(record).record() == record
+    code = ("import json, sys; from runtime.steps import Step; "
+            "print(type(Step.from_record(json.loads(sys.argv[1]))).__name__)")
+    for record, name in ((plan[-1].step.record(), "ContainerRules"),            # in a fresh interpreter: imported
+                         ({"kind": "veth", **{k: v for k, v in plan[-3].step.record().items() if k != "module"}},
+                          "Veth")):                                          # a journal of before the module key
+        r = subprocess.run([sys.executable, "-c", code, json.dumps(record)], capture_output=True, text=True, cwd=REPO)
+        assert r.stdout == f"{name}\n", r.stderr
+    r = subprocess.run([sys.executable, "-c", code, json.dumps({"kind": "nosuch", "module": "os"})],
+                       capture_output=True, text=True, cwd=REPO)
+    assert "KeyError: 'nosuch'" in r.stderr  # a module outside pyrun's is never imported
+
+
+@pytest.mark.noroot
+@pytest.mark.parametrize("case", CASES)
+def test_explain_prints_the_recipes_steps(case, tmp_path):
+    args = CASES[case]
+    net = Network("recipenet", "pr-0123456789ab", "10.195.0.0/24") if "recipenet" in args else None
+    if net:
+        os.makedirs(tmp_path / "networks")
+        (tmp_path / "networks" / "recipenet.json").write_text(json.dumps(net.__dict__))
+    elif "--network" not in args:
+        net = Network("bridge", "pyrun0", "10.199.0.0/16")
+    spec = cli_spec(args)
+    out = explain.explain(spec, str(tmp_path))
+    assert printed_kinds(out) == [p.step.kind for p in recipe.recipe(spec, net, str(tmp_path), CID, "x", "10.0.0.2")]
+
+
+@pytest.mark.noroot
+def test_explain_init_keeps_a_pid_1_that_forwards_signals(tmp_path):
+    script = explain.explain(cli_spec(["--init", "--network", "none"]), str(tmp_path))
+    init_sh = script[script.index("init.sh <<'EOF'"):]
+    init_sh = init_sh[:init_sh.index("\nEOF\n")]
+    assert "exec env -i" not in init_sh  # the shell does not hand PID 1 over to the command
+    assert "  true &\nCHILD=$!" in init_sh and 'trap "kill -$s $CHILD" $s' in init_sh and "TERM" in init_sh
+
+
+@pytest.mark.noroot
+def test_explain_refuses_what_the_run_refuses(tmp_path):
+    """-d with -t is refused by a run with 125; --explain of it too, instead of printing a script."""
+    r = subprocess.run([sys.executable, "-m", "runtime", "--root", str(tmp_path), "run", "--explain", "-d", "-t",
+                        str(tmp_path), "sh"], capture_output=True, text=True, cwd=REPO)
+    assert (r.returncode, r.stdout) == (125, "") and "cannot be given -i or -t" in r.stderr
+
+
+@pytest.mark.noroot
+def test_cgroup_v2_shell_enables_the_controllers_as_up_does(tmp_path, monkeypatch):
+    """On cgroup v2 a limit file exists only once the parents enable its controller in cgroup.subtree_control.
+    The tree is a directory standing in for /sys/fs/cgroup: what up() writes there, bash writes by shell_up()."""
+    for tree in ("up", "shell"):
+        os.makedirs(tmp_path / tree)
+        (tmp_path / tree / "cgroup.controllers").write_text("cpu memory pids\n")
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", str(tmp_path / "up"))
+    monkeypatch.setattr(cgroups, "PARENT", "pyrun")
+    group = cgroups.Cgroup(CID, memory=64 << 20, pids_limit=50, parent="pyrun")
+    group.up()
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", str(tmp_path / "shell"))
+    commands = group.shell_up()
+    assert any("cgroup.subtree_control" in c for c in commands)
+    subprocess.run(["bash", "-ec", "\n".join(commands)], check=True)
+
+    def tree(top):
+        return {os.path.relpath(os.path.join(d, f), top): open(os.path.join(d, f)).read().strip()
+                for d, _, files in os.walk(top) for f in files}
+
+    assert tree(tmp_path / "shell") == tree(tmp_path / "up")
+
+
+# From here on: real containers in the sandbox, as root.
+
+@pytest.fixture(scope="module")
+def recipenet():
+    r = pyrun("network", "create", "--subnet", "10.195.0.0/24", "recipenet")
+    assert r.returncode == 0, r.stderr
+    yield
+    pyrun("network", "rm", "recipenet")
+
+
+def journal_kinds(cid: str) -> list[str]:
+    with open(os.path.join(STATE_ROOT, "containers", cid, "journal")) as f:
+        return [json.loads(line)["kind"] for line in f]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_explain_prints_the_kinds_a_run_journals(case, busybox, recipenet, clean_host):
+    args = CASES[case]
+    r = pyrun("run", "-d", "--name", "kinds", *args, busybox, "sleep", "300")
+    assert r.returncode == 0, r.stderr
+    try:
+        journaled = journal_kinds(r.stdout.strip())
+    finally:
+        pyrun("rm", "-f", "kinds")
+    out = pyrun("run", "--explain", "--name", "kinds", *args, busybox, "sleep", "300")
+    assert out.returncode == 0, out.stderr
+    assert printed_kinds(out.stdout) == journaled
+
+
+def host_state(cid: str) -> dict:
+    """What pyrun changes on the host, with CID (and its 12-character short form) replaced by ID, and what the
+    kernel numbers or picks on its own (interface indexes, netns ids, counters, timers, a veth's host-end MAC)
+    left out."""
+    def ids(text: str) -> str:
+        return text.replace(cid, "ID").replace(cid[:12], "ID")
+
+    links = [re.sub(r"^\d+: |@if\d+|link-netnsid \d+ |\w+_timer +[\d.]+ | state [A-Z]+ ", " ", line)
+             for line in sh("ip -d -o link").stdout.splitlines()]
+    # The kernel picks a veth's host-end MAC at random (the container's eth0 has pyrun's, in its namespace).
+    links = [re.sub(r"link/ether \S+", "link/ether RANDOM", line) if f"pv{cid[:12]}" in line else line
+             for line in links]
+    sysctls = {path: open(path).read().strip() for pattern in ("/proc/sys/net/ipv4/ip_forward",
+                                                               "/proc/sys/net/ipv4/conf/*/route_localnet",
+                                                               "/proc/sys/net/ipv6/conf/*/disable_ipv6")
+               for path in glob.glob(pattern)}
+    limits = {path: open(path).read().strip() for d in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/*/")
+              + glob.glob(f"/sys/fs/cgroup/{CGROUP_PARENT}/*/")
+              for name in ("memory.limit_in_bytes", "memory.max", "pids.max", "devices.list")
+              for path in glob.glob(os.path.join(d, name))}
+    state = {
+        "links": sorted(links),
+        "addr": sorted(re.sub(r"^\d+: ", "", line) for line in sh("ip -o addr").stdout.splitlines()),
+        "routes": sh("ip route").stdout.splitlines(),
+        "bridge ports": sorted(re.sub(r"^\d+: ", "", line) for line in sh("bridge link").stdout.splitlines()),
+        "iptables": [re.sub(r" \[\d+:\d+\]$", "", line) for line in sh("iptables-save").stdout.splitlines()
+                     if not line.startswith("#")],
+        "ebtables": [line for line in sh("ebtables-save").stdout.splitlines() if not line.startswith("#")],
+        "sysctls": sysctls, "cgroups": limits,
+        "netns": sorted(os.listdir("/run/netns")),
+        "leases": sorted(glob.glob("/run/pyrun-net/ipam/*/*")),
+        "mounts": sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
+    }
+    return json.loads(ids(json.dumps(state)))
+
+
+def differences(got: dict, want: dict) -> dict:
+    """Per kind of state: what only GOT has, and what only WANT has."""
+    def items(v):
+        return [f"{k}={x}" for k, x in v.items()] if isinstance(v, dict) else v
+
+    return {key: {"only the script's": [x for x in items(got[key]) if x not in items(want[key])],
+                  "only pyrun's": [x for x in items(want[key]) if x not in items(got[key])]}
+            for key in got if got[key] != want[key]}
+
+
+def script_id(script: str) -> str:
+    return re.search(r"^export CID=([0-9a-f]{64})", script, re.M).group(1)
+
+
+@pytest.mark.parametrize("case", ["bridge with a port", "user-defined network", "init"])
+def test_the_explained_scripts_leave_the_host_as_pyrun_does(case, debian, recipenet, clean_host):
+    """The setup script leaves what a running container leaves; the teardown script what pyrun's teardown does."""
+    args = [*CASES[case], "--memory", "64m"]
+    r = pyrun("run", "-d", "--name", "byhand", *args, debian, "sleep", "300")
+    assert r.returncode == 0, r.stderr
+    try:
+        running = host_state(r.stdout.strip())
+    finally:
+        assert pyrun("rm", "-f", "byhand").returncode == 0
+    after_pyrun = host_state("none")
+    out = pyrun("run", "--explain", "--name", "byhand", *args, debian, "sleep", "300")
+    setup, teardown = out.stdout.split(TEARDOWN)
+    cid = script_id(setup)
+    s = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=60)
+    try:
+        assert s.returncode == 0, s.stderr
+        assert not differences(host_state(cid), running)
+    finally:
+        t = subprocess.run(["bash", "-c", teardown], capture_output=True, text=True, timeout=60)
+    assert t.returncode == 0, t.stderr
+    assert not differences(host_state(cid), after_pyrun)
+
+
+def test_the_explained_script_stops_at_a_port_already_taken(busybox, clean_host):
+    """pyrun's own monitor holds the port (it listens on it, and binds the UDP one): the script sees it, says
+    so and stops before it changes anything, as `pyrun run` would."""
+    r = pyrun("run", "-d", "--name", "holder", "-p", "8141:80", "-p", "8142:53/udp", busybox, "sleep", "300")
+    assert r.returncode == 0, r.stderr
+    try:
+        for port in ("8141:80", "8142:53/udp"):
+            before = snapshot()
+            setup = pyrun("run", "--explain", "-p", port, busybox, "true").stdout.split(TEARDOWN)[0]
+            s = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=60)
+            proto = "udp" if "udp" in port else "tcp"
+            assert s.returncode == 1 and s.stderr == \
+                f"host port {port.split(':')[0]}/{proto} is already in use (ss -lnp shows by whom)\n", s.stderr
+            assert snapshot() == before
+    finally:
+        pyrun("rm", "-f", "holder")
+
+
+def test_verbose_shows_the_bridge_made_on_a_fresh_host_and_a_detached_teardown(busybox, clean_host):
+    assert pyrun("network", "rm", "bridge").returncode == 0  # as on a host pyrun has never run on
+    r = pyrun("run", "--rm", "--verbose", busybox, "true")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    made = [line for line in lines if re.match(r"pyrun: \[ *[\d.]+ ms\] ip link add pyrun0 address ", line)]
+    assert made and any("iptables -t nat -A PYRUN-POSTROUTING -s 10.199.0.0/16 ! -o pyrun0" in line for line in lines)
+    again = pyrun("run", "--rm", "--verbose", busybox, "true").stderr
+    assert "pyrun0, its address and pyrun's chains and rules are there already" in again
+    assert "ip link add pyrun0" not in again
+    # Each step's time once, on its first command: the veth's other commands have none of their own.
+    veth = [line for line in lines if "ip link add pv" in line or "nsenter" in line]
+    assert re.match(r"pyrun: \[", veth[0]) and all(line.startswith("pyrun:         ") for line in veth[1:])
+    # run -d: the monitor traces the teardown into the container's log.
+    cid = pyrun("run", "-d", "--verbose", "--name", "traced", busybox, "true").stdout.strip()
+    wait_for(lambda: pyrun("inspect", "traced").stdout.count('"exited"'), what="the container to exit")
+    log = open(os.path.join(STATE_ROOT, "containers", cid, "container.log")).read()
+    assert re.search(r"ms\] undo: ip link del pv", log), log
+    assert pyrun("rm", "traced").returncode == 0
