@@ -8,6 +8,7 @@ machine (198.51.100.2) and the internet (203.0.113.1). The bridge, veth
 pairs, iptables rules, named netns and pyrun's state all live and die inside
 the sandbox: the machine's own network is never touched.
 """
+import contextlib
 import glob
 import json
 import os
@@ -105,6 +106,17 @@ def pyrun_bg(*args: str, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, cwd=REPO, **kw)
 
 
+@contextlib.contextmanager
+def user_network(name: str, subnet: str):
+    """A user-defined network for the body (pyrun network create), removed after it."""
+    r = pyrun("network", "create", "--subnet", subnet, name)
+    assert r.returncode == 0, r.stderr
+    try:
+        yield
+    finally:
+        pyrun("network", "rm", name)
+
+
 class PtySession:
     """pyrun on a pseudo-terminal of the test's own, as a user at a terminal runs it."""
 
@@ -181,6 +193,9 @@ def _cgroup_dirs() -> list[str]:
     return sorted(glob.glob(f"/sys/fs/cgroup/{CGROUP_PARENT}/*/") + glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/*/"))
 
 
+_KEPT = r"(pyrun0|pr-[0-9a-f]{12})"  # the bridges pyrun keeps: the default network's, and user-defined ones'
+
+
 def snapshot() -> dict:
     """Everything on the (sandbox) host that pyrun may change, less what it leaves by design:
     the bridges (pyrun0, and a user-defined network's pr-ID) and pyrun's chains with their bridge rules
@@ -189,9 +204,10 @@ def snapshot() -> dict:
     return {
         # A bridge port's timers tick, and a bridge's state settles, on their own.
         "links": [re.sub(r"\w+_timer +[\d.]+ | state [A-Z]+ ", " ", line)
-                  for line in sh("ip -d -o link").stdout.splitlines() if not re.search(r": (pyrun0|pr-\w+):", line)],
-        "addr": [line for line in sh("ip -o addr").stdout.splitlines() if "pyrun0" not in line],
-        "routes": [line for line in sh("ip route").stdout.splitlines() if "pyrun0" not in line],
+                  for line in sh("ip -d -o link").stdout.splitlines() if not re.search(rf": {_KEPT}:", line)],
+        "addr": [line for line in sh("ip -o addr").stdout.splitlines() if not re.search(rf" {_KEPT} ", line)],
+        # and its route says linkdown while it has no port, a moment after its last one went
+        "routes": [line for line in sh("ip route").stdout.splitlines() if not re.search(rf" {_KEPT} ", line)],
         "iptables": [line for line in iptables if "pyrun:" in line],
         "ebtables": [line for line in sh("ebtables-save").stdout.splitlines() if "PYRUN-" in line],
         "netns": sorted(os.listdir("/run/netns")),

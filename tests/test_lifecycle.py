@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import HOST_IP, STATE_ROOT, fetch, pty_session, pyrun, pyrun_bg, sh, snapshot, wait_for
+from conftest import user_network, HOST_IP, STATE_ROOT, fetch, pty_session, pyrun, pyrun_bg, sh, snapshot, wait_for
 
 HTTPD = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && echo started && exec httpd -f -v -p 8000 -h /www"
 def detached(rootfs: str, *args: str, name: str = "web") -> str:
@@ -213,10 +213,8 @@ def _kinds() -> list[str]:
 
 @pytest.fixture(scope="module")
 def faultnet():
-    r = pyrun("network", "create", "--subnet", "10.196.0.0/24", "faultnet")
-    assert r.returncode == 0, r.stderr
-    yield
-    pyrun("network", "rm", "faultnet")
+    with user_network("faultnet", "10.196.0.0/24"):
+        yield
 
 
 @pytest.mark.parametrize("kind", _kinds())
