@@ -53,7 +53,7 @@ def run(
     env: List[str] = typer.Option([], "-e", "--env", help="NAME=VALUE, or NAME to pass the host's value."),
     workdir: str = typer.Option("/", "-w", "--workdir"),
     volume: List[str] = typer.Option([], "-v", "--volume", help="HOST_PATH:CONTAINER_PATH[:ro|rw]"),
-    network: str = typer.Option("bridge", "--network", help="bridge, none or host."),
+    network: Optional[str] = typer.Option(None, "--network", help="bridge (the default), none, host or a network."),
     publish: List[str] = typer.Option([], "-p", "--publish", help="[IP:]HOST:CONTAINER[/tcp|udp]"),
     memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit, e.g. 64m."),
     cpus: Optional[str] = typer.Option(None, "--cpus", help="CPUs' worth of time, e.g. 0.5."),
@@ -62,8 +62,21 @@ def run(
     cap_drop: List[str] = typer.Option([], "--cap-drop"),
     security_opt: List[str] = typer.Option([], "--security-opt",
                                            help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format)."),
-    read_only: bool = typer.Option(False, "--read-only", help="Mount the rootfs read-only, no writable layer."),
-    init: bool = typer.Option(False, "--init", help="Run a reaper as PID 1 that forwards signals."),
+    user: Optional[str] = typer.Option(None, "-u", "--user",
+                                       help="USER[:GROUP], names or numbers from the rootfs's /etc/passwd."),
+    read_only: Optional[bool] = typer.Option(None, "--read-only/--no-read-only",
+                                             help="Mount the rootfs read-only, no writable layer."),
+    tmpfs: List[str] = typer.Option([], "--tmpfs", help="PATH[:OPTIONS], e.g. /tmp:size=64m,mode=1777 "
+                                                        "(noexec,nosuid,nodev unless exec, suid, dev)."),
+    ulimit: List[str] = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024 or nproc=64:128."),
+    timeout: Optional[str] = typer.Option(None, "--timeout",
+                                          help="Stop the command after so many seconds; exit 124 (0: no limit)."),
+    stop_timeout: Optional[str] = typer.Option(None, "--stop-timeout",
+                                               help="Seconds from SIGTERM to SIGKILL when stopped (default 10)."),
+    init: Optional[bool] = typer.Option(None, "--init/--no-init", help="Run a reaper as PID 1 that forwards signals."),
+    sandbox: bool = typer.Option(False, "--sandbox", help="For untrusted code: nobody, no capabilities, read-only "
+                                                          "with a 64m /tmp, no network, 256m, 64 pids, 1 CPU, "
+                                                          "60 s, --init. A flag given wins (README)."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
@@ -83,7 +96,8 @@ def run(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
-        security_opt=security_opt)
+        security_opt=security_opt, user=user, tmpfs=tmpfs, ulimit=ulimit, stop_timeout=stop_timeout,
+        timeout=timeout, sandbox=sandbox)
     log = logfile.parse_log_opts(log_opt)
     if explain:
         from runtime import explain as explainmod, state
@@ -169,14 +183,19 @@ def exec_(container_: str = typer.Argument(..., metavar="CONTAINER"),
           env: List[str] = typer.Option([], "-e", "--env", help="NAME=VALUE, or NAME to pass the host's value."),
           workdir: Optional[str] = typer.Option(None, "-w", "--workdir"),
           interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
-          tty: bool = typer.Option(False, "-t", "--tty", help="Give the command a pseudo-terminal.")):
+          tty: bool = typer.Option(False, "-t", "--tty", help="Give the command a pseudo-terminal."),
+          user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP] (default: the container's).")):
     """Run a command in a running container."""
     from runtime import lifecycle, spec as specmod
 
     pairs = [kv for kv in map(specmod.parse_env, env) if kv]
     if workdir is not None:
         workdir = specmod.parse_workdir(workdir)
-    sys.exit(lifecycle.exec_in(_root(), container_, command, pairs, workdir, interactive, tty))
+    if user is not None:
+        from runtime import users
+
+        user = users.parse(user)
+    sys.exit(lifecycle.exec_in(_root(), container_, command, pairs, workdir, interactive, tty, user))
 
 
 @app.command()
@@ -235,11 +254,12 @@ def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argum
 
 @app.command()
 def stop(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
-         time_: str = typer.Option("10", "-t", "--time", help="Seconds to wait after SIGTERM before SIGKILL.")):
+         time_: Optional[str] = typer.Option(None, "-t", "--time", help="Seconds to wait after SIGTERM before "
+                                                                       "SIGKILL (default: its --stop-timeout).")):
     """Stop containers: SIGTERM, then SIGKILL after the timeout."""
     from runtime import lifecycle
 
-    timeout = lifecycle.parse_timeout(time_)
+    timeout = lifecycle.parse_timeout(time_) if time_ is not None else None
     _each(containers, lambda root, ref: lifecycle.stop(root, ref, timeout))
 
 

@@ -5,9 +5,9 @@ unshares the namespaces and forks again, because a new PID namespace only
 applies to children. Its child is the container's PID 1, the *init*, which
 builds the container in this order and ends in execve(2):
 
-    namespaces -> rootfs -> hostname -> seccomp filter built -> ready -> (pyrun: go)
-    -> parent-death signal -> terminal -> privileges -> close fds -> workdir
-    -> seccomp filter loaded -> execve
+    namespaces -> rootfs -> hostname -> user looked up -> seccomp filter built -> ready
+    -> (pyrun: go) -> parent-death signal -> terminal -> privileges and user -> close fds
+    -> workdir -> rlimits -> seccomp filter loaded -> execve
 
 pyrun wires the network and joins the cgroup while PID 1 builds the rootfs:
 two CPUs, two processes, and the container starts sooner.
@@ -22,6 +22,7 @@ each process ends in execve or _exit.
 """
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
@@ -29,10 +30,10 @@ import stat
 import struct
 import sys
 
-from runtime import namespaces, rootfs, seccomp, sync
+from runtime import namespaces, rootfs, seccomp, sync, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.security import drop_privileges, make_undumpable
-from runtime.spec import DEFAULT_PATH, ContainerSpec
+from runtime.spec import DEFAULT_PATH, ULIMITS, ContainerSpec
 
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
 _TIOCSPTLCK, _TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h
@@ -76,9 +77,11 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, nul
     step = "rootfs"
     try:
         if build:
-            rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir)
+            rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir, spec.tmpfs)
             step = "sethostname"
             socket.sethostname(hostname)
+        step = "user"
+        who = users.resolve(spec.user) if spec.user else None  # in the container's root: its /etc/passwd
         tty = None
         if spec.tty:
             step = "open(/dev/pts/ptmx)"
@@ -94,8 +97,8 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, nul
         step = "prctl(PR_SET_PDEATHSIG)"
         _die_with_parent(sock)
         if spec.init:
-            _reap(sock, spec, hostname, tty, null, syscall_filter)
-        _exec(sock, spec, hostname, tty, null, syscall_filter)
+            _reap(sock, spec, hostname, tty, null, syscall_filter, who)
+        _exec(sock, spec, hostname, tty, null, syscall_filter, who)
     except (OSError, PyrunError) as e:
         _fail(sock, step, e)
 
@@ -136,16 +139,19 @@ def _die_with_parent(sock) -> None:
         os._exit(EXIT_PYRUN)
 
 
-def environment(spec: ContainerSpec, hostname: str) -> dict[str, str]:
-    """The command's environment: Docker's defaults, then -e (explain.py prints the same)."""
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+def environment(spec: ContainerSpec, hostname: str, home: str = "/root") -> dict[str, str]:
+    """The command's environment: Docker's defaults, then -e (explain.py prints the same).
+
+    HOME is the user's home directory from the container's /etc/passwd (users.py)."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": home}
     if spec.tty:
         env["TERM"] = "xterm"
     env.update(spec.env)
     return env
 
 
-def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter) -> None:
+def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter,
+          who: users.Identity | None = None) -> None:
     step = "setsid"
     try:
         os.setsid()
@@ -157,9 +163,11 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         # Python ignores these; an ignored signal stays ignored across execve.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-        env = environment(spec, hostname)
-        step = "capabilities"
-        drop_privileges(spec.caps)
+        env = environment(spec, hostname, who.home if who else "/root")
+        step = "capabilities" if who is None else f"capabilities and user {spec.user}"
+        drop_privileges(spec.caps, who)
+        if who is not None:
+            _die_with_parent(sock)  # a change of uid cleared the parent-death signal
         step = "close fds"
         sock = _close_fds(sock)
         # chdir only once no host fd is open: -w /proc/self/fd/N must not reach the host (CVE-2024-21626).
@@ -167,6 +175,11 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         os.chdir(spec.workdir)
         if not os.getcwd().startswith("/"):
             raise PyrunError(step, "the working directory is outside the container")
+        # Once every fd is closed and no file is opened any more: --ulimit nofile=3 must not stop pyrun's own
+        # work, and the fd sweep above must not stop at a lowered limit. Lowered only (spec.parse_ulimit).
+        for u in spec.ulimits:
+            step = f"setrlimit({u.name}={u.soft}:{u.hard})"
+            resource.setrlimit(ULIMITS[u.name], (u.soft, u.hard))
         if syscall_filter is not None:
             step = "seccomp"  # last: from here on only the profile's system calls work, execve among them
             syscall_filter.load()
@@ -209,7 +222,8 @@ def _close_fds(sock: socket.socket) -> socket.socket:
     return sock
 
 
-def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter) -> None:
+def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter,
+          who: users.Identity | None) -> None:
     """--init: stay as PID 1, run the command as a child, forward signals, reap orphans.
 
     PID 1 gets only the signals it has handlers for, so without an init a
@@ -218,11 +232,14 @@ def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
     """
     child = os.fork()
     if child == 0:
-        _exec(sock, spec, hostname, tty, null, syscall_filter)
-    sock.close()
+        _exec(sock, spec, hostname, tty, null, syscall_filter, who)
     if tty is not None:
         os.close(tty)
-    drop_privileges(spec.caps)
+    # As the command's user too (as Docker's tini is): a root reaper without CAP_KILL could not signal it.
+    drop_privileges(spec.caps, who)
+    if who is not None:
+        _die_with_parent(sock)
+    sock.close()
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                 signal.SIGUSR2, signal.SIGWINCH):

@@ -266,12 +266,15 @@ def _wait(done, timeout: float) -> bool:
     return False
 
 
-def stop(root: str, ref: str, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL after TIMEOUT seconds, as `docker stop` does; returns once torn down.
+def stop(root: str, ref: str, timeout: float | None = None) -> None:
+    """SIGTERM, then SIGKILL after TIMEOUT seconds (default: its --stop-timeout), as `docker stop` does;
+    returns once torn down.
 
     Stopping a container that is not running is not an error: it may have exited a moment ago.
     """
     record = find(root, ref)
+    if timeout is None:
+        timeout = record.get("Config", {}).get("StopTimeout", 10)
     if status(record) == "created":
         _abort_setup(root, record, timeout)
         record = _current(root, record)
@@ -294,6 +297,8 @@ def _abort_setup(root: str, record: dict, timeout: float) -> None:
         _signal(_current(root, record) or record, signal.SIGKILL, to="Monitor")
         _wait(lambda: _status_now(root, record) != "created", 1)
     if _status_now(root, record) == "dead":
+        from runtime import container
+
         container.reconcile(root)
 
 
@@ -329,8 +334,9 @@ def rm(root: str, ref: str, force: bool = False) -> None:
 
 
 def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]], workdir: str | None,
-            interactive: bool, tty: bool) -> int:
-    """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs."""
+            interactive: bool, tty: bool, user: str | None = None) -> int:
+    """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs, as
+    USER (default: the container's -u)."""
     from dataclasses import replace
 
     from runtime import container, process, signals
@@ -340,7 +346,7 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
     record = running(root, ref, "exec")
     base = container.spec_from(record)
     spec = replace(base, command=tuple(command), env=base.env + tuple(env), workdir=workdir or base.workdir,
-                   interactive=interactive, tty=tty, init=False)
+                   interactive=interactive, tty=tty, init=False, user=user or base.user)
     journal = Journal(state.journal_path(root, record["Id"]))
     signals.abort_on_signals()
     proc = process.spawn(spec, "", [], spec.hostname, join=record["Init"]["Pid"])

@@ -33,12 +33,15 @@ class ContainerProcess:
         self.status: int | None = None
         self.master: int | None = None  # -t: pyrun's end of the container's terminal
         self.held: list = []            # what must stay open while it runs: published ports' sockets
+        self.grace = 10.0               # --stop-timeout: SIGTERM to SIGKILL, when pyrun is told to stop
+        self.timeout: float | None = None  # --timeout
 
     def go(self) -> None:
         """Wait until PID 1 is ready, then let it exec the command; raises PyrunError (exit 126/127/125) if
         either failed.
 
-        Signals are forwarded from here on: the command may be running before go() returns.
+        Signals are forwarded from here on, and the --timeout runs: the command may be running before go()
+        returns.
         """
         try:
             if self.tty:
@@ -49,7 +52,7 @@ class ContainerProcess:
             self.reap()
             self.sock.close()
             raise
-        forward_to(self.pid)
+        forward_to(self.pid, self.grace, self.timeout)
         sync.send(self.sock, "go")
         try:
             msg = sync.recv(self.sock)
@@ -124,6 +127,7 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
     finally:
         os.waitpid(intermediate, 0)
     proc = ContainerProcess(pid, ours, spec.tty)
+    proc.grace, proc.timeout = spec.stop_timeout, spec.timeout
     if failed:
         proc.kill()
         proc.reap()

@@ -6,8 +6,8 @@ disappears with the container and none is seen by the host. In order:
 1. make every inherited mount private, so nothing propagates back to the host;
 2. stack a copy-on-write overlay on the rootfs (with --read-only too, made
    read-only at the end), so the rootfs directory itself is never written;
-3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, and the
-   user's bind mounts, each target resolved *inside* the new root with
+3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, the
+   user's bind mounts and --tmpfs mounts, each target resolved *inside* the new root with
    openat2(RESOLVE_IN_ROOT): a symlink in the rootfs cannot aim a mount at
    the host (CVE-2021-30465), and the mount goes to /proc/self/fd/N, the very
    file that was checked;
@@ -189,8 +189,13 @@ def mask_host_paths(root: Root) -> None:
         root.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _SAFE)
 
 
-def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str) -> None:
-    """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly)."""
+_TMPFS_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+
+def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str,
+          tmpfs: tuple = ()) -> None:
+    """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly);
+    TMPFS: spec.Tmpfs, each its own mount, so that --read-only leaves them writable."""
     make_private()
     merged = mount_layer(rootfs, layer)
     root = Root(merged)
@@ -200,6 +205,11 @@ def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, 
         root.mount("sysfs", "/sys", "sysfs", _SAFE | MS_RDONLY)
         for source, target, readonly in binds:
             bind(root, source, target, readonly)
+        for t in tmpfs:
+            flags = 0
+            for name in t.flags:
+                flags |= _TMPFS_FLAGS[name]
+            root.mount("tmpfs", t.target, "tmpfs", flags, t.data or None)
         os.close(root.target(workdir))  # Docker creates a missing working directory
     finally:
         root.close()
@@ -213,7 +223,8 @@ def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, 
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
-def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str) -> list[str]:
+def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str,
+                tmpfs: tuple = ()) -> list[str]:
     """What build() does, as commands run in the new mount namespace, from LAYER/merged.
 
     The shell cannot resolve a path inside the rootfs the way openat2 does, so
@@ -244,6 +255,8 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
         out.append(f"mount --rbind {quote(source)} {here}")
         if readonly:  # every mount below it too, as mount_setattr(2) with AT_RECURSIVE does
             out.append(f"findmnt -Rno TARGET {here} | while IFS= read -r m; do mount -o remount,bind,ro \"$m\"; done")
+    for t in tmpfs:
+        out += [f"mkdir -p {quote(f'.{t.target}')}", f"mount -t tmpfs -o {t.options()} tmpfs {quote(f'.{t.target}')}"]
     out += [f"mkdir -p {quote(f'.{workdir}')}"] if workdir != "/" else []
     out += ["pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root",
             "cd /"]

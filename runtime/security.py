@@ -41,8 +41,12 @@ def make_undumpable() -> None:
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def drop_privileges(caps: frozenset[str]) -> None:
-    """Limit every capability set to CAPS and turn on no_new_privs. Needs CAP_SETPCAP, so do it last."""
+def drop_privileges(caps: frozenset[str], user=None) -> None:
+    """Limit every capability set to CAPS, become USER (a users.Identity) if given, and turn on no_new_privs.
+
+    Needs CAP_SETPCAP, CAP_SETUID and CAP_SETGID, so do it last. The bounding set goes first and the user's
+    ids next, while the effective set is still whole, so that --cap-drop SETUID cannot stop -u (runc orders
+    it so too). A user that is not root leaves setuid(2) with no permitted or effective capabilities."""
     import _prctl
     import prctl
 
@@ -52,6 +56,11 @@ def drop_privileges(caps: frozenset[str]) -> None:
     for number in range(last + 1):
         if number not in keep:
             _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
+    if user is not None:
+        from runtime.users import become
+
+        become(user)
+        make_undumpable()  # a change of ids resets it (to fs.suid_dumpable): keep /proc/PID/exe hidden
     prctl.cap_inheritable.limit()
     prctl.cap_effective.limit(*keep)
     prctl.cap_permitted.limit(*keep)
