@@ -188,3 +188,17 @@ def test_bad_network_options_are_125_and_change_nothing(clean_host, options, mes
     r = pyrun("network", "create", "--subnet", "10.128.0.0/24", *options, "bad")
     assert r.returncode == 125 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert snapshot() == before and " bad " not in pyrun("network", "ls").stdout
+
+
+def test_sandboxed_code_on_an_internal_network_reaches_its_peer_and_nothing_else(busybox, jail, services):
+    """--sandbox's network is none; --network NAME of an internal network gives it a peer, a grader say."""
+    up(busybox, "grader", "--network", jail, script=SERVE.format(text="grader"))
+    wait_for(lambda: get("grader", ip("grader"), 8000), what="the grader's server")
+    attempts = " ".join([f"{INTERNET_IP}:9001", f"{HOST_IP}:7777", f"{JAIL_GATEWAY}:7777", "grader:8000"])
+    script = (f"for a in {attempts}; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${{a%:*}} ${{a#*:}} "
+              "| tail -n 1 | sed \"s|^|$a |\"; done; id -u")
+    try:
+        r = pyrun("run", "--rm", "--sandbox", "--network", jail, busybox, "sh", "-c", script)
+        assert r.returncode == 0 and r.stdout == "grader:8000 grader\n65534\n", r.stdout + r.stderr
+    finally:
+        pyrun("rm", "-f", "grader")
