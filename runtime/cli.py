@@ -170,11 +170,13 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers 
 @app.command()
 def logs(container_: str = typer.Argument(..., metavar="CONTAINER"),
          follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container exits."),
-         tail: str = typer.Option("all", "-n", "--tail", help="Lines to show from the end of the log, or all.")):
+         tail: str = typer.Option("all", "-n", "--tail", help="Lines to show from the end of the log, or all."),
+         timestamps: bool = typer.Option(False, "-t", "--timestamps",
+                                         help="Put the time each line came before it (to within 100 ms).")):
     """Print what a detached container wrote to stdout and stderr."""
     from runtime import lifecycle
 
-    lifecycle.logs(_root(), container_, follow, lifecycle.parse_tail(tail))
+    lifecycle.logs(_root(), container_, follow, lifecycle.parse_tail(tail), timestamps)
 
 
 @app.command("exec", context_settings=_CMD)

@@ -43,17 +43,26 @@ _PTMX = (5, 2)
 def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
                  join: int | None = None) -> None:
     """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`), and fork."""
-    step = "unshare" if join is None else "setns"
+    def enter() -> None:
+        if join is None:
+            namespaces.unshare(namespaces.kinds(spec.network))
+        else:
+            namespaces.join(join, namespaces.kinds(spec.network))
+
+    fork_init(sock, "unshare" if join is None else "setns", enter,
+              lambda null: _init(sock, spec, layer, binds, hostname, null, build=join is None))
+
+
+def fork_init(sock: socket.socket, step: str, enter, child) -> None:
+    """The intermediate's work: ENTER the namespaces, fork, report the child's pid and exit; the child calls
+    CHILD(null). Shared with the OCI runtime (runtime/oci/init.py), whose namespaces come from config.json."""
     os.umask(0o022)  # Docker's, for the container's files; pyrun's own 0077 is for its state only
     try:
         make_undumpable()  # before setns: a process in the container must not reach into ours (CVE-2019-5736)
         # The host's, opened while still on the host: a running container's /dev/null may be a FIFO
         # (open would block for good) or a symlink to one of its files.
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        if join is None:
-            namespaces.unshare(namespaces.kinds(spec.network))
-        else:
-            namespaces.join(join, namespaces.kinds(spec.network))
+        enter()
         step = "fork"
         sent, send = os.pipe()
         pid = os.fork()
@@ -63,7 +72,7 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: li
             # "pid" and exited (end of file), so that pyrun never reads "ready" before "pid".
             os.read(sent, 1)
             os.close(sent)
-            _init(sock, spec, layer, binds, hostname, null, build=join is None)
+            child(null)
         sync.send(sock, "pid", pid=pid)
     except OSError as e:
         _fail(sock, step, e)

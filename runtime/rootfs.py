@@ -114,18 +114,33 @@ def mount_layer(rootfs: str, layer: str) -> str:
 
 def mount_dev(root: Root) -> None:
     root.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-    dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name, (major, minor) in DEVICES.items():
-            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-            os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is filtered by the umask
-        for name, target in DEV_LINKS.items():
-            os.symlink(target, name, dir_fd=dev)
-    finally:
-        os.close(dev)
+    make_devices(root)
     root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     root.mount("shm", "/dev/shm", "tmpfs", _SAFE, "mode=1777,size=65536k")
     root.mount("mqueue", "/dev/mqueue", "mqueue", _SAFE)
+
+
+def make_devices(root: Root, exist_ok: bool = False) -> None:
+    """The device nodes and links every container's /dev has. EXIST_OK: keep those there already (an OCI
+    config.json may bind its own, and the runtime adds only what is missing)."""
+    dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name, (major, minor) in DEVICES.items():
+            try:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+            except FileExistsError:
+                if not exist_ok:
+                    raise
+                continue
+            os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is filtered by the umask
+        for name, target in DEV_LINKS.items():
+            try:
+                os.symlink(target, name, dir_fd=dev)
+            except FileExistsError:
+                if not exist_ok:
+                    raise
+    finally:
+        os.close(dev)
 
 
 def bind(root: Root, source: str, target: str, readonly: bool) -> None:
@@ -163,8 +178,9 @@ def pivot(new_root: str) -> None:
     os.chdir("/")
 
 
-def mask_host_paths(root: Root) -> None:
-    for path in MASKED:
+def mask_host_paths(root: Root, masked=MASKED, read_only=READ_ONLY) -> None:
+    """Hide MASKED, make READ_ONLY read-only (Docker's lists, or an OCI config's maskedPaths/readonlyPaths)."""
+    for path in masked:
         try:
             fd = open_in_root(root.fd, path)
         except FileNotFoundError:
@@ -176,7 +192,7 @@ def mask_host_paths(root: Root) -> None:
                 mount("/dev/null", _fd_path(fd), None, MS_BIND)
         finally:
             os.close(fd)
-    for path in READ_ONLY:
+    for path in read_only:
         try:
             fd = open_in_root(root.fd, path)
         except FileNotFoundError:
