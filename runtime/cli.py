@@ -295,19 +295,26 @@ def network_ls():
     from runtime.network import networks
 
     rows = networks.describe(_root())
-    print(f"{'NAME':<16}{'BRIDGE':<17}{'SUBNET':<20}{'GATEWAY':<16}CONTAINERS")
+    print(f"{'NAME':<16}{'BRIDGE':<17}{'SUBNET':<20}{'GATEWAY':<16}{'CONTAINERS':<12}OPTIONS")
     for r in rows:
-        print(f"{r['name']:<16}{r['bridge']:<17}{r['subnet']:<20}{r['gateway']:<16}{r['containers']}")
+        print(f"{r['name']:<16}{r['bridge']:<17}{r['subnet']:<20}{r['gateway']:<16}{r['containers']:<12}"
+              f"{r['options']}")
 
 
 @network_app.command("create")
 def network_create(name: str = typer.Argument(...),
-                   subnet: str = typer.Option(..., "--subnet", help="A private IPv4 subnet, e.g. 10.123.0.0/24.")):
+                   subnet: str = typer.Option(..., "--subnet", help="A private IPv4 subnet, e.g. 10.123.0.0/24."),
+                   internal: bool = typer.Option(False, "--internal",
+                                                 help="No way out: no world, no other network, no host services."),
+                   opt: List[str] = typer.Option([], "-o", "--opt", metavar="KEY=BOOL",
+                                                 help="icc=false: its containers cannot reach each other; "
+                                                      "host_access=false: nor the host's services.")):
     """Create a bridge network; containers on it find each other by name."""
     from runtime import spec as specmod
     from runtime.network import bridge, networks
 
-    net = bridge.create_network(_root(), specmod.parse_name(name, "network name"), networks.parse_subnet(subnet))
+    net = bridge.create_network(_root(), specmod.parse_name(name, "network name"), networks.parse_subnet(subnet),
+                                networks.parse_options(opt, internal))
     print(net.name)
 
 

@@ -52,6 +52,7 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     if net:
         from runtime.network import bridge, firewall, ipam, portguard
 
+        bridge.check_published(spec, net)
         end, mac = bridge.host_end(cid), bridge.mac_address(address)
         if spec.ports:  # first: a port taken is refused before anything is changed
             plan.append(Planned(CREATE, bridge.Ports(list(spec.ports))))
@@ -62,13 +63,14 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     if net and net.user_defined:
         plan.append(Planned(CREATE, dns.HostsEntry(root, net.bridge, cid, name, address)))
     if net:
-        plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet)))
+        plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
     # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
     # the network is wired meanwhile.
     plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
     if net:
         plan += [Planned(ATTACH, bridge.NetnsName(bridge.netns_name(name, root), cid=cid)),
-                 Planned(ATTACH, bridge.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac)),
+                 Planned(ATTACH, bridge.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac,
+                                             isolated=not net.icc)),
                  # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
                  # beside the veth's deletion. Nothing is sent from the port before it: the container runs
                  # nothing of its own until the attach phase is done, and eth0 has no IPv6 to speak up with.

@@ -52,7 +52,7 @@ def test_golden_netns_and_veth():
                              "mount --bind /proc/4242/ns/net /run/netns/pyrun-web"]
     assert ns.shell_down() == ["umount /run/netns/pyrun-web", "rm /run/netns/pyrun-web"]
     veth = bridge.Veth("pvc0ffeec0ffee", "pyrun0", "10.199.0.7", 16, "10.199.0.1",
-                       bridge.mac_address("10.199.0.7"), 4242)
+                       bridge.mac_address("10.199.0.7"), pid=4242)
     inside = "nsenter --net=/proc/4242/ns/net"
     assert veth.shell_up() == [
         "ip link add pvc0ffeec0ffee type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",

@@ -19,7 +19,8 @@ and steps back out.
     ip netns name for the container     unmount it
     its port's frame filter (portguard) delete its ebtables chain
     veth pair (its port in hairpin      delete the host end (the peer goes with it)
-    mode), eth0 addressed, route
+    mode, isolated with icc=false),
+    eth0 addressed, route
     published ports (firewall.py)       delete the rules by their comment
 """
 import contextlib
@@ -153,7 +154,7 @@ def _ensure_bridge(network: Network) -> list[str]:
         _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
         done.append(f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1")
     current = firewall.save()
-    missing = firewall.missing_bridge_setup(current, name, subnet)
+    missing = firewall.missing_bridge_setup(current, name, subnet, network.policy)
     firewall.restore(missing)
     done += [f"iptables -t {table} -N {line[1:].split()[0]}" if line.startswith(":") else f"iptables -t {table} {line}"
              for table, line in missing]
@@ -195,8 +196,9 @@ def remove_bridge(network: Network) -> None:
         restore_forwarding(current)
 
 
-def create_network(root: str, name: str, subnet: str) -> Network:
-    """Make the network's bridge and rules and record it. Call with a validated NAME and SUBNET."""
+def create_network(root: str, name: str, subnet: str, options: dict | None = None) -> Network:
+    """Make the network's bridge and rules and record it. Call with a validated NAME, SUBNET and OPTIONS
+    (networks.parse_options)."""
     if name in ("none", "host"):
         raise PyrunError("network create", f"{name!r} is reserved: --network {name} needs no network")
     with state.locked(root):
@@ -205,7 +207,7 @@ def create_network(root: str, name: str, subnet: str) -> Network:
                 raise PyrunError("network create", f"{name!r}: a network of this name exists")
             if ipaddress.IPv4Network(net.subnet).overlaps(ipaddress.IPv4Network(subnet)):
                 raise PyrunError("network create", f"{subnet} overlaps network {net.name} ({net.subnet})")
-        net = Network(name, f"pr-{os.urandom(6).hex()}", subnet)
+        net = Network(name, f"pr-{os.urandom(6).hex()}", subnet, **(options or {}))
         ensure_bridge(net)  # refuses a subnet that overlaps one of the host's routes
         networks.add(root, net)
     return net
@@ -259,15 +261,18 @@ class Bridge(Step):
     """The bridge, its address and pyrun's firewall chains, where missing (kept: as Docker keeps docker0)"""
 
     kind = "bridge"
-    network: str   # the network's name, its bridge and subnet: networks.Network's fields
+    network: str   # networks.Network's fields: its name, bridge, subnet and options
     bridge: str
     subnet: str
+    internal: bool = False
+    icc: bool = True
+    host_access: bool = True
 
     def __post_init__(self):
         self.done: list[str] = []
 
     def net(self) -> Network:
-        return Network(self.network, self.bridge, self.subnet)
+        return Network(self.network, self.bridge, self.subnet, self.internal, self.icc, self.host_access)
 
     def up(self) -> None:
         self.done = ensure_bridge(self.net())
@@ -293,7 +298,7 @@ class Bridge(Step):
         for table, chain, rule in firewall.JUMPS:
             cmds.append(f"iptables -t {table} -C {chain} {rule} 2>/dev/null || "
                         f"iptables -t {table} -I {chain} 1 {rule}")
-        for table, rule in firewall.bridge_rules(name, subnet):
+        for table, rule in firewall.bridge_rules(name, subnet, **self.net().policy):
             check = rule.replace("-A ", "-C ", 1)
             cmds.append(f"iptables -t {table} {check} 2>/dev/null || iptables -t {table} {rule}")
         cmds.append("[ \"$(sysctl -n net.ipv4.ip_forward)\" = 1 ] || { iptables -P FORWARD DROP; "
@@ -380,13 +385,16 @@ class Veth(Step):
     prefixlen: int
     gateway: str
     mac: str
+    # icc=false: the bridge forwards nothing from this port to another isolated one, only to and from the
+    # bridge itself (the gateway). The kernel does it at layer 2, with or without br_netfilter loaded.
+    isolated: bool = False
     pid: int | str | None = None
 
     def up(self) -> None:
         with netlink() as nl:
             nl.add_veth(self.host_end, nl.index(self.bridge), "eth0", self.mac, self.pid)
             no_ipv6(self.host_end)
-            nl.up_hairpin(nl.index(self.host_end))
+            nl.up_hairpin(nl.index(self.host_end), self.isolated)
         with in_netns(self.pid):
             no_ipv6("eth0")
         with netlink_in(self.pid) as nl:
@@ -406,6 +414,8 @@ class Veth(Step):
                 no_ipv6_shell(self.host_end),
                 f"ip link set {self.host_end} master {self.bridge} up",
                 f"bridge link set dev {self.host_end} hairpin on   # back out of its own port: its published ports",
+                *([f"bridge link set dev {self.host_end} isolated on   # icc=false: no frame to another such port"]
+                  if self.isolated else []),
                 f"{ns} {no_ipv6_shell('eth0')}",
                 f"{ns} ip link set lo up",
                 f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
@@ -495,6 +505,14 @@ class Ports(Step):
 
     def shell_down(self) -> list[str]:
         return []
+
+
+def check_published(spec, net: Network) -> None:
+    """Refuse -p on an --internal network: nothing may reach its containers from outside, so a published port
+    could never answer. (Docker accepts it and the port then silently does nothing.)"""
+    if spec.ports and net.internal:
+        raise PyrunError("invalid -p", f"{spec.ports[0]}: network {net.name} is --internal: nothing reaches its "
+                                       "containers from outside; publish on another network")
 
 
 def settings(net: Network, address: str, netns: str) -> dict:
