@@ -66,6 +66,8 @@ def run(
     init: bool = typer.Option(False, "--init", help="Run a reaper as PID 1 that forwards signals."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
+    userns: str = typer.Option("host", "--userns", help="host: root inside is the host's root; auto: an "
+                                                        "unprivileged host uid range of its own."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "
@@ -83,7 +85,7 @@ def run(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
-        security_opt=security_opt)
+        security_opt=security_opt, userns=userns)
     log = logfile.parse_log_opts(log_opt)
     if explain:
         from runtime import explain as explainmod, state

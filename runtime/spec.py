@@ -14,6 +14,7 @@ from runtime.security import ALL_CAPS, DEFAULT_CAPS
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_MODES = ("bridge", "none", "host")
+USERNS_MODES = ("host", "auto")
 # Matched with fullmatch: "$" in re.match also matches before a trailing newline ("web\n").
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
@@ -56,6 +57,7 @@ class ContainerSpec:
     tty: bool = False
     seccomp_setting: str = "default"   # as given: default, unconfined or a profile's path
     seccomp: dict | None = None        # a profile file's contents, read on the host before the fork
+    userns: str = "host"               # host: root is the host's root; auto: a host uid range of its own (userns.py)
 
 
 def parse_memory(value: str) -> int:
@@ -195,12 +197,19 @@ def parse_network(value: str) -> str:
     return value
 
 
+def parse_userns(value: str) -> str:
+    if value not in USERNS_MODES:
+        raise PyrunError("invalid --userns", f"{value!r}: expected host (root in the container is the host's root) "
+                                             "or auto (a range of unprivileged host uids of its own)")
+    return value
+
+
 def build_spec(rootfs: str, command: list[str], *, name: str | None = None, hostname: str | None = None,
                env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str = "bridge",
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
                pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                read_only: bool = False, init: bool = False, interactive: bool = False,
-               tty: bool = False, security_opt: list[str] = ()) -> ContainerSpec:
+               tty: bool = False, security_opt: list[str] = (), userns: str = "host") -> ContainerSpec:
     """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
@@ -233,7 +242,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             pids_limit=parse_pids_limit(pids_limit) if pids_limit is not None else None,
         ),
         caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
-        read_only=read_only, init=init, interactive=interactive, tty=tty,
+        read_only=read_only, init=init, interactive=interactive, tty=tty, userns=parse_userns(userns),
         **parse_security_opts(security_opt, caps),
     )
 
