@@ -63,13 +63,18 @@ def _write(path: str, value) -> None:
 
 @dataclass
 class Cgroup(Step):
-    """One cgroup per controller hierarchy, named pyrun/ID, removed with the container."""
+    """One cgroup per controller hierarchy, named pyrun/ID, removed with the container.
+
+    PARENT is the path above it in each hierarchy: pyrun's own, or the directory part of an OCI config's
+    cgroupsPath (the parents stay, as pyrun's own parent does)."""
 
     kind = "cgroup"
     cid: str
     memory: int | None = None
     cpus: float | None = None
     pids_limit: int | None = None
+    parent: str = PARENT
+    devices: tuple = ()  # an OCI config's device rules, ("allow"|"deny", "c 5:1 rwm"), before pyrun's own allows
 
     def dirs(self) -> dict[str, tuple[int, str]]:
         """controller -> (version, directory); controllers sharing a v2 hierarchy share a directory."""
@@ -77,7 +82,7 @@ class Cgroup(Step):
         for controller in CONTROLLERS:
             version, mount = hierarchy(controller)
             if version:
-                out[controller] = (version, os.path.join(mount, PARENT, self.cid))
+                out[controller] = (version, os.path.join(mount, self.parent, self.cid))
         return out
 
     def _limits(self) -> list[tuple[str, str, object]]:
@@ -94,8 +99,10 @@ class Cgroup(Step):
                     out.append((path, "cpu.max", f"{quota} {CPU_PERIOD_US}"))
             if controller == "pids" and self.pids_limit:
                 out.append((path, "pids.max", self.pids_limit))
-            if controller == "devices":
-                out += [(path, "devices.deny" if rule == "a" else "devices.allow", rule) for rule in DEVICE_RULES]
+            if controller == "devices":  # deny all; a config's rules; pyrun's allowlist last, as runc adds its own
+                out += [(path, "devices.deny", DEVICE_RULES[0])]
+                out += [(path, f"devices.{verb}", rule) for verb, rule in self.devices]
+                out += [(path, "devices.allow", rule) for rule in DEVICE_RULES[1:]]
         return out
 
     def up(self) -> None:
@@ -104,7 +111,8 @@ class Cgroup(Step):
         for controller, (version, path) in self.dirs().items():
             if version == 1:
                 node = Node(controller.encode(), parent=Node(CGROUP_ROOT.encode()))
-                node.create_cgroup(PARENT).create_cgroup(self.cid)
+                for name in [*self.parent.split("/"), self.cid]:
+                    node = node.create_cgroup(name) if name else node
             else:
                 self._enable_v2(controller)
                 os.makedirs(path, exist_ok=True)
@@ -113,10 +121,12 @@ class Cgroup(Step):
 
     def _enable_v2(self, controller: str) -> None:
         """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control."""
-        parent = os.path.join(CGROUP_ROOT, PARENT)
-        os.makedirs(parent, exist_ok=True)
-        for directory in (CGROUP_ROOT, parent):
+        directory = CGROUP_ROOT
+        for name in [n for n in self.parent.split("/") if n]:
             _write(os.path.join(directory, "cgroup.subtree_control"), f"+{controller}")
+            directory = os.path.join(directory, name)
+            os.makedirs(directory, exist_ok=True)
+        _write(os.path.join(directory, "cgroup.subtree_control"), f"+{controller}")
 
     def paths(self) -> list[str]:
         """Its directories, one per hierarchy (controllers sharing a v2 hierarchy share one)."""

@@ -53,7 +53,7 @@ def run(
     env: List[str] = typer.Option([], "-e", "--env", help="NAME=VALUE, or NAME to pass the host's value."),
     workdir: str = typer.Option("/", "-w", "--workdir"),
     volume: List[str] = typer.Option([], "-v", "--volume", help="HOST_PATH:CONTAINER_PATH[:ro|rw]"),
-    network: str = typer.Option("bridge", "--network", help="bridge, none or host."),
+    network: Optional[str] = typer.Option(None, "--network", help="bridge (the default), none, host or a network."),
     publish: List[str] = typer.Option([], "-p", "--publish", help="[IP:]HOST:CONTAINER[/tcp|udp]"),
     memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit, e.g. 64m."),
     cpus: Optional[str] = typer.Option(None, "--cpus", help="CPUs' worth of time, e.g. 0.5."),
@@ -62,12 +62,26 @@ def run(
     cap_drop: List[str] = typer.Option([], "--cap-drop"),
     security_opt: List[str] = typer.Option([], "--security-opt",
                                            help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format)."),
-    read_only: bool = typer.Option(False, "--read-only", help="Mount the rootfs read-only, no writable layer."),
-    init: bool = typer.Option(False, "--init", help="Run a reaper as PID 1 that forwards signals."),
+    user: Optional[str] = typer.Option(None, "-u", "--user",
+                                       help="USER[:GROUP], names or numbers from the rootfs's /etc/passwd."),
+    read_only: Optional[bool] = typer.Option(None, "--read-only/--no-read-only",
+                                             help="Mount the rootfs read-only, no writable layer."),
+    tmpfs: List[str] = typer.Option([], "--tmpfs", help="PATH[:OPTIONS], e.g. /tmp:size=64m,mode=1777 "
+                                                        "(noexec,nosuid,nodev unless exec, suid, dev)."),
+    ulimit: List[str] = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024 or nproc=64:128."),
+    timeout: Optional[str] = typer.Option(None, "--timeout",
+                                          help="Stop the command after so many seconds; exit 124 (0: no limit)."),
+    stop_timeout: Optional[str] = typer.Option(None, "--stop-timeout",
+                                               help="Seconds from SIGTERM to SIGKILL when stopped (default 10)."),
+    init: Optional[bool] = typer.Option(None, "--init/--no-init", help="Run a reaper as PID 1 that forwards signals."),
+    sandbox: bool = typer.Option(False, "--sandbox", help="For untrusted code: --userns=auto, nobody, no capabilities, read-only "
+                                                          "with a 64m /tmp, no network, 256m, 64 pids, 1 CPU, "
+                                                          "60 s, --init. A flag given wins (README)."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
-    userns: str = typer.Option("host", "--userns", help="host: root inside is the host's root; auto: an "
-                                                        "unprivileged host uid range of its own."),
+    userns: Optional[str] = typer.Option(None, "--userns", help="host (the default): root inside is the host's "
+                                                                "root; auto (--sandbox's): an unprivileged host "
+                                                                "uid range of its own."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "
@@ -85,7 +99,8 @@ def run(
         rootfs, command or [], name=name, hostname=hostname, env=env, workdir=workdir, volumes=volume,
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
-        security_opt=security_opt, userns=userns)
+        security_opt=security_opt, user=user, tmpfs=tmpfs, ulimit=ulimit, stop_timeout=stop_timeout,
+        timeout=timeout, sandbox=sandbox, userns=userns)
     log = logfile.parse_log_opts(log_opt)
     if explain:
         from runtime import explain as explainmod, state
@@ -158,11 +173,13 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers 
 @app.command()
 def logs(container_: str = typer.Argument(..., metavar="CONTAINER"),
          follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container exits."),
-         tail: str = typer.Option("all", "-n", "--tail", help="Lines to show from the end of the log, or all.")):
+         tail: str = typer.Option("all", "-n", "--tail", help="Lines to show from the end of the log, or all."),
+         timestamps: bool = typer.Option(False, "-t", "--timestamps",
+                                         help="Put the time each line came before it (to within 100 ms).")):
     """Print what a detached container wrote to stdout and stderr."""
     from runtime import lifecycle
 
-    lifecycle.logs(_root(), container_, follow, lifecycle.parse_tail(tail))
+    lifecycle.logs(_root(), container_, follow, lifecycle.parse_tail(tail), timestamps)
 
 
 @app.command("exec", context_settings=_CMD)
@@ -171,14 +188,19 @@ def exec_(container_: str = typer.Argument(..., metavar="CONTAINER"),
           env: List[str] = typer.Option([], "-e", "--env", help="NAME=VALUE, or NAME to pass the host's value."),
           workdir: Optional[str] = typer.Option(None, "-w", "--workdir"),
           interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
-          tty: bool = typer.Option(False, "-t", "--tty", help="Give the command a pseudo-terminal.")):
+          tty: bool = typer.Option(False, "-t", "--tty", help="Give the command a pseudo-terminal."),
+          user: Optional[str] = typer.Option(None, "-u", "--user", help="USER[:GROUP] (default: the container's).")):
     """Run a command in a running container."""
     from runtime import lifecycle, spec as specmod
 
     pairs = [kv for kv in map(specmod.parse_env, env) if kv]
     if workdir is not None:
         workdir = specmod.parse_workdir(workdir)
-    sys.exit(lifecycle.exec_in(_root(), container_, command, pairs, workdir, interactive, tty))
+    if user is not None:
+        from runtime import users
+
+        user = users.parse(user)
+    sys.exit(lifecycle.exec_in(_root(), container_, command, pairs, workdir, interactive, tty, user))
 
 
 @app.command()
@@ -237,11 +259,12 @@ def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argum
 
 @app.command()
 def stop(containers: List[str] = typer.Argument(..., metavar="CONTAINER..."),
-         time_: str = typer.Option("10", "-t", "--time", help="Seconds to wait after SIGTERM before SIGKILL.")):
+         time_: Optional[str] = typer.Option(None, "-t", "--time", help="Seconds to wait after SIGTERM before "
+                                                                       "SIGKILL (default: its --stop-timeout).")):
     """Stop containers: SIGTERM, then SIGKILL after the timeout."""
     from runtime import lifecycle
 
-    timeout = lifecycle.parse_timeout(time_)
+    timeout = lifecycle.parse_timeout(time_) if time_ is not None else None
     _each(containers, lambda root, ref: lifecycle.stop(root, ref, timeout))
 
 
@@ -275,19 +298,26 @@ def network_ls():
     from runtime.network import networks
 
     rows = networks.describe(_root())
-    print(f"{'NAME':<16}{'BRIDGE':<17}{'SUBNET':<20}{'GATEWAY':<16}CONTAINERS")
+    print(f"{'NAME':<16}{'BRIDGE':<17}{'SUBNET':<20}{'GATEWAY':<16}{'CONTAINERS':<12}OPTIONS")
     for r in rows:
-        print(f"{r['name']:<16}{r['bridge']:<17}{r['subnet']:<20}{r['gateway']:<16}{r['containers']}")
+        print(f"{r['name']:<16}{r['bridge']:<17}{r['subnet']:<20}{r['gateway']:<16}{r['containers']:<12}"
+              f"{r['options']}")
 
 
 @network_app.command("create")
 def network_create(name: str = typer.Argument(...),
-                   subnet: str = typer.Option(..., "--subnet", help="A private IPv4 subnet, e.g. 10.123.0.0/24.")):
+                   subnet: str = typer.Option(..., "--subnet", help="A private IPv4 subnet, e.g. 10.123.0.0/24."),
+                   internal: bool = typer.Option(False, "--internal",
+                                                 help="No way out: no world, no other network, no host services."),
+                   opt: List[str] = typer.Option([], "-o", "--opt", metavar="KEY=BOOL",
+                                                 help="icc=false: its containers cannot reach each other; "
+                                                      "host_access=false: nor the host's services.")):
     """Create a bridge network; containers on it find each other by name."""
     from runtime import spec as specmod
     from runtime.network import networks
 
-    net = networks.create(_root(), specmod.parse_name(name, "network name"), networks.parse_subnet(subnet))
+    net = networks.create(_root(), specmod.parse_name(name, "network name"), networks.parse_subnet(subnet),
+                          networks.parse_options(opt, internal))
     print(net.name)
 
 

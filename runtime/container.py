@@ -35,9 +35,9 @@ from dataclasses import dataclass, replace
 
 from runtime import logfile, process, signals, state, tree, userns
 from runtime.cgroups import Cgroup
-from runtime.errors import PyrunError
+from runtime.errors import EXIT_TIMEOUT, PyrunError
 from runtime.network import dns
-from runtime.spec import BindMount, ContainerSpec, Resources
+from runtime.spec import BindMount, ContainerSpec, Resources, Ulimit
 from runtime.steps import Journal, Step, one_line
 from runtime.syscalls import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_REMOUNT, mount, umount2
 
@@ -134,7 +134,7 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         signals.ignore_signals()
         if proc.status is None:
             proc.kill()
-        code = finish(root, cid, proc.reap(), verbose)
+        code = finish(root, cid, proc.reap(), verbose, signals.timed_out())
     return code
 
 
@@ -212,10 +212,15 @@ def _meanwhile(function, *args):
         raise failed[0]
 
 
-def finish(root: str, cid: str, code: int, verbose: bool = False) -> int:
-    """PID 1 has exited with CODE: record how, undo the journal, keep or remove the record."""
+def finish(root: str, cid: str, code: int, verbose: bool = False, timed_out: bool = False) -> int:
+    """PID 1 has exited with CODE (or was stopped at its --timeout): record how, undo the journal, keep or
+    remove the record."""
     cdir = state.container_dir(root, cid)
     record = state.read_json(state.record_path(root, cid))
+    if timed_out:
+        print(f"pyrun: container {record['Name']} exceeded --timeout {record['HostConfig']['Timeout']:g}s",
+              file=sys.stderr)
+        code = EXIT_TIMEOUT
     journal = Journal(state.journal_path(root, cid), trace=verbose)
     # Only a SIGKILL may be the OOM killer's: read the journal for the cgroup then, not on every exit.
     oom = code == 137 and any(s.oom_killed() for s in journal.steps() if isinstance(s, Cgroup))
@@ -294,8 +299,10 @@ def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: 
     os.set_inheritable(output, True)
     max_size, max_file = logfile.bounds(record["HostConfig"]["LogConfig"]["Config"])
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    deadline = signals.deadline()  # the --timeout goes on in the monitor: the same moment, not a new count
     os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid),
-                               record["LogPath"], str(output), str(max_size), str(max_file)],
+                               record["LogPath"], str(output), str(max_size), str(max_file),
+                               str(spec.stop_timeout), repr(deadline) if deadline else ""],
               {**os.environ, "PYTHONPATH": here})
 
 
@@ -319,13 +326,16 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
         "LogPath": os.path.join(cdir, LOG),
         "Config": {"Image": spec.rootfs, "Cmd": list(spec.command), "Env": [f"{k}={v}" for k, v in spec.env],
                    "Hostname": spec.hostname or cid[:12], "WorkingDir": spec.workdir,
-                   "Tty": spec.tty, "OpenStdin": spec.interactive},
+                   "Tty": spec.tty, "OpenStdin": spec.interactive, "User": spec.user or "",
+                   "StopTimeout": spec.stop_timeout},
         "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
                        "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
                        "SecurityOpt": [f"seccomp={spec.seccomp_setting}"], "UsernsMode": spec.userns,
                        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
                        "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
-                       "PidsLimit": spec.resources.pids_limit or 0},
+                       "PidsLimit": spec.resources.pids_limit or 0,
+                       "Sandbox": spec.sandbox, "Timeout": spec.timeout or 0, "Tmpfs": {t.target: t.options() for t in spec.tmpfs},
+                       "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in spec.ulimits]},
         "NetworkSettings": {"IPAddress": "", "Gateway": "", "MacAddress": "", "Ports": _ports(spec)},
     }
 
@@ -342,6 +352,8 @@ def spec_from(record: dict) -> ContainerSpec:
         network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
         read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"],
         userns=host.get("UsernsMode", "host"),
+        user=config.get("User") or None, stop_timeout=config.get("StopTimeout", 10.0), ulimits=tuple(Ulimit(u["Name"], u["Soft"], u["Hard"])
+                                                       for u in host.get("Ulimits", [])),
         **parse_security_opts(host["SecurityOpt"]))
 
 

@@ -4,10 +4,12 @@
 126  the command was found but could not be executed
 127  the command was not found
 128+N the container was killed by signal N
+124  the container ran past its --timeout and was stopped (as timeout(1))
 """
 EXIT_PYRUN = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+EXIT_TIMEOUT = 124
 
 
 class PyrunError(Exception):

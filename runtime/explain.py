@@ -122,19 +122,53 @@ def _heredoc(path: str, lines: list[str]) -> list[str]:
 def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list, wait_for_network: bool) -> list[str]:
     binds = binds + [(m.source, m.target, m.readonly) for m in spec.mounts]
     out = ["set -e", "umask 022   # the container's, as Docker's (runtime/init.py)", *rootfs.build_shell(spec.rootfs, os.path.join(cdir, "layer"), spec.read_only, binds,
-                                          spec.workdir)]
+                                          spec.workdir, spec.tmpfs)]
     out.append(f"hostname {hostname}")
     if wait_for_network:  # pyrun's "go" (runtime/sync.py): the host has plugged in eth0
         out.append("until grep -q eth0: /proc/net/dev; do sleep 0.05; done")
     env = init.environment(spec, hostname)
+    who = []
+    if spec.user:
+        out += _user_shell(spec.user)
+        who = ["--reuid=$U", "--regid=$G", "--groups=$SGIDS"]
+        if "HOME" not in dict(spec.env):
+            env["HOME"] = "$HOME_"
     caps = ",".join(f"+{c.lower()}" for c in sorted(spec.caps))
     out += [f"cd {shlex.quote(spec.workdir)}",
             "# setpriv is util-linux's, from the rootfs: the bounding set becomes the container's capabilities",
             "# (pyrun also loads a seccomp filter here, with libseccomp; no shell command does that: see"
             " runtime/seccomp.py)" if spec.seccomp_setting != "unconfined" else "# (seccomp: unconfined)",
-            f"exec env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} \\",
-            f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''} -- \\",
+            f"exec env -i {' '.join(_assign(k, v) for k, v in env.items())} \\",
+            f"  setpriv --no-new-privs --inh-caps=-all --bounding-set=-all{',' + caps if caps else ''}"
+            f"{''.join(' ' + w for w in who)} -- \\",
+            *([f"  prlimit {' '.join(_prlimit(u) for u in spec.ulimits)} -- \\"] if spec.ulimits else []),
             f"  {shlex.join(spec.command)}"]
+    return out
+
+
+def _prlimit(u) -> str:
+    """util-linux's prlimit has Docker's names (runtime/spec.py ULIMITS); run last, after setpriv, as pyrun's
+    setrlimit(2) comes after the change of user."""
+    soft, hard = ("unlimited" if n == -1 else str(n) for n in (u.soft, u.hard))
+    return f"--{u.name}={soft}:{hard}"
+
+
+def _assign(key: str, value: str) -> str:
+    return f'{key}="$HOME_"' if value == "$HOME_" and key == "HOME" else shlex.quote(f"{key}={value}")
+
+
+def _user_shell(user: str) -> list[str]:
+    """-u's lookup (runtime/users.py) with the rootfs's own id and getent, which read its /etc/passwd now."""
+    name, _, group = user.partition(":")
+    name, group = shlex.quote(name), group and shlex.quote(group)
+    out = ["# -u: the user's ids, groups and home from the container's /etc/passwd and /etc/group (runtime/users.py)",
+           f"U={name}" if name.isdigit() else f"U=$(id -u {name})",
+           f"HOME_=$(getent passwd \"$U\" | cut -d: -f6); HOME_=${{HOME_:-/}}"]
+    if group:
+        out += [f"G={group}" if group.isdigit() else f"G=$(getent group {group} | cut -d: -f3)", 'SGIDS="$G"']
+    else:  # a number without a passwd entry is gid 0, as in Docker
+        out += ['G=$(id -g "$U" 2>/dev/null || echo 0)',
+                'SGIDS=$( (id -G "$U" 2>/dev/null || echo "$G") | tr " " ,)']
     return out
 
 

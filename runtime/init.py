@@ -5,9 +5,9 @@ unshares the namespaces and forks again, because a new PID namespace only
 applies to children. Its child is the container's PID 1, the *init*, which
 builds the container in this order and ends in execve(2):
 
-    namespaces -> rootfs -> hostname -> seccomp filter built -> ready -> (pyrun: go)
-    -> parent-death signal -> terminal -> privileges -> close fds -> workdir
-    -> seccomp filter loaded -> execve
+    namespaces -> rootfs -> hostname -> user looked up -> seccomp filter built -> ready
+    -> (pyrun: go) -> parent-death signal -> terminal -> privileges and user -> close fds
+    -> workdir -> rlimits -> seccomp filter loaded -> execve
 
 pyrun wires the network and joins the cgroup while PID 1 builds the rootfs:
 two CPUs, two processes, and the container starts sooner.
@@ -29,6 +29,7 @@ each process ends in execve or _exit.
 """
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
@@ -36,10 +37,10 @@ import stat
 import struct
 import sys
 
-from runtime import namespaces, rootfs, seccomp, sync, syscalls, userns
+from runtime import namespaces, rootfs, seccomp, sync, syscalls, userns, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.security import drop_privileges, make_undumpable
-from runtime.spec import DEFAULT_PATH, ContainerSpec
+from runtime.spec import DEFAULT_PATH, ULIMITS, ContainerSpec
 
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
 _TIOCSPTLCK, _TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h
@@ -49,37 +50,22 @@ _PTMX = (5, 2)
 def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
                  join: int | None = None) -> None:
     """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`), and fork."""
-    step = "unshare" if join is None else "setns"
-    os.umask(0o022)  # Docker's, for the container's files; pyrun's own 0077 is for its state only
-    try:
-        make_undumpable()  # before setns: a process in the container must not reach into ours (CVE-2019-5736)
-        # The host's, opened while still on the host: a running container's /dev/null may be a FIFO
-        # (open would block for good) or a symlink to one of its files.
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        kinds = namespaces.kinds(spec.network, spec.userns)
-        lower = spec.rootfs
-        if join is None:
-            if "user" in kinds:
-                layer, binds, lower = _enter_userns(sock, layer, binds)
-            namespaces.unshare([k for k in kinds if k != "user"])
-        else:
+    kinds = namespaces.kinds(spec.network, spec.userns)
+    lower = spec.rootfs
+
+    def enter() -> None:
+        nonlocal layer, binds, lower
+        if join is not None:
             namespaces.join(join, kinds)
             if "user" in kinds:
                 userns.become_root()
-        step = "fork"
-        sent, send = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(send)
-            # Both processes write to the sync socket: PID 1 waits until the intermediate has said
-            # "pid" and exited (end of file), so that pyrun never reads "ready" before "pid".
-            os.read(sent, 1)
-            os.close(sent)
-            _init(sock, spec, layer, binds, hostname, null, build=join is None, lower=lower)
-        sync.send(sock, "pid", pid=pid)
-    except (OSError, PyrunError) as e:
-        _fail(sock, step, e)
-    os._exit(0)
+            return
+        if "user" in kinds:
+            layer, binds, lower = _enter_userns(sock, layer, binds)
+        namespaces.unshare([k for k in kinds if k != "user"])
+
+    fork_init(sock, "unshare" if join is None else "setns", enter,
+              lambda null: _init(sock, spec, layer, binds, hostname, null, build=join is None, lower=lower))
 
 
 def _enter_userns(sock, layer: str, binds: list) -> tuple[str, list, int]:
@@ -98,6 +84,31 @@ def _enter_userns(sock, layer: str, binds: list) -> tuple[str, list, int]:
     return ".", binds, lower
 
 
+def fork_init(sock: socket.socket, step: str, enter, child) -> None:
+    """The intermediate's work: ENTER the namespaces, fork, report the child's pid and exit; the child calls
+    CHILD(null). Shared with the OCI runtime (runtime/oci/init.py), whose namespaces come from config.json."""
+    os.umask(0o022)  # Docker's, for the container's files; pyrun's own 0077 is for its state only
+    try:
+        make_undumpable()  # before setns: a process in the container must not reach into ours (CVE-2019-5736)
+        # The host's, opened while still on the host: a running container's /dev/null may be a FIFO
+        # (open would block for good) or a symlink to one of its files.
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        enter()
+        step = "fork"
+        sent, send = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(send)
+            # Both processes write to the sync socket: PID 1 waits until the intermediate has said
+            # "pid" and exited (end of file), so that pyrun never reads "ready" before "pid".
+            os.read(sent, 1)
+            os.close(sent)
+            child(null)
+        sync.send(sock, "pid", pid=pid)
+    except (OSError, PyrunError) as e:
+        _fail(sock, step, e)
+    os._exit(0)
+
 
 def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, null: int, build: bool = True,
           lower: str | int | None = None) -> None:
@@ -108,9 +119,11 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, nul
     step = "rootfs"
     try:
         if build:
-            rootfs.build(lower, layer, spec.read_only, binds, spec.workdir, userns=spec.userns != "host")
+            rootfs.build(lower, layer, spec.read_only, binds, spec.workdir, spec.tmpfs, userns=spec.userns != "host")
             step = "sethostname"
             socket.sethostname(hostname)
+        step = "user"
+        who = users.resolve(spec.user) if spec.user else None  # in the container's root: its /etc/passwd
         tty = None
         if spec.tty:
             step = "open(/dev/pts/ptmx)"
@@ -126,8 +139,8 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, nul
         step = "prctl(PR_SET_PDEATHSIG)"
         _die_with_parent(sock)
         if spec.init:
-            _reap(sock, spec, hostname, tty, null, syscall_filter)
-        _exec(sock, spec, hostname, tty, null, syscall_filter)
+            _reap(sock, spec, hostname, tty, null, syscall_filter, who)
+        _exec(sock, spec, hostname, tty, null, syscall_filter, who)
     except (OSError, PyrunError) as e:
         _fail(sock, step, e)
 
@@ -168,16 +181,19 @@ def _die_with_parent(sock) -> None:
         os._exit(EXIT_PYRUN)
 
 
-def environment(spec: ContainerSpec, hostname: str) -> dict[str, str]:
-    """The command's environment: Docker's defaults, then -e (explain.py prints the same)."""
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+def environment(spec: ContainerSpec, hostname: str, home: str = "/root") -> dict[str, str]:
+    """The command's environment: Docker's defaults, then -e (explain.py prints the same).
+
+    HOME is the user's home directory from the container's /etc/passwd (users.py)."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": home}
     if spec.tty:
         env["TERM"] = "xterm"
     env.update(spec.env)
     return env
 
 
-def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter) -> None:
+def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter,
+          who: users.Identity | None = None) -> None:
     step = "setsid"
     try:
         os.setsid()
@@ -189,9 +205,11 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         # Python ignores these; an ignored signal stays ignored across execve.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-        env = environment(spec, hostname)
-        step = "capabilities"
-        drop_privileges(spec.caps)
+        env = environment(spec, hostname, who.home if who else "/root")
+        step = "capabilities" if who is None else f"capabilities and user {spec.user}"
+        drop_privileges(spec.caps, who)
+        if who is not None:
+            _die_with_parent(sock)  # a change of uid cleared the parent-death signal
         step = "close fds"
         sock = _close_fds(sock)
         # chdir only once no host fd is open: -w /proc/self/fd/N must not reach the host (CVE-2024-21626).
@@ -199,6 +217,11 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         os.chdir(spec.workdir)
         if not os.getcwd().startswith("/"):
             raise PyrunError(step, "the working directory is outside the container")
+        # Once every fd is closed and no file is opened any more: --ulimit nofile=3 must not stop pyrun's own
+        # work, and the fd sweep above must not stop at a lowered limit. Lowered only (spec.parse_ulimit).
+        for u in spec.ulimits:
+            step = f"setrlimit({u.name}={u.soft}:{u.hard})"
+            resource.setrlimit(ULIMITS[u.name], (u.soft, u.hard))
         if syscall_filter is not None:
             step = "seccomp"  # last: from here on only the profile's system calls work, execve among them
             syscall_filter.load()
@@ -241,7 +264,8 @@ def _close_fds(sock: socket.socket) -> socket.socket:
     return sock
 
 
-def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter) -> None:
+def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter,
+          who: users.Identity | None) -> None:
     """--init: stay as PID 1, run the command as a child, forward signals, reap orphans.
 
     PID 1 gets only the signals it has handlers for, so without an init a
@@ -250,11 +274,14 @@ def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
     """
     child = os.fork()
     if child == 0:
-        _exec(sock, spec, hostname, tty, null, syscall_filter)
-    sock.close()
+        _exec(sock, spec, hostname, tty, null, syscall_filter, who)
     if tty is not None:
         os.close(tty)
-    drop_privileges(spec.caps)
+    # As the command's user too (as Docker's tini is): a root reaper without CAP_KILL could not signal it.
+    drop_privileges(spec.caps, who)
+    if who is not None:
+        _die_with_parent(sock)
+    sock.close()
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                 signal.SIGUSR2, signal.SIGWINCH):

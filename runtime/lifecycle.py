@@ -94,9 +94,9 @@ def inspect(root: str, refs: list[str]) -> list[dict]:
     return out
 
 
-def logs(root: str, ref: str, follow: bool = False, tail: int | None = None) -> None:
+def logs(root: str, ref: str, follow: bool = False, tail: int | None = None, timestamps: bool = False) -> None:
     """Copy the container's log to stdout, its rotated files first (logfile.py), or only its last TAIL lines;
-    with FOLLOW, keep copying until the container has exited."""
+    with FOLLOW, keep copying until the container has exited; with TIMESTAMPS, each line after its time."""
     from runtime import logfile
 
     record = find(root, ref)
@@ -106,11 +106,12 @@ def logs(root: str, ref: str, follow: bool = False, tail: int | None = None) -> 
                                  "(a foreground container writes to the terminal)")
     out = sys.stdout.buffer
     log = _tail(logfile.files(path), tail) if tail is not None else None
+    stamp = _Stamps().mark if timestamps else lambda _log, data: data
     try:
         while True:
             data = log.read(65536) if log else b""
             if data:
-                out.write(data)
+                out.write(stamp(log, data))
                 out.flush()
                 continue
             later = _after(logfile.files(path), log)
@@ -121,12 +122,41 @@ def logs(root: str, ref: str, follow: bool = False, tail: int | None = None) -> 
                 continue
             if not follow or not _still_there(root, record):
                 if log:
-                    out.write(log.read())  # what was written between the last read and the exit
+                    out.write(stamp(log, log.read()))  # what was written between the last read and the exit
                 return
             time.sleep(0.1)
     finally:
         if log:
             log.close()
+
+
+class _Stamps:
+    """`docker logs -t`: the time each line came, RFC 3339 with nanoseconds, before it; read from the
+    .times file beside each log file (logfile.py), which says when each stretch of its bytes came."""
+
+    def __init__(self):
+        self.name, self.entries, self.at_line_start = None, [], True
+
+    def mark(self, log, data: bytes) -> bytes:
+        start = log.tell() - len(data)
+        if log.name != self.name or not self.entries or self.entries[-1][0] < start + len(data):
+            from runtime import logfile
+
+            self.name, self.entries = log.name, logfile.stamps(log.name)  # it grows while the container runs
+        out, line = [], 0
+        for end in [i + 1 for i in range(len(data)) if data[i] == 10] + [len(data)]:  # 10: b"\n"
+            if line < end:
+                out.append(self._at(start + line) + data[line:end] if line or self.at_line_start else data[line:end])
+            line = end
+        self.at_line_start = data.endswith(b"\n")
+        return b"".join(out)
+
+    def _at(self, offset: int) -> bytes:
+        import bisect
+
+        i = bisect.bisect_right(self.entries, (offset, float("inf"))) - 1
+        ns = self.entries[max(i, 0)][1] if self.entries else 0
+        return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z ").encode()
 
 
 def _after(names: list[str], log):
@@ -266,12 +296,15 @@ def _wait(done, timeout: float) -> bool:
     return False
 
 
-def stop(root: str, ref: str, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL after TIMEOUT seconds, as `docker stop` does; returns once torn down.
+def stop(root: str, ref: str, timeout: float | None = None) -> None:
+    """SIGTERM, then SIGKILL after TIMEOUT seconds (default: its --stop-timeout), as `docker stop` does;
+    returns once torn down.
 
     Stopping a container that is not running is not an error: it may have exited a moment ago.
     """
     record = find(root, ref)
+    if timeout is None:
+        timeout = record.get("Config", {}).get("StopTimeout", 10)
     if status(record) == "created":
         _abort_setup(root, record, timeout)
         record = _current(root, record)
@@ -294,6 +327,8 @@ def _abort_setup(root: str, record: dict, timeout: float) -> None:
         _signal(_current(root, record) or record, signal.SIGKILL, to="Monitor")
         _wait(lambda: _status_now(root, record) != "created", 1)
     if _status_now(root, record) == "dead":
+        from runtime import container
+
         container.reconcile(root)
 
 
@@ -329,8 +364,9 @@ def rm(root: str, ref: str, force: bool = False) -> None:
 
 
 def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]], workdir: str | None,
-            interactive: bool, tty: bool) -> int:
-    """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs."""
+            interactive: bool, tty: bool, user: str | None = None) -> int:
+    """Run COMMAND in the running container REF: its namespaces, cgroup, capabilities and no_new_privs, as
+    USER (default: the container's -u)."""
     from dataclasses import replace
 
     from runtime import container, process, signals
@@ -340,7 +376,7 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
     record = running(root, ref, "exec")
     base = container.spec_from(record)
     spec = replace(base, command=tuple(command), env=base.env + tuple(env), workdir=workdir or base.workdir,
-                   interactive=interactive, tty=tty, init=False)
+                   interactive=interactive, tty=tty, init=False, user=user or base.user)
     journal = Journal(state.journal_path(root, record["Id"]))
     signals.abort_on_signals()
     proc = process.spawn(spec, "", [], spec.hostname, join=record["Init"]["Pid"])

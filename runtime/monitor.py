@@ -8,21 +8,26 @@ imports nothing else: one of these stays resident per container. When PID 1
 exits, it loads the rest of pyrun and tears down what the journal names,
 exactly as a foreground `pyrun run` does.
 
-    python -m runtime.monitor STATE_ROOT CONTAINER_ID PID LOG PIPE MAX_SIZE MAX_FILE
+    python -m runtime.monitor STATE_ROOT CONTAINER_ID PID LOG PIPE MAX_SIZE MAX_FILE STOP_TIMEOUT [DEADLINE]
+
+It enforces --timeout too: DEADLINE is when, in time.monotonic() seconds.
 """
 import os
 import select
 import sys
+import time
 
 from runtime import logfile, signals
 
 _DRAIN = 16  # reads of what is left in the pipe once PID 1 has gone: the rest of its processes are dying
 
 
-def main(root: str, cid: str, pid: int, log: logfile.Writer, pipe: int) -> None:
+def main(root: str, cid: str, pid: int, log: logfile.Writer, pipe: int, grace: float = 10.0,
+         deadline: float | None = None) -> None:
     with open("/proc/self/comm", "w") as f:  # what ps and `ss -ltnp` call it, instead of "python3"
         f.write("pyrun-monitor")
-    signals.forward_to(pid)  # what a user sends the monitor is meant for the container
+    # What a user sends the monitor is meant for the container; SIGTERM stops it as `pyrun stop` does.
+    signals.forward_to(pid, grace, max(deadline - time.monotonic(), 0.001) if deadline else None)
     _copy(pipe, log, pid)
     _, status = os.waitpid(pid, 0)
     signals.ignore_signals()
@@ -31,7 +36,7 @@ def main(root: str, cid: str, pid: int, log: logfile.Writer, pipe: int) -> None:
         os.dup2(log.fd, 2)
     from runtime import container
 
-    container.finish(root, cid, signals.exit_code(status))
+    container.finish(root, cid, signals.exit_code(status), timed_out=signals.timed_out())
 
 
 def _copy(pipe: int, log: logfile.Writer, pid: int) -> None:
@@ -66,4 +71,4 @@ def _copy(pipe: int, log: logfile.Writer, pid: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]), logfile.Writer(sys.argv[4], int(sys.argv[6]), int(sys.argv[7])),
-         int(sys.argv[5]))
+         int(sys.argv[5]), *(float(a) for a in sys.argv[8:] if a))

@@ -18,10 +18,11 @@ import select
 import signal
 import sys
 import termios
+import traceback
 import tty as ttymod
 
 from runtime import init, sync, userns
-from runtime.errors import PyrunError
+from runtime.errors import EXIT_PYRUN, PyrunError
 from runtime.signals import FORWARDED, exit_code, forward_to
 from runtime.spec import ContainerSpec
 
@@ -33,12 +34,15 @@ class ContainerProcess:
         self.status: int | None = None
         self.master: int | None = None  # -t: pyrun's end of the container's terminal
         self.held: list = []            # what must stay open while it runs: published ports' sockets
+        self.grace = 10.0               # --stop-timeout: SIGTERM to SIGKILL, when pyrun is told to stop
+        self.timeout: float | None = None  # --timeout
 
     def go(self) -> None:
         """Wait until PID 1 is ready, then let it exec the command; raises PyrunError (exit 126/127/125) if
         either failed.
 
-        Signals are forwarded from here on: the command may be running before go() returns.
+        Signals are forwarded from here on, and the --timeout runs: the command may be running before go()
+        returns.
         """
         try:
             if self.tty:
@@ -49,7 +53,7 @@ class ContainerProcess:
             self.reap()
             self.sock.close()
             raise
-        forward_to(self.pid)
+        forward_to(self.pid, self.grace, self.timeout)
         sync.send(self.sock, "go")
         try:
             msg = sync.recv(self.sock)
@@ -112,7 +116,11 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
         for sig in FORWARDED:  # not Python's handlers: a signal now must act as it will on the command
             signal.signal(sig, signal.SIG_DFL)
         ours.close()
-        init.intermediate(theirs, spec, layer, binds, hostname, join)
+        try:
+            init.intermediate(theirs, spec, layer, binds, hostname, join)
+        except BaseException:  # a bug's exception must not unwind into pyrun's own code and run its teardown
+            traceback.print_exc()
+        os._exit(EXIT_PYRUN)
     theirs.close()
     if ids is not None:
         try:
@@ -133,6 +141,7 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
     finally:
         os.waitpid(intermediate, 0)
     proc = ContainerProcess(pid, ours, spec.tty)
+    proc.grace, proc.timeout = spec.stop_timeout, spec.timeout
     if failed:
         proc.kill()
         proc.reap()

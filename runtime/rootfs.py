@@ -6,8 +6,8 @@ disappears with the container and none is seen by the host. In order:
 1. make every inherited mount private, so nothing propagates back to the host;
 2. stack a copy-on-write overlay on the rootfs (with --read-only too, made
    read-only at the end), so the rootfs directory itself is never written;
-3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, and the
-   user's bind mounts, each target resolved *inside* the new root with
+3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, the
+   user's bind mounts and --tmpfs mounts, each target resolved *inside* the new root with
    openat2(RESOLVE_IN_ROOT): a symlink in the rootfs cannot aim a mount at
    the host (CVE-2021-30465), and the mount goes to /proc/self/fd/N, the very
    file that was checked;
@@ -143,22 +143,38 @@ def attach(tree: int, path: str) -> None:
 
 def mount_dev(root: Root, userns: bool = False) -> None:
     root.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-    dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name, (major, minor) in DEVICES.items():
-            if userns:  # mknod(2) of a device is host root's alone: bind the host's node instead, as rootless podman
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev))
-                mount(f"/dev/{name}", f"{_fd_path(dev)}/{name}", None, MS_BIND)
-                continue
-            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-            os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is filtered by the umask
-        for name, target in DEV_LINKS.items():
-            os.symlink(target, name, dir_fd=dev)
-    finally:
-        os.close(dev)
+    make_devices(root, userns=userns)
     root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     root.mount("shm", "/dev/shm", "tmpfs", _SAFE, "mode=1777,size=65536k")
     root.mount("mqueue", "/dev/mqueue", "mqueue", _SAFE)
+
+
+def make_devices(root: Root, exist_ok: bool = False, userns: bool = False) -> None:
+    """The device nodes and links every container's /dev has. EXIST_OK: keep those there already (an OCI
+    config.json may bind its own, and the runtime adds only what is missing). USERNS: mknod(2) of a device
+    is the host root's alone, so bind the host's nodes instead, as rootless podman does."""
+    dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name, (major, minor) in DEVICES.items():
+            if userns:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev))
+                mount(f"/dev/{name}", f"{_fd_path(dev)}/{name}", None, MS_BIND)
+                continue
+            try:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+            except FileExistsError:
+                if not exist_ok:
+                    raise
+                continue
+            os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is filtered by the umask
+        for name, target in DEV_LINKS.items():
+            try:
+                os.symlink(target, name, dir_fd=dev)
+            except FileExistsError:
+                if not exist_ok:
+                    raise
+    finally:
+        os.close(dev)
 
 
 def bind(root: Root, source: str | int, target: str, readonly: bool) -> None:
@@ -207,8 +223,9 @@ def pivot(new_root: str) -> None:
     os.chdir("/")
 
 
-def mask_host_paths(root: Root) -> None:
-    for path in MASKED:
+def mask_host_paths(root: Root, masked=MASKED, read_only=READ_ONLY) -> None:
+    """Hide MASKED, make READ_ONLY read-only (Docker's lists, or an OCI config's maskedPaths/readonlyPaths)."""
+    for path in masked:
         try:
             fd = open_in_root(root.fd, path)
         except FileNotFoundError:
@@ -220,7 +237,7 @@ def mask_host_paths(root: Root) -> None:
                 mount("/dev/null", _fd_path(fd), None, MS_BIND)
         finally:
             os.close(fd)
-    for path in READ_ONLY:
+    for path in read_only:
         try:
             fd = open_in_root(root.fd, path)
         except FileNotFoundError:
@@ -233,11 +250,14 @@ def mask_host_paths(root: Root) -> None:
         root.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _SAFE)
 
 
-def build(rootfs: str | int, layer: str, read_only: bool, binds: list[tuple[str | int, str, bool]], workdir: str,
-          *, userns: bool = False) -> None:
-    """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly).
+_TMPFS_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
-    With USERNS, ROOTFS and the sources are detached mounts (see the module's docstring)."""
+
+def build(rootfs: str | int, layer: str, read_only: bool, binds: list[tuple[str | int, str, bool]], workdir: str,
+          tmpfs: tuple = (), *, userns: bool = False) -> None:
+    """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly);
+    TMPFS: spec.Tmpfs, each its own mount, so that --read-only leaves them writable. With USERNS, ROOTFS
+    and the sources are detached mounts (see the module's docstring)."""
     make_private()
     merged = mount_layer(rootfs, layer)
     root = Root(merged)
@@ -252,6 +272,11 @@ def build(rootfs: str | int, layer: str, read_only: bool, binds: list[tuple[str 
             bind(root, "/sys", "/sys", readonly=True)  # --network host: the netns is not the container's
         for source, target, readonly in binds:
             bind(root, source, target, readonly)
+        for t in tmpfs:
+            flags = 0
+            for name in t.flags:
+                flags |= _TMPFS_FLAGS[name]
+            root.mount("tmpfs", t.target, "tmpfs", flags, t.data or None)
         os.close(root.target(workdir))  # Docker creates a missing working directory
     finally:
         root.close()
@@ -265,7 +290,8 @@ def build(rootfs: str | int, layer: str, read_only: bool, binds: list[tuple[str 
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
-def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str) -> list[str]:
+def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str,
+                tmpfs: tuple = ()) -> list[str]:
     """What build() does, as commands run in the new mount namespace, from LAYER/merged.
 
     The shell cannot resolve a path inside the rootfs the way openat2 does, so
@@ -296,6 +322,8 @@ def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str,
         out.append(f"mount --rbind {quote(source)} {here}")
         if readonly:  # every mount below it too, as mount_setattr(2) with AT_RECURSIVE does
             out.append(f"findmnt -Rno TARGET {here} | while IFS= read -r m; do mount -o remount,bind,ro \"$m\"; done")
+    for t in tmpfs:
+        out += [f"mkdir -p {quote(f'.{t.target}')}", f"mount -t tmpfs -o {t.options()} tmpfs {quote(f'.{t.target}')}"]
     out += [f"mkdir -p {quote(f'.{workdir}')}"] if workdir != "/" else []
     out += ["pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root",
             "cd /"]

@@ -158,6 +158,12 @@ def load_profile(path: str) -> dict:
     return _checked(profile, lambda where, why: ProfileError(path, where, why))
 
 
+def check_profile(profile, where: str) -> dict:
+    """A profile given as JSON rather than a file (an OCI config.json's linux.seccomp), checked as load_profile
+    checks one; WHERE names it in the errors."""
+    return _checked(profile, lambda field, why: PyrunError(where, f"{field}: {why}"))
+
+
 def _checked(profile, bad) -> dict:
     if not isinstance(profile, dict):
         raise bad("the profile", f"expected a JSON object in Docker's format, got {_shown(profile)}")

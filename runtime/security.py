@@ -9,6 +9,8 @@ the inheritable set empties it too (CVE-2022-29162 was a runtime that did not).
 no_new_privs stops setuid binaries and file capabilities from giving any back.
 """
 import ctypes
+import functools
+import os
 
 # Capability numbers are kernel ABI (linux/capability.h); python-prctl stops at BPF.
 CAP_NUMBERS = {name: number for number, name in enumerate((
@@ -28,6 +30,7 @@ DEFAULT_CAPS = frozenset({
 })
 
 _PR_SET_DUMPABLE = 4
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -41,18 +44,54 @@ def make_undumpable() -> None:
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def drop_privileges(caps: frozenset[str]) -> None:
-    """Limit every capability set to CAPS and turn on no_new_privs. Needs CAP_SETPCAP, so do it last."""
-    import _prctl
+def drop_privileges(caps: frozenset[str], user=None) -> None:
+    """Limit every capability set to CAPS, become USER (a users.Identity) if given, and turn on no_new_privs.
+
+    Needs CAP_SETPCAP, CAP_SETUID and CAP_SETGID, so do it last. The bounding set goes first and the user's
+    ids next, while the effective set is still whole, so that --cap-drop SETUID cannot stop -u (runc orders
+    it so too). A user that is not root leaves setuid(2) with no permitted or effective capabilities."""
     import prctl
 
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last = int(f.read())
+    limit_bounding(caps)
     keep = sorted(CAP_NUMBERS[name] for name in caps)
-    for number in range(last + 1):
-        if number not in keep:
-            _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
+    if user is not None:
+        from runtime.users import become
+
+        become(user)
+        make_undumpable()  # a change of ids resets it (to fs.suid_dumpable): keep /proc/PID/exe hidden
     prctl.cap_inheritable.limit()
-    prctl.cap_effective.limit(*keep)
+    prctl.cap_effective.limit(*keep)  # limit, not set: --cap-add ALL keeps what pyrun holds (this VM: no SYS_RESOURCE)
     prctl.cap_permitted.limit(*keep)
     prctl.set_no_new_privs(1)
+
+
+def limit_bounding(caps: frozenset[str]) -> None:
+    """Drop every capability not in CAPS from the bounding set: no execve can give it back."""
+    import _prctl
+
+    keep = {CAP_NUMBERS[name] for name in caps}
+    for number in range(_last_cap() + 1):
+        if number not in keep:
+            _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
+
+
+@functools.cache  # read while root: a process that has just become another user may no longer read it
+def _last_cap() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def set_capabilities(effective: frozenset[str], permitted: frozenset[str], inheritable: frozenset[str] = frozenset(),
+                     ambient: frozenset[str] = frozenset()) -> None:
+    """Set the process's capability sets to exactly these, in one capset(2), as an OCI config asks: after a
+    switch to another uid the effective set is empty and must be raised, not only limited. A capability the
+    process does not hold is refused by the kernel (EPERM); an ambient one must be permitted and inheritable."""
+    import _prctl
+
+    every = range(_last_cap() + 1)
+    sets = [{CAP_NUMBERS[name] for name in names} for names in (effective, permitted, inheritable)]
+    _prctl.set_caps(*[sorted(s) for s in sets], *[[n for n in every if n not in s] for s in sets])
+    for number in sorted(CAP_NUMBERS[name] for name in ambient):  # python-prctl has no ambient set
+        if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, number, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_CAP_AMBIENT_RAISE, {number}): {os.strerror(err)}")

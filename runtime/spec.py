@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from runtime import users
 from runtime.errors import PyrunError
 from runtime.network.ports import PortMapping, check_fd_budget, parse_port
 from runtime.security import ALL_CAPS, DEFAULT_CAPS
@@ -20,6 +21,11 @@ _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+# --sandbox: each part, unless its own flag is given (README, "Running untrusted code"). Also: no capabilities
+# but those --cap-add names, and, as always, no_new_privs and the default seccomp profile.
+SANDBOX = {"user": "65534:65534", "network": "none", "read_only": True, "init": True, "tmpfs": "/tmp:size=64m",
+           "memory": "256m", "pids_limit": "64", "cpus": "1", "timeout": "60",
+           "userns": "auto"}
 MIN_MEMORY = 6 << 20  # Docker's floor: below this the runtime itself cannot start
 MAX_PIDS = 1 << 22    # PID_MAX_LIMIT on 64-bit: the most pids.max accepts, and more pids than Linux can have
 
@@ -29,6 +35,32 @@ class BindMount:
     source: str      # absolute host path
     target: str      # absolute path inside the container, no '..'
     readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    target: str                # absolute path inside the container, no '..'
+    flags: tuple[str, ...]     # of ro, nosuid, nodev, noexec
+    data: str                  # tmpfs's own options, made of numbers pyrun checked: "size=67108864,mode=1777"
+
+    def options(self) -> str:
+        return ",".join([*self.flags, *filter(None, [self.data])])
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str                  # Docker's name: nofile, nproc, ... (ULIMITS)
+    soft: int                  # -1: unlimited (RLIM_INFINITY)
+    hard: int
+
+
+# Docker's --ulimit names and the kernel's RLIMIT_* numbers (asm-generic/resource.h).
+ULIMITS = {"cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7, "memlock": 8,
+           "as": 9, "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14, "rttime": 15}
+_TMPFS_FLAGS = {"ro": ("ro", True), "rw": ("ro", False), "noexec": ("noexec", True), "exec": ("noexec", False),
+                "nosuid": ("nosuid", True), "suid": ("nosuid", False), "nodev": ("nodev", True), "dev": ("nodev", False)}
+_TMPFS_DATA = {"size": r"(\d+)([kmg]?)", "nr_inodes": r"(\d+)([kmg]?)", "mode": r"[0-7]{3,4}", "uid": r"\d+",
+               "gid": r"\d+"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +89,12 @@ class ContainerSpec:
     tty: bool = False
     seccomp_setting: str = "default"   # as given: default, unconfined or a profile's path
     seccomp: dict | None = None        # a profile file's contents, read on the host before the fork
+    user: str | None = None            # -u USER[:GROUP], looked up in the container (users.py); None: root
+    tmpfs: tuple[Tmpfs, ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
+    stop_timeout: float = 10.0         # seconds from SIGTERM to SIGKILL when pyrun stops it (Docker's 10)
+    sandbox: bool = False              # --sandbox: recorded for inspect; its parts are in the fields above
+    timeout: float | None = None       # --timeout: seconds the command may run; None: no limit
     userns: str = "host"               # host: root is the host's root; auto: a host uid range of its own (userns.py)
 
 
@@ -130,6 +168,68 @@ def parse_volume(value: str) -> BindMount:
     return BindMount(source, target, mode == "ro")
 
 
+def parse_tmpfs(value: str) -> Tmpfs:
+    """--tmpfs PATH[:OPTIONS], as Docker: noexec,nosuid,nodev unless OPTIONS say exec, suid or dev."""
+    path, _, options = value.partition(":")
+    target = _container_path(value, path, "--tmpfs")
+    if target == "/":
+        raise PyrunError("invalid --tmpfs", f"{value!r}: the container path may not be /; use --read-only with "
+                                            "a --tmpfs below it, e.g. /tmp")
+    flags = {"ro": False, "noexec": True, "nosuid": True, "nodev": True}
+    data = {}
+    for option in filter(None, options.split(",")):
+        key, eq, number = option.partition("=")
+        if not eq and key in _TMPFS_FLAGS:
+            flag, on = _TMPFS_FLAGS[key]
+            flags[flag] = on
+        elif eq and key in _TMPFS_DATA and (m := re.fullmatch(_TMPFS_DATA[key], number.lower())):
+            data[key] = str(int(m[1]) * _UNITS[m[2]]) if m.groups() else number
+        else:
+            raise PyrunError("invalid --tmpfs", f"{value!r}: {option!r} is not an option pyrun knows; expected "
+                                                "size=N[k|m|g], mode=OCTAL, uid=N, gid=N, nr_inodes=N, ro, rw, "
+                                                "exec, noexec, suid, nosuid, dev or nodev")
+    return Tmpfs(target, tuple(f for f, on in flags.items() if on), ",".join(f"{k}={v}" for k, v in data.items()))
+
+
+def parse_ulimit(value: str) -> Ulimit:
+    """--ulimit NAME=SOFT[:HARD], as Docker (HARD defaults to SOFT; -1 or unlimited: no limit)."""
+    import resource
+
+    name, _, limits = value.partition("=")
+    soft, _, hard = limits.partition(":")
+    numbers = [-1 if v == "unlimited" else int(v) if re.fullmatch(r"-1|\d+", v) else None for v in (soft, hard or soft)]
+    if name not in ULIMITS or None in numbers:
+        raise PyrunError("invalid --ulimit", f"{value!r}: expected NAME=SOFT[:HARD], numbers or -1 (unlimited), "
+                                             f"NAME one of {', '.join(ULIMITS)}")
+    soft, hard = numbers
+    if hard != -1 and (soft == -1 or soft > hard):
+        raise PyrunError("invalid --ulimit", f"{value!r}: the soft limit is above the hard limit")
+    own = resource.getrlimit(ULIMITS[name])[1]  # without CAP_SYS_RESOURCE a hard limit only ever goes down
+    if own != resource.RLIM_INFINITY and (hard == -1 or hard > own):
+        raise PyrunError("invalid --ulimit", f"{value!r}: the hard limit is above pyrun's own ({name}={own}), "
+                                             "which pyrun cannot raise; give at most that")
+    return Ulimit(name, soft, hard)
+
+
+def parse_seconds(value: str, option: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 86400 * 365:
+        raise PyrunError(f"invalid {option}", f"{value!r}: expected a number of seconds from 0 to 31536000")
+    return seconds
+
+
+def _check_mount_points(mounts: tuple[BindMount, ...], tmpfs: tuple[Tmpfs, ...]) -> None:
+    seen = set()
+    for target in [m.target for m in mounts] + [t.target for t in tmpfs]:
+        if target in seen:
+            raise PyrunError("invalid --tmpfs" if target in {t.target for t in tmpfs} else "invalid -v",
+                             f"{target}: two mounts at the same container path; give one")
+        seen.add(target)
+
+
 def _check_bind_kinds(rootfs: str, mounts: tuple[BindMount, ...]) -> None:
     """A file cannot be bound over a directory, nor a directory over a file: say so now, not half way through
     setup. Paths that are missing, or lead through a symlink, are resolved inside the container later."""
@@ -143,7 +243,7 @@ def _check_bind_kinds(rootfs: str, mounts: tuple[BindMount, ...]) -> None:
                                            f"in the rootfs is a {kinds[1]}; bind a {kinds[1]} there")
 
 
-def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
+def parse_caps(add: list[str], drop: list[str], base: frozenset[str] = DEFAULT_CAPS) -> frozenset[str]:
     def names(values: list[str], option: str) -> set[str]:
         out = set()
         for value in values:
@@ -155,7 +255,7 @@ def parse_caps(add: list[str], drop: list[str]) -> frozenset[str]:
             else:
                 raise PyrunError(f"invalid {option}", f"{value!r}: not a capability; expected a name such as NET_ADMIN or ALL")
         return out
-    return frozenset((DEFAULT_CAPS | names(add, "--cap-add")) - names(drop, "--cap-drop"))
+    return frozenset((base | names(add, "--cap-add")) - names(drop, "--cap-drop"))
 
 
 # Docker's image reference: [registry[:port]/]name[/name...][:tag][@digest], names in lower case.
@@ -205,14 +305,24 @@ def parse_userns(value: str) -> str:
 
 
 def build_spec(rootfs: str, command: list[str], *, name: str | None = None, hostname: str | None = None,
-               env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str = "bridge",
+               env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str | None = None,
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
                pids_limit: str | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
-               read_only: bool = False, init: bool = False, interactive: bool = False,
-               tty: bool = False, security_opt: list[str] = (), userns: str = "host") -> ContainerSpec:
-    """Parse the command line's strings into a ContainerSpec, or raise PyrunError."""
+               read_only: bool | None = None, init: bool | None = None, interactive: bool = False,
+               tty: bool = False, security_opt: list[str] = (), user: str | None = None, tmpfs: list[str] = (),
+               ulimit: list[str] = (), stop_timeout: str | None = None, timeout: str | None = None,
+               sandbox: bool = False, userns: str | None = None) -> ContainerSpec:
+    """Parse the command line's strings into a ContainerSpec, or raise PyrunError.
+
+    None is "not given": the default, or with SANDBOX the sandbox's (SANDBOX above), so a flag given wins."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
+    if sandbox:
+        user, network, read_only, init, memory, pids_limit, cpus, timeout, userns = (
+            SANDBOX[key] if value is None else value for key, value in (
+                ("user", user), ("network", network), ("read_only", read_only), ("init", init), ("memory", memory),
+                ("pids_limit", pids_limit), ("cpus", cpus), ("timeout", timeout), ("userns", userns)))
+    network = network or "bridge"
     network = parse_network(network)
     ports = tuple(p for value in publish for p in parse_port(value))
     if ports and network in ("none", "host"):
@@ -226,6 +336,10 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
     check_fd_budget(ports)
     rootfs, mounts = parse_rootfs(rootfs), tuple(map(parse_volume, volumes))
     _check_bind_kinds(rootfs, mounts)
+    tmpfs = tuple(map(parse_tmpfs, tmpfs))
+    _check_mount_points(mounts, tmpfs)
+    if sandbox and "/tmp" not in [m.target for m in mounts] + [t.target for t in tmpfs]:
+        tmpfs += (parse_tmpfs(SANDBOX["tmpfs"]),)
     return ContainerSpec(
         rootfs=rootfs,
         command=tuple(command),
@@ -241,8 +355,13 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             cpus=parse_cpus(cpus) if cpus is not None else None,
             pids_limit=parse_pids_limit(pids_limit) if pids_limit is not None else None,
         ),
-        caps=(caps := parse_caps(list(cap_add), list(cap_drop))),
-        read_only=read_only, init=init, interactive=interactive, tty=tty, userns=parse_userns(userns),
+        caps=(caps := parse_caps(list(cap_add), list(cap_drop), frozenset() if sandbox else DEFAULT_CAPS)),
+        read_only=bool(read_only), init=bool(init), interactive=interactive, tty=tty, sandbox=sandbox,
+        user=users.parse(user) if user is not None else None,
+        stop_timeout=parse_seconds(stop_timeout, "--stop-timeout") if stop_timeout is not None else 10.0,
+        timeout=parse_seconds(timeout, "--timeout") or None if timeout is not None else None,  # 0: no limit
+        tmpfs=tmpfs, ulimits=tuple({u.name: u for u in map(parse_ulimit, ulimit)}.values()),  # the last one wins
+        userns=parse_userns(userns or "host"),
         **parse_security_opts(security_opt, caps),
     )
 

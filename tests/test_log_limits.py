@@ -26,8 +26,10 @@ def tree(path: str) -> list[tuple[str, int]]:
                   for d, dirs, names in os.walk(path) for n in dirs + names)
 
 
-def log_sizes(root: str) -> list[int]:
-    return [os.path.getsize(f) for f in glob.glob(f"{root}/containers/*/container.log*")]
+def log_sizes(root: str, kind: str = "") -> list[int]:
+    """The sizes of the log's files, or with KIND ".times" of their time stamps (logfile.py)."""
+    return [os.path.getsize(f) for f in glob.glob(f"{root}/containers/*/container.log*")
+            if f.endswith(".times") == bool(kind)]
 
 
 def test_a_flood_on_stdout_stays_within_max_size_times_max_file(busybox, small_root):
@@ -39,8 +41,9 @@ def test_a_flood_on_stdout_stays_within_max_size_times_max_file(busybox, small_r
     seen = []
 
     def finished() -> bool:
-        sizes = log_sizes(small_root)
+        sizes, stamps = log_sizes(small_root), log_sizes(small_root, ".times")
         seen.append(sizes)
+        assert len(stamps) <= 3 and all(size <= 1 << 18 for size in stamps), stamps  # a quarter of max-size
         return pyrun("--root", small_root, "logs", "flood").stdout.endswith("\nEND\n")
 
     wait_for(finished, timeout=120, what="the flood to end")
@@ -100,3 +103,30 @@ def test_logs_tail_reaches_into_rotated_files(busybox, clean_host):
     out = pyrun("logs", "--tail", "100", "chatty").stdout
     assert out.splitlines() == [f"line-{i}" for i in range(51, 151)]
     assert pyrun("rm", "chatty").returncode == 0
+
+
+def test_logs_timestamps_say_when_each_line_came(busybox, clean_host):
+    """docker logs -t: each line after the time it was written, RFC 3339 in UTC, across rotated files too."""
+    import calendar
+    import re
+
+    before = time.time()
+    r = pyrun("run", "-d", "--name", "stamped", "--log-opt", "max-size=1k", "--log-opt", "max-file=3", busybox,
+              "sh", "-c", "echo first; sleep 1.2; i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done; "
+                          "sleep 1.2; echo last")
+    assert r.returncode == 0, r.stderr
+    assert pyrun("wait", "stamped").stdout == "0\n"
+    after = time.time()
+    lines = pyrun("logs", "-t", "stamped").stdout.splitlines()
+    assert len(lines) == 202 and lines[0].endswith(" first") and lines[-1].endswith(" last"), lines
+    when = []
+    for line in lines:
+        m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{9})Z (.*)", line)
+        assert m, line
+        when.append(calendar.timegm(time.strptime(m[1], "%Y-%m-%dT%H:%M:%S")) + int(m[2]) / 1e9)
+    assert before - 1 <= when[0] and when[-1] <= after + 1  # the wall clock's times, not zeros or made up
+    assert when == sorted(when) and when[1] - when[0] >= 1.0 and when[-1] - when[-2] >= 1.0
+    tail = pyrun("logs", "-t", "-n", "1", "stamped").stdout
+    assert tail == lines[-1] + "\n"
+    assert os.path.exists(json.loads(pyrun("inspect", "stamped").stdout)[0]["LogPath"] + ".1.times")  # it rotated
+    assert pyrun("rm", "stamped").returncode == 0

@@ -31,7 +31,7 @@ def test_containers_on_a_user_network_find_each_other_by_name(busybox, lab):
         assert r.returncode == 0 and "10.123.0." in r.stdout, r.stdout + r.stderr
         assert pyrun("exec", "beta", "ping", "-c", "1", "-W", "2", "alpha").returncode == 0
         row = next(line for line in pyrun("network", "ls").stdout.splitlines() if line.startswith("lab "))
-        assert row.split()[2:] == ["10.123.0.0/24", "10.123.0.1", "2"]
+        assert row.split()[2:] == ["10.123.0.0/24", "10.123.0.1", "2", "-"]  # "-": no options
     finally:
         pyrun("rm", "-f", "beta")
     assert "beta" not in pyrun("exec", "alpha", "cat", "/etc/hosts").stdout  # gone from the peer's file

@@ -19,7 +19,8 @@ and steps back out.
     ip netns name for the container     unmount it
     its port's frame filter (portguard) delete its ebtables chain
     veth pair (its port in hairpin      delete the host end (the peer goes with it)
-    mode), eth0 addressed, route
+    mode, isolated with icc=false),
+    eth0 addressed, route
     published ports (firewall.py)       delete the rules by their comment
 """
 import contextlib
@@ -145,7 +146,7 @@ def _ensure_bridge(network: Network) -> None:
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
     current = firewall.save()
-    firewall.restore(firewall.missing_bridge_setup(current, name, subnet))
+    firewall.restore(firewall.missing_bridge_setup(current, name, subnet, network.policy))
     enable_forwarding(current)
 
 
@@ -226,7 +227,7 @@ def ensure_bridge_shell(network: Network) -> list[str]:
         cmds += [f"iptables -t {table} -N {chain} 2>/dev/null || true" for chain in chains]
     for table, chain, rule in firewall.JUMPS:
         cmds.append(f"iptables -t {table} -C {chain} {rule} 2>/dev/null || iptables -t {table} -I {chain} 1 {rule}")
-    for table, rule in firewall.bridge_rules(name, subnet):
+    for table, rule in firewall.bridge_rules(name, subnet, **network.policy):
         check = rule.replace("-A ", "-C ", 1)
         cmds.append(f"iptables -t {table} {check} 2>/dev/null || iptables -t {table} {rule}")
     cmds.append("[ \"$(sysctl -n net.ipv4.ip_forward)\" = 1 ] || { iptables -P FORWARD DROP; "
@@ -300,12 +301,15 @@ class Veth(Step):
     prefixlen: int
     gateway: str
     mac: str
+    # icc=false: the bridge forwards nothing from this port to another isolated one, only to and from the
+    # bridge itself (the gateway). The kernel does it at layer 2, with or without br_netfilter loaded.
+    isolated: bool = False
 
     def up(self) -> None:
         with netlink() as nl:
             nl.add_veth(self.host_end, nl.index(self.bridge), "eth0", self.mac, self.pid)
             no_ipv6(self.host_end)
-            nl.up_hairpin(nl.index(self.host_end))
+            nl.up_hairpin(nl.index(self.host_end), self.isolated)
         with in_netns(self.pid):
             no_ipv6("eth0")
         with netlink_in(self.pid) as nl:
@@ -325,6 +329,8 @@ class Veth(Step):
                 no_ipv6_shell(self.host_end),
                 f"ip link set {self.host_end} master {self.bridge} up",
                 f"bridge link set dev {self.host_end} hairpin on   # back out of its own port: its published ports",
+                *([f"bridge link set dev {self.host_end} isolated on   # icc=false: no frame to another such port"]
+                  if self.isolated else []),
                 f"{ns} {no_ipv6_shell('eth0')}",
                 f"{ns} ip link set lo up",
                 f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
@@ -388,10 +394,19 @@ def reserve_ports(ports) -> list[socket.socket]:
     return held
 
 
+def check_published(spec, net: Network) -> None:
+    """Refuse -p on an --internal network: nothing may reach its containers from outside, so a published port
+    could never answer. (Docker accepts it and the port then silently does nothing.)"""
+    if spec.ports and net.internal:
+        raise PyrunError("invalid -p", f"{spec.ports[0]}: network {net.name} is --internal: nothing reaches its "
+                                       "containers from outside; publish on another network")
+
+
 class BridgeNetwork:
     """One container's attachment to a bridge network: its address, veth pair and published ports."""
 
     def __init__(self, spec, net: Network, root: str, cid: str, name: str, address: str, sockets: list):
+        check_published(spec, net)
         self.spec, self.net, self.root, self.cid, self.name = spec, net, root, cid, name
         self.address = address
         self.sockets = sockets
@@ -399,6 +414,7 @@ class BridgeNetwork:
     @classmethod
     def prepare(cls, spec, net: Network, root: str, cid: str, name: str, journal: Journal) -> "BridgeNetwork":
         """Before the fork: check the ports, lease an address (/etc/hosts names it)."""
+        check_published(spec, net)
         sockets = reserve_ports(spec.ports)
         try:
             with host.locked():
@@ -421,7 +437,7 @@ class BridgeNetwork:
         mac = mac_address(self.address)
         out = [NetnsName(netns_name(self.name, self.root), pid, self.cid, netns),
                Veth(host_end(self.cid), self.net.bridge, pid, self.address, self.net.prefixlen, self.net.gateway,
-                    mac),
+                    mac, isolated=not self.net.icc),
                # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
                # beside the veth's deletion. Nothing is sent from the port before it: the container runs
                # nothing of its own until attach() is done, and eth0 has no IPv6 to speak up with.

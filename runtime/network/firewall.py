@@ -11,20 +11,32 @@ The chains, and how they differ from the seed's rules:
 filter FORWARD -> PYRUN-FORWARD
     (if pyrun is what turned ip_forward on, FORWARD's policy is DROP, as Docker
     makes it: the host forwards nothing but what these chains accept)
+    every packet                -> PYRUN-INTERNAL   first, DNAT'd or not, for --internal networks only:
+      PYRUN-INTERNAL  -i BR ! -o BR  DROP    nothing leaves: not to the world, not to another network,
+                                             not even to a published port (that is DNAT'd: still a way out)
+      PYRUN-INTERNAL  ! -i BR -o BR  DROP    nothing comes in from anywhere else
     not DNAT'd                  -> PYRUN-ISOLATION-1   first, as Docker's isolation chains:
       PYRUN-ISOLATION-1  -i BR ! -o BR  -> PYRUN-ISOLATION-2   from one pyrun network ...
       PYRUN-ISOLATION-2  -o BR          DROP                   ... into another: never directly;
                                          only through a published port, which is DNAT'd (and so skips this)
     -o BR conntrack RELATED,ESTABLISHED  ACCEPT   replies to the containers' connections
     -i BR ! -o BR                         ACCEPT   containers -> the world (not another pyrun network:
-                                                   the isolation chains above dropped that)
-    -i BR -o BR                           ACCEPT   container -> container
+                                                   the isolation chains above dropped that); not --internal
+    -i BR -o BR                           ACCEPT   container -> container; with icc=false instead:
+    -i BR -o BR                           DROP       what a container routes to a neighbour through the
+                                                   gateway, a published port's DNAT'd traffic too (its
+                                                   frames straight to the neighbour never get here: the
+                                                   bridge's isolated ports drop them; and br_netfilter
+                                                   bridges a DNAT to the same bridge at layer 2, where
+                                                   they drop it too: one answer either way)
     -o BR -> PYRUN-PUBLISHED                       per container: DNAT'd traffic to a published port
     -o BR                                 DROP     nothing else reaches a container from outside,
                                                    even from a host that routes the subnet to us
 filter INPUT -> PYRUN-INPUT
     -i BR -d 127.0.0.0/8 (not DNAT/reply) DROP     route_localnet is on for BR; without this a
                                                    container could reach the host's 127.0.0.1
+    -i BR (not DNAT/reply)                DROP     host_access=false (--internal's default): no service on
+                                                   any of the host's addresses, the gateway's included
 nat PREROUTING  (! -d 127/8, dst LOCAL) -> PYRUN-DNAT   from other hosts and from containers
 nat OUTPUT      (dst LOCAL)             -> PYRUN-DNAT   from the host itself, 127.0.0.1 included
     per container: [-d IP] -p PROTO --dport HOST  DNAT --to CONTAINER_IP:PORT
@@ -33,7 +45,7 @@ nat OUTPUT      (dst LOCAL)             -> PYRUN-DNAT   from the host itself, 12
     127/8 so a neighbour's forged packet to 127.0.0.1 is never DNAT'd
     (CVE-2020-8558), and a port published on 127.0.0.1 is DNAT'd from OUTPUT only.
 nat POSTROUTING -> PYRUN-POSTROUTING
-    -s SUBNET ! -o BR   MASQUERADE   containers -> the world leave with the host's address
+    -s SUBNET ! -o BR   MASQUERADE   containers -> the world leave with the host's address; not --internal
     -s 127/8 -o BR      MASQUERADE   the host's 127.0.0.1 cannot be a source on a wire
     -s SUBNET -o BR, DNAT'd  MASQUERADE   hairpin: a container reaching a published port
 """
@@ -45,11 +57,13 @@ from runtime.errors import PyrunError
 from runtime.network.ports import PortMapping
 from runtime.steps import Step
 
-CHAINS = {"filter": ("PYRUN-FORWARD", "PYRUN-ISOLATION-1", "PYRUN-ISOLATION-2", "PYRUN-PUBLISHED", "PYRUN-INPUT"),
+CHAINS = {"filter": ("PYRUN-FORWARD", "PYRUN-INTERNAL", "PYRUN-ISOLATION-1", "PYRUN-ISOLATION-2", "PYRUN-PUBLISHED",
+                     "PYRUN-INPUT"),
           "nat": ("PYRUN-DNAT", "PYRUN-POSTROUTING")}
 JUMPS = (("filter", "FORWARD", "-j PYRUN-FORWARD"),
          # Ahead of every bridge's accept rules, however many bridges come and go.
          ("filter", "PYRUN-FORWARD", "-m conntrack ! --ctstate DNAT -j PYRUN-ISOLATION-1"),
+         ("filter", "PYRUN-FORWARD", "-j PYRUN-INTERNAL"),
          ("filter", "INPUT", "-j PYRUN-INPUT"),
          ("nat", "PREROUTING", "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j PYRUN-DNAT"),
          ("nat", "OUTPUT", "-m addrtype --dst-type LOCAL -j PYRUN-DNAT"),
@@ -60,23 +74,35 @@ def _tag(text: str) -> str:
     return f'-m comment --comment "{text}"' if " " in text else f"-m comment --comment {text}"
 
 
-def bridge_rules(bridge: str, subnet: str) -> list[tuple[str, str]]:
-    """(table, rule) for a bridge network, in order."""
+def bridge_rules(bridge: str, subnet: str, internal: bool = False, icc: bool = True,
+                 host_access: bool = True) -> list[tuple[str, str]]:
+    """(table, rule) for a bridge network with these options (networks.Network.policy), in order."""
     tag = _tag(f"pyrun bridge {bridge}")
-    return [
+    out = [("filter", f"-A PYRUN-INTERNAL -i {bridge} ! -o {bridge} {tag} -j DROP"),
+           ("filter", f"-A PYRUN-INTERNAL ! -i {bridge} -o {bridge} {tag} -j DROP")] if internal else []
+    out += [
         ("filter", f"-A PYRUN-ISOLATION-1 -i {bridge} ! -o {bridge} {tag} -j PYRUN-ISOLATION-2"),
         ("filter", f"-A PYRUN-ISOLATION-2 -o {bridge} {tag} -j DROP"),
-        ("filter", f"-A PYRUN-FORWARD -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT"),
-        ("filter", f"-A PYRUN-FORWARD -i {bridge} ! -o {bridge} {tag} -j ACCEPT"),
-        ("filter", f"-A PYRUN-FORWARD -i {bridge} -o {bridge} {tag} -j ACCEPT"),
+        ("filter", f"-A PYRUN-FORWARD -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT")]
+    if not internal:
+        out.append(("filter", f"-A PYRUN-FORWARD -i {bridge} ! -o {bridge} {tag} -j ACCEPT"))
+    out += [
+        ("filter", f"-A PYRUN-FORWARD -i {bridge} -o {bridge} {tag} -j ACCEPT") if icc else
+        ("filter", f"-A PYRUN-FORWARD -i {bridge} -o {bridge} {tag} -j DROP"),
         ("filter", f"-A PYRUN-FORWARD -o {bridge} {tag} -j PYRUN-PUBLISHED"),
         ("filter", f"-A PYRUN-FORWARD -o {bridge} {tag} -j DROP"),
         ("filter", f"-A PYRUN-INPUT -i {bridge} -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT "
-                   f"{tag} -j DROP"),
-        ("nat", f"-A PYRUN-POSTROUTING -s {subnet} ! -o {bridge} {tag} -j MASQUERADE"),
+                   f"{tag} -j DROP")]
+    if not host_access:
+        out.append(("filter", f"-A PYRUN-INPUT -i {bridge} -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT "
+                              f"{tag} -j DROP"))
+    if not internal:
+        out.append(("nat", f"-A PYRUN-POSTROUTING -s {subnet} ! -o {bridge} {tag} -j MASQUERADE"))
+    out += [
         ("nat", f"-A PYRUN-POSTROUTING -s 127.0.0.0/8 -o {bridge} {tag} -j MASQUERADE"),
         ("nat", f"-A PYRUN-POSTROUTING -s {subnet} -o {bridge} -m conntrack --ctstate DNAT {tag} -j MASQUERADE"),
     ]
+    return out
 
 
 def container_rules(cid: str, bridge: str, address: str, ports: list[PortMapping]) -> list[tuple[str, str]]:
@@ -150,14 +176,16 @@ def start_restore(lines: list[tuple[str, str]]) -> Callable[[], str]:
     return _start(["iptables-restore", "--noflush", "--wait"], text) if text else lambda: ""
 
 
-def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str) -> list[tuple[str, str]]:
-    """What is missing of the chains, jumps and BRIDGE's rules. Declaring an existing chain would flush it."""
+def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str,
+                         policy: dict | None = None) -> list[tuple[str, str]]:
+    """What is missing of the chains, jumps and BRIDGE's rules (with POLICY, bridge_rules' options). Declaring
+    an existing chain would flush it."""
     out = [(table, f":{c} - [0:0]") for table, c in _chains(current, present=False)]
     for table, chain, rule in JUMPS:
         if f"-A {chain} {rule}" not in current.get(table, []):
             out.append((table, f"-I {chain} 1 {rule}"))
     if not rules_tagged(current, f"pyrun bridge {bridge}"):
-        out += bridge_rules(bridge, subnet)
+        out += bridge_rules(bridge, subnet, **(policy or {}))
     return out
 
 

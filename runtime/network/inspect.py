@@ -36,7 +36,7 @@ def gather(root: str, name: str) -> dict:
                 "held_by": [holder(int(b["HostPort"]), port.split("/")[1])
                             for port, binds in settings.get("Ports", {}).items() for b in binds]})
     return {"network": net.name, "bridge": net.bridge, "subnet": net.subnet, "gateway": net.gateway,
-            "containers": containers, "rules": _rules(net, containers)}
+            **net.policy, "options": net.options, "containers": containers, "rules": _rules(net, containers)}
 
 
 def _rules(net: networks.Network, containers: list[dict]) -> list[str]:
@@ -56,7 +56,8 @@ def _rules(net: networks.Network, containers: list[dict]) -> list[str]:
 
 def text(info: dict) -> str:
     lines = [f"network {info['network']}: bridge {info['bridge']}, subnet {info['subnet']}, "
-             f"gateway {info['gateway']} (the bridge's own address)", ""]
+             f"gateway {info['gateway']} (the bridge's own address)",
+             f"options {info['options']}: its containers reach " + ", ".join(_meaning(info)), ""]
     if not info["containers"]:
         lines.append("no containers")
     for c in info["containers"]:
@@ -68,6 +69,13 @@ def text(info: dict) -> str:
     lines += ["", "pyrun's rules for it, with [packets:bytes] (iptables-save -c):", *info["rules"], "",
               "topology:", *drawing(info)]
     return "\n".join(lines)
+
+
+def _meaning(info: dict) -> list[str]:
+    """What the network's options let its containers reach, in words."""
+    return ["nothing beyond the bridge (internal)" if info["internal"] else "the world, through NAT",
+            "each other" if info["icc"] else "not each other (icc=false: isolated bridge ports)",
+            "the host's services" if info["host_access"] else "not the host's services (host_access=false)"]
 
 
 def drawing(info: dict) -> list[str]:

@@ -7,6 +7,18 @@ STATE_ROOT/networks/NAME.json. Containers started with `--network NAME` get
 addresses from it and, unlike on the default network (as in Docker), find
 each other by name: each one's /etc/hosts lists the others (dns.HostsEntry).
 
+A network's options say what its containers may reach besides each other
+(firewall.bridge_rules turns them into rules, tagged with the bridge's name):
+
+    --internal          no way out: nothing is forwarded from the bridge to any other interface, and no NAT;
+                        no published ports (refused, as they could not work); no host services either
+    --opt icc=false     containers on it cannot reach each other, only the gateway: each port on the bridge is
+                        isolated (the kernel's bridge port isolation) and the host routes nothing between them
+    --opt host_access=false
+                        the host's own services, on any of its addresses, are out of reach from the network:
+                        only replies to the host's connections come in. Off by default with --internal only;
+                        the default network and user networks allow it, as Docker does
+
 `pyrun network rm NAME` is the mirror image, refused while a container holds
 an address on it. The default network "bridge" (pyrun0) is made on first
 use and can be removed the same way; pyrun's chains go with the last bridge.
@@ -30,6 +42,24 @@ class Network:
     name: str
     bridge: str
     subnet: str
+    # The options, in the record; a record written before they existed reads as Docker's defaults.
+    internal: bool = False
+    icc: bool = True
+    host_access: bool = True
+
+    @property
+    def policy(self) -> dict:
+        """What firewall.bridge_rules() takes: the options that make rules."""
+        return {"internal": self.internal, "icc": self.icc, "host_access": self.host_access}
+
+    @property
+    def options(self) -> str:
+        """The options that differ from the default, as `network ls` shows them: "internal,icc=false"."""
+        words = ["internal"] if self.internal else []
+        words += [] if self.icc else ["icc=false"]
+        if self.host_access == self.internal:  # its default is the opposite of internal's
+            words.append(f"host_access={str(self.host_access).lower()}")
+        return ",".join(words) or "-"
 
     @property
     def gateway(self) -> str:
@@ -83,13 +113,30 @@ def parse_subnet(value: str, what: str = "--subnet") -> str:
     return str(net)
 
 
+# --opt KEY: the record's field. Docker's own key for icc is accepted too, so that its commands paste.
+OPTIONS = {"icc": "icc", "com.docker.network.bridge.enable_icc": "icc", "host_access": "host_access"}
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def parse_options(values: list[str], internal: bool) -> dict:
+    """--internal and every --opt KEY=BOOL, as the record's fields."""
+    out = {"internal": internal, "icc": True, "host_access": not internal}
+    for value in values:
+        key, _, text = value.partition("=")
+        if key not in OPTIONS or text.lower() not in BOOLEANS:
+            raise PyrunError("invalid --opt", f"{value!r}: expected icc=true|false or host_access=true|false")
+        out[OPTIONS[key]] = BOOLEANS[text.lower()]
+    return out
+
+
 def holders(net: Network) -> list[str]:
     """The ids of the containers holding an address on NET, of this state root or another."""
     return list(ipam.leases(net.bridge).values())
 
 
-def create(root: str, name: str, subnet: str) -> Network:
-    """Make the network's bridge and rules and record it. Call with a validated NAME and SUBNET."""
+def create(root: str, name: str, subnet: str, options: dict | None = None) -> Network:
+    """Make the network's bridge and rules and record it. Call with a validated NAME, SUBNET and OPTIONS
+    (parse_options)."""
     from runtime.network import bridge
 
     if name in ("none", "host"):
@@ -100,7 +147,7 @@ def create(root: str, name: str, subnet: str) -> Network:
                 raise PyrunError("network create", f"{name!r}: a network of this name exists")
             if ipaddress.IPv4Network(net.subnet).overlaps(ipaddress.IPv4Network(subnet)):
                 raise PyrunError("network create", f"{subnet} overlaps network {net.name} ({net.subnet})")
-        net = Network(name, f"pr-{os.urandom(6).hex()}", subnet)
+        net = Network(name, f"pr-{os.urandom(6).hex()}", subnet, **(options or {}))
         bridge.ensure_bridge(net)  # refuses a subnet that overlaps one of the host's routes
         os.makedirs(os.path.join(root, "networks"), exist_ok=True)
         state.write_json(_path(root, name), asdict(net))
@@ -123,5 +170,6 @@ def remove(root: str, name: str) -> None:
 
 
 def describe(root: str) -> list[dict]:
-    return [{**asdict(n), "gateway": n.gateway, "containers": len(holders(n))} for n in all_networks(root)]
+    return [{**asdict(n), "gateway": n.gateway, "containers": len(holders(n)), "options": n.options}
+            for n in all_networks(root)]
 

@@ -130,12 +130,15 @@ class Session:
         attrs = [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": info})] + attrs
         self._request(what, self.ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {}, attrs)
 
-    def up_hairpin(self, index: int) -> None:
+    def up_hairpin(self, index: int, isolated: bool = False) -> None:
         """Bring bridge port INDEX up in hairpin mode: the bridge may send a frame back out of the port it came
-        in by (a container's request to its own published port, DNAT'd back to it)."""
-        port = [("IFLA_INFO_SLAVE_KIND", "bridge"),
-                ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", 1)]})]
-        self._request(f"ip link set {index} type bridge_slave hairpin on up", self.ifinfmsg, RTM_NEWLINK, 0,
+        in by (a container's request to its own published port, DNAT'd back to it). ISOLATED: the bridge never
+        forwards a frame from this port to another isolated port, only to the bridge itself and to ports that
+        are not isolated."""
+        brport = [("IFLA_BRPORT_MODE", 1)] + ([("IFLA_BRPORT_ISOLATED", 1)] if isolated else [])
+        port = [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", {"attrs": brport})]
+        what = "hairpin on isolated on" if isolated else "hairpin on"
+        self._request(f"ip link set {index} type bridge_slave {what} up", self.ifinfmsg, RTM_NEWLINK, 0,
                       {"index": index, "flags": IFF_UP, "change": IFF_UP}, [("IFLA_LINKINFO", {"attrs": port})])
 
     def up(self, index: int) -> None:

@@ -1,0 +1,3 @@
+from runtime.oci.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The OCI lifecycle, host side: create, start, kill, delete (runtime.md "Lifecycle" and "Operations").
+
+    create ID   config.json read and checked; state dir, exec FIFO and cgroup made (journaled);
+                PID 1 forked and set up (oci/init.py); pid file written; create exits
+    start ID    open the FIFO for reading: PID 1, blocked writing to it, execs the user's program
+    kill ID SIG signal PID 1 (--all: every process in its cgroup)
+    delete ID   a created or stopped container: kill what is left, undo the journal, remove the state
+
+Each call is a new, short-lived process: all a container is between calls is
+its state directory and the kernel's word on its process (oci/state.py). The
+engine, not pyrun, waits for the container's process: `create` forks the
+intermediate without being a subreaper, so PID 1 is re-parented to the
+engine's subreaper when the intermediate exits.
+
+Host-side changes go through the same Journal as `pyrun run`'s (steps.py):
+what a failed create made is undone at once, what a container holds is
+undone at delete, by the same code.
+"""
+import os
+import shutil
+import signal
+import socket
+import time
+import traceback
+
+from runtime import state, sync
+from runtime.cgroups import Cgroup
+from runtime.errors import PyrunError
+from runtime.oci import state as oci_state
+from runtime.steps import Journal
+
+START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to take the FIFO
+
+
+def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
+           preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True) -> None:
+    from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
+
+    oci_config.check_id(cid)
+    b = oci_config.load(bundle, cid)
+    if b.process.terminal != bool(console_socket):
+        raise PyrunError("--console-socket", "process.terminal is true: give --console-socket" if b.process.terminal
+                         else "given, but process.terminal is false: there is no terminal to send")
+    state.ensure_root(root)
+    cdir = state.container_dir(root, cid)
+    with state.locked(root):
+        try:
+            os.mkdir(cdir, 0o700)
+        except FileExistsError:
+            raise PyrunError(f"container with id exists: {cid}", "") from None
+    journal = Journal(state.journal_path(root, cid))
+    pid = None
+    try:
+        record = oci_state.new(cid, bundle, b.rootfs, b.annotations)
+        state.write_json(oci_state.record_path(root, cid), record)
+        fifo_path = oci_state.fifo_path(root, cid)
+        os.mkfifo(fifo_path, 0o600)
+        os.chmod(fifo_path, 0o622)  # PID 1 may open it after becoming process.user
+        cgroup = Cgroup(b.cgroup_name, b.resources.memory, b.resources.cpus, b.resources.pids_limit,
+                        parent=b.cgroup_parent, devices=b.devices)
+        journal.run(cgroup)
+        fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            pid, sock = _spawn(b, fifo, preserve_fds, cgroup.paths(), pivot, f"_ses.{cid}" if new_keyring else None)
+        finally:
+            os.close(fifo)
+        with sock:
+            if b.process.terminal:
+                _send_console(console_socket, sync.expect(sock, "pty")["fds"][0])
+            sync.expect(sock, "ready")
+        record.update(status="created", pid=pid, process={"Pid": pid, "StartTime": state.start_time(pid)})
+        state.write_json(oci_state.record_path(root, cid), record)
+        if pid_file:
+            _write_pid_file(pid_file, pid)
+    except BaseException:
+        if pid is not None:
+            _kill(pid, signal.SIGKILL)
+        journal.undo()
+        shutil.rmtree(cdir, ignore_errors=True)
+        raise
+
+
+def _spawn(b, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool, keyring: str | None):
+    """Fork the intermediate (not as a subreaper: see the module's docstring); return (PID 1's pid, sync socket)."""
+    from runtime.oci import init as oci_init  # imported before the fork: after pivot_root there is no host
+
+    ours, theirs = sync.channel()
+    intermediate = os.fork()
+    if intermediate == 0:
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_DFL)
+            ours.close()
+            oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup_dirs, pivot, keyring)
+        except BaseException:
+            traceback.print_exc()  # a bug in pyrun: say where, the container's stderr is the engine's
+        finally:
+            os._exit(1)
+    theirs.close()
+    try:
+        return sync.expect(ours, "pid")["pid"], ours
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        os.waitpid(intermediate, 0)
+
+
+def _send_console(path: str, master: int) -> None:
+    """The pty's master to the engine, over its console socket with SCM_RIGHTS (runc's protocol)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            socket.send_fds(s, [b"/dev/ptmx"], [master])
+    except OSError as e:
+        raise PyrunError("--console-socket", f"{path}: {e.strerror}") from None
+    finally:
+        os.close(master)
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    """Digits only, no newline, renamed into place: an engine polling for it never reads half of it."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644), "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def start(root: str, cid: str) -> None:
+    record = oci_state.read(root, cid)
+    status = oci_state.status(root, record)
+    if status != "created":
+        raise PyrunError(f"cannot start a container that is {status}", f"{cid} (start needs one just created)")
+    path = oci_state.fifo_path(root, cid)
+    # O_NONBLOCK: the open returns at once; the byte arrives once PID 1 has opened its end.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if os.read(fd, 1):
+                    break
+            except BlockingIOError:
+                pass
+            process = record["process"]
+            if oci_state.exited(process["Pid"], process["StartTime"]) or time.monotonic() > deadline:
+                raise PyrunError("start", f"{cid}: the container's process exited before it could start")
+            time.sleep(0.001)
+    finally:
+        os.close(fd)
+    os.unlink(path)  # no FIFO: the status is running from now on
+
+
+def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
+    record = oci_state.read(root, cid)
+    if oci_state.status(root, record) not in ("created", "running", "paused"):
+        raise PyrunError("container not running", "")
+    pids = [record["pid"]]
+    if all_processes:
+        pids = [int(p) for path in _cgroup(root, cid).paths() for p in _read(f"{path}/cgroup.procs").split()]
+    for pid in pids:
+        _kill(pid, sig)
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    try:
+        record = oci_state.read(root, cid)
+    except PyrunError:
+        if force:
+            return
+        raise
+    status = oci_state.status(root, record)
+    if status in ("running", "paused") and not force:
+        raise PyrunError(f"cannot delete container {cid} that is not stopped", status)
+    if status in ("created", "running", "paused"):
+        _kill(record["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not oci_state.exited(record["pid"], record["process"]["StartTime"]) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    with state.locked(root):
+        errors = Journal(state.journal_path(root, cid)).undo()  # the cgroup kills what is left inside it
+        if errors:
+            raise PyrunError("delete", f"{cid}: " + "; ".join(errors))
+        shutil.rmtree(state.container_dir(root, cid), ignore_errors=True)
+
+
+def _cgroup(root: str, cid: str) -> Cgroup:
+    for step in Journal(state.journal_path(root, cid)).steps():
+        if isinstance(step, Cgroup):
+            return step
+    raise PyrunError("kill --all", f"{cid} has no cgroup")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
