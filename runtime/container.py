@@ -31,6 +31,7 @@ from runtime.errors import EXIT_TIMEOUT, PyrunError
 from runtime.rootfs import layer_dir
 from runtime.spec import BindMount, ContainerSpec, Resources, Ulimit
 from runtime.steps import Journal, one_line
+from runtime.userns import IdRange
 
 LOG = "container.log"
 TRACE = "PYRUN_TRACE"  # run -d --verbose: the monitor traces the teardown too, into the log
@@ -82,7 +83,8 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
     proc = plan = None
     try:
         plan = recipe.create(journal, spec, net, root, cid, name)
-        proc = process.spawn(spec, layer_dir(cdir), recipe.binds(spec, plan), record["Config"]["Hostname"],
+        ids = recipe.find(plan, IdRange)
+        proc = process.spawn(spec, layer_dir(cdir), recipe.binds(spec, plan), record["Config"]["Hostname"], ids=ids,
                              meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN))
         recipe.run(journal, plan, recipe.ATTACH, proc.pid)
         if net:
@@ -94,6 +96,8 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         record["State"] = {"Status": "running", "Running": True, "Pid": proc.pid, "ExitCode": 0,
                            "OOMKilled": False, "StartedAt": now(), "FinishedAt": ""}
         record["Init"] = {"Pid": proc.pid, "StartTime": state.start_time(proc.pid)}
+        if ids:  # podman's inspect names them so
+            record["HostConfig"]["IDMappings"] = {"UidMap": [ids.id_map], "GidMap": [ids.id_map]}
         state.write_json(state.record_path(root, cid), record)
         proc.held = _sockets(plan)
         return proc
@@ -227,7 +231,7 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
                    "StopTimeout": spec.stop_timeout},
         "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
                        "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
-                       "SecurityOpt": [f"seccomp={spec.seccomp_setting}"],
+                       "SecurityOpt": [f"seccomp={spec.seccomp_setting}"], "UsernsMode": spec.userns,
                        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
                        "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
                        "PidsLimit": spec.resources.pids_limit or 0,
@@ -248,6 +252,7 @@ def spec_from(record: dict) -> ContainerSpec:
         mounts=tuple(BindMount(*b.split(":")[:2], b.endswith(":ro")) for b in host["Binds"]),
         network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
         read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"],
+        userns=host.get("UsernsMode", "host"),
         user=config.get("User") or None, stop_timeout=config.get("StopTimeout", 10.0), ulimits=tuple(Ulimit(u["Name"], u["Soft"], u["Hard"])
                                                        for u in host.get("Ulimits", [])),
         **parse_security_opts(host["SecurityOpt"]))

@@ -16,13 +16,13 @@ as `pyrun` does.
 import os
 import shlex
 
-from runtime import init, namespaces, recipe, rootfs, state
+from runtime import init, namespaces, recipe, rootfs, state, userns
 from runtime.spec import ContainerSpec
 from runtime.steps import heredoc
 
 TEARDOWN = "# ======== TEARDOWN: run what follows to undo all of the above ========"
 PID = "$PID"  # the shell variable that holds the container's first process
-_UNSHARE = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid"}  # namespaces.FLAGS
+_UNSHARE = {"user": "--user", "mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid"}  # namespaces.FLAGS
 
 
 def explain(spec: ContainerSpec, root: str) -> str:
@@ -35,7 +35,8 @@ def explain(spec: ContainerSpec, root: str) -> str:
 
         net = networks.get(root, spec.network)
         address = ipam.next_free(net.bridge, net.subnet)  # what a run would lease now; nothing is taken
-    plan = recipe.recipe(spec, net, root, cid, spec.name or cid[:12], address)
+    id_base = userns.next_free() if spec.userns == "auto" else None  # what a run would lease now
+    plan = recipe.recipe(spec, net, root, cid, spec.name or cid[:12], address, id_base)
     steps = [(p.phase, p.step.at(PID) if p.phase == recipe.ATTACH else p.step) for p in plan]
     c, go = shlex.quote(cdir), shlex.quote(f"{cdir}/go")
 
@@ -45,7 +46,8 @@ def explain(spec: ContainerSpec, root: str) -> str:
                   [f"mkfifo -m 0600 {go}   # pyrun's \"go\" (runtime/sync.py): PID 1 waits for it",
                    *heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, recipe.hostname(spec, cid),
                                                              recipe.binds(spec, plan)))]))
-    unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind] for kind in namespaces.kinds(spec.network))
+    unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind]
+                                                        for kind in namespaces.kinds(spec.network, spec.userns))
     setup.append(("start it: new namespaces, and in them the first process (runtime/process.py, runtime/init.py)",
                   [f"{unshare} sh {shlex.quote(f'{cdir}/init.sh')} > {shlex.quote(f'{cdir}/container.log')} "
                    "2>&1 < /dev/null &",
@@ -56,6 +58,11 @@ def explain(spec: ContainerSpec, root: str) -> str:
                    'exit 1; }; sleep 0.01; done',
                    "PID=${PID%% *}",
                    "echo \"the container's first process is $PID\""]))
+    ids = recipe.find(plan, userns.IdRange)
+    if ids:
+        setup.append(("--userns=auto: pyrun writes the new user namespace's maps from the host, as root may without "
+                      "newuidmap (pyrun does it before the other namespaces are made: runtime/init.py)",
+                      userns.shell_map(PID, ids, spec.rootfs)))
     setup += [_section(step) for phase, step in steps if phase == recipe.SPAWN]
     setup += [_section(step) for phase, step in steps if phase == recipe.ATTACH]
     setup.append(("go: the container's command runs now (runtime/sync.py)",
@@ -70,7 +77,10 @@ def explain(spec: ContainerSpec, root: str) -> str:
 
     # repr: a newline in the command would end the comment and run the rest as a command
     what = repr(shlex.join(spec.command))[1:-1]
-    return "\n".join([_script(f"by hand, what `pyrun run` would do for {what}", cid, cdir, setup), TEARDOWN,
+    # --userns=auto: the container's root can follow no path through root's state directory, and make no device
+    note = ["# --userns=auto: to read, not to run: pyrun hands the container its mounts as file",
+            "# descriptors opened on the host, and binds the host's /dev nodes, where a shell cannot.", ""] if ids else []
+    return "\n".join([_script(f"by hand, what `pyrun run` would do for {what}", cid, cdir, setup, note), TEARDOWN,
                       _script("undo what the setup above did, as pyrun's teardown does", cid, cdir, teardown,
                               ["set +e   # go on past what is already gone, as pyrun's teardown does", ""])])
 

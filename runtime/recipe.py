@@ -5,8 +5,8 @@
     run --explain     prints it as a bash script       (explain.py: the setup, and the teardown)
 
     phase     when                                           the steps
-    create    before the fork: nothing of the container      ports, lease, cgroup, layer, /etc files,
-              runs yet                                       hosts entries
+    create    before the fork: nothing of the container      ports, lease, id range, cgroup, layer,
+              runs yet                                       /etc files, hosts entries
     spawn     while the intermediate unshares                the bridge (kept, as Docker keeps docker0)
               (process.spawn's MEANWHILE)
     attach    once PID 1 exists, before it is told "go"      cgroup join (in a thread, beside the rest),
@@ -25,7 +25,7 @@ import contextlib
 import sys
 from dataclasses import dataclass, replace
 
-from runtime import state
+from runtime import state, userns
 from runtime.cgroups import Cgroup, CgroupJoin
 from runtime.network import dns
 from runtime.rootfs import Layer, layer_dir
@@ -42,9 +42,11 @@ class Planned:
     beside: bool = False   # runs in a thread while the phase's next steps run (Journal.run_beside)
 
 
-def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: str | None) -> list[Planned]:
+def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: str | None,
+           id_base: int | None = None) -> list[Planned]:
     """The host-side steps that run SPEC as container CID called NAME, on the bridge network NET (None for
-    --network none or host) at ADDRESS. Nothing is done here: the steps are only made."""
+    --network none or host) at ADDRESS, with --userns=auto on host ids from ID_BASE. Nothing is done here:
+    the steps are only made."""
     cdir = state.container_dir(root, cid)
     layer = layer_dir(cdir)
     res = spec.resources
@@ -57,8 +59,10 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         if spec.ports:  # first: a port taken is refused before anything is changed
             plan.append(Planned(CREATE, bridge.Ports(list(spec.ports))))
         plan.append(Planned(CREATE, ipam.Lease(net.bridge, address, cid)))  # see create()
+    if spec.userns == "auto":
+        plan.append(Planned(CREATE, userns.IdRange(id_base, cid)))  # see create()
     plan += [Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)),
-             Planned(CREATE, Layer(layer)),
+             Planned(CREATE, Layer(layer, id_base)),
              Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network))]
     if net and net.user_defined:
         plan.append(Planned(CREATE, dns.HostsEntry(root, net.bridge, cid, name, address)))
@@ -81,12 +85,14 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
 
 
 def create(journal: Journal, spec: ContainerSpec, net, root: str, cid: str, name: str) -> list[Planned]:
-    """Make the plan and run its create phase. The address is chosen, and the steps up to its lease run,
-    under the host's lock, so that another run, of any state root, chooses another address."""
-    with _host_lock(net):
-        plan = recipe(spec, net, root, cid, name, _next_free(net))
+    """Make the plan and run its create phase. The address and the id range are chosen, and the steps up to
+    their leases run, under the locks that guard them, so that another run, of any state root, chooses
+    others."""
+    with _host_lock(net), _userns_lock(spec):
+        id_base = userns.next_free() if spec.userns == "auto" else None
+        plan = recipe(spec, net, root, cid, name, _next_free(net), id_base)
         creating = [p for p in plan if p.phase == CREATE]
-        leased = next((i + 1 for i, p in enumerate(creating) if p.step.kind == "lease"), 0)
+        leased = max((i + 1 for i, p in enumerate(creating) if p.step.kind in ("lease", "idrange")), default=0)
         run(journal, creating[:leased], CREATE)
     run(journal, creating[leased:], CREATE)
     return plan
@@ -146,6 +152,10 @@ def _host_lock(net):
     from runtime.network import host
 
     return host.locked()
+
+
+def _userns_lock(spec: ContainerSpec):
+    return userns.locked() if spec.userns == "auto" else contextlib.nullcontext()
 
 
 def _next_free(net) -> str | None:

@@ -25,7 +25,8 @@ USERNET = ["--network", "recipenet"]
 # The command lines of the issue's check: the kinds --explain prints equal the kinds a real run journals.
 CASES = {"bridge with a port": ["-p", "8140:80"], "user-defined network": USERNET, "none": ["--network", "none"],
          "host": ["--network", "host"], "init": ["--init"], "volume": ["-v", "/tmp:/mnt:ro"],
-         "read-only": ["--read-only"], "limits": ["--memory", "64m", "--pids-limit", "50"]}
+         "read-only": ["--read-only"], "limits": ["--memory", "64m", "--pids-limit", "50"],
+         "userns": ["--userns", "auto"]}
 
 
 def printed_kinds(script: str) -> list[str]:
@@ -36,7 +37,7 @@ def printed_kinds(script: str) -> list[str]:
 def cli_spec(args: list[str]):
     """ARGS as `pyrun run` parses them, by the same function."""
     options = {"-p": "publish", "--network": "network", "--memory": "memory", "--pids-limit": "pids_limit",
-               "-v": "volumes"}
+               "-v": "volumes", "--userns": "userns"}
     kw, flags = {}, {"--init": "init", "--read-only": "read_only"}
     it = iter(args)
     for a in it:

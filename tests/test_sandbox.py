@@ -89,12 +89,15 @@ def test_a_hostile_script_under_sandbox_is_held_and_killed_at_its_timeout(busybo
         assert next(lines) == "bombed\n"  # the fork bomb ran into its limit and the script went on
         pids = lifecycle.pids(record)
         assert 10 < len(pids) <= 64  # --pids-limit 64: the bomb forked, but only so far
+        base = int(record["HostConfig"]["IDMappings"]["UidMap"][0].split()[1])  # --userns=auto
+        assert base >= 65536
         for pid in pids[:3]:
             try:
                 s = host_status(pid)
             except FileNotFoundError:
                 continue
-            assert s["Uid"].split() == ["65534"] * 4 and s["Gid"].split() == ["65534"] * 4
+            nobody = str(base + 65534)  # nobody of its own user namespace: no host user's uid
+            assert s["Uid"].split() == [nobody] * 4 and s["Gid"].split() == [nobody] * 4
             assert s["CapEff"] == s["CapPrm"] == s["CapBnd"] == "0000000000000000" and s["NoNewPrivs"] == "1"
         root = f"/proc/{record['Init']['Pid']}/root"
         assert not any(os.path.exists(f"{root}{path}") for path in ("/evil", "/etc/evil", "/usr/evil"))
@@ -118,10 +121,12 @@ def test_a_setuid_binary_does_not_make_it_root(debian, clean_host, tmp_path):
     out.mkdir()
     out.chmod(0o777)
     r = pyrun("run", "--rm", "--sandbox", "-v", f"{suid}:/usr/local/bin/pysuid:ro", "-v", f"{out}:/out", debian,
-              "pysuid", "-c", "import os; open('/out/made', 'w').write(str(os.geteuid()))")
+              "pysuid", "-c", "import os; open('/out/made', 'w').write(str(os.geteuid())); "
+              "print(open('/proc/self/uid_map').read())")
     assert r.returncode == 0, r.stderr
     made = os.stat(out / "made")
-    assert (made.st_uid, made.st_gid) == (65534, 65534)
+    base = int(r.stdout.split()[1])  # --userns=auto: nobody inside is host uid BASE+65534
+    assert base >= 65536 and (made.st_uid, made.st_gid) == (base + 65534, base + 65534)
 
 
 def test_the_sandbox_defaults_as_the_record_shows_them(busybox, clean_host):
@@ -135,6 +140,7 @@ def test_the_sandbox_defaults_as_the_record_shows_them(busybox, clean_host):
             ("none", True, True, [])
         assert (host["Memory"], host["PidsLimit"], host["NanoCpus"], host["Timeout"]) == (256 << 20, 64, 10**9, 60)
         assert host["Tmpfs"] == {"/tmp": "noexec,nosuid,nodev,size=67108864"} and host["Sandbox"] is True
+        assert host["UsernsMode"] == "auto" and host["IDMappings"]["UidMap"][0].startswith("0 ")
     finally:
         pyrun("rm", "-f", "sb")
 
@@ -144,16 +150,17 @@ def test_each_part_is_overridden_by_its_own_flag(busybox):
 
     s = build_spec(busybox, ["true"], sandbox=True, user="1000", network="bridge", read_only=False, init=False,
                    memory="1g", pids_limit="-1", cpus="0.5", timeout="0", cap_add=["NET_BIND_SERVICE"],
-                   tmpfs=["/tmp:size=1g"])
+                   tmpfs=["/tmp:size=1g"], userns="host")
     assert (s.user, s.network, s.read_only, s.init, s.timeout) == ("1000", "bridge", False, False, None)
+    assert s.userns == "host" and build_spec(busybox, ["true"], sandbox=True).userns == "auto"
     assert (s.resources.memory, s.resources.pids_limit, s.resources.cpus) == (1 << 30, None, 0.5)
     assert s.caps == {"NET_BIND_SERVICE"} and [t.data for t in s.tmpfs] == ["size=1073741824"]
     # A bind at /tmp takes the place of the sandbox's tmpfs.
     assert build_spec(busybox, ["true"], sandbox=True, volumes=[f"{busybox}:/tmp"]).tmpfs == ()
     # Without --sandbox nothing changes.
     plain = build_spec(busybox, ["true"])
-    assert (plain.user, plain.network, plain.read_only, plain.init, plain.timeout, plain.tmpfs) == \
-        (None, "bridge", False, False, None, ())
+    assert (plain.user, plain.network, plain.read_only, plain.init, plain.timeout, plain.tmpfs, plain.userns) == \
+        (None, "bridge", False, False, None, (), "host")
 
 
 @pytest.mark.parametrize("args", [["-p", "8080:80"]])
