@@ -101,9 +101,10 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         state.write_json(state.record_path(root, cid), record)
         proc.held = _sockets(plan)
         return proc
-    except BaseException as e:
+    except BaseException:
         signals.ignore_signals()
-        reported = proc.reported_error() if proc is not None and not isinstance(e, PyrunError) else None
+        # If PID 1 failed, its error is the cause of whatever a host-side step on its namespaces hit meanwhile.
+        reported = proc.reported_error() if proc is not None else None
         if proc is not None and proc.status is None:
             proc.kill()
             proc.reap()

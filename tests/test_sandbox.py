@@ -167,3 +167,28 @@ def test_each_part_is_overridden_by_its_own_flag(busybox):
 def test_publishing_needs_a_network_given(busybox, clean_host, args):
     r = pyrun("run", "--rm", "--sandbox", *args, busybox, "true")
     assert r.returncode == 125 and "ports are published only with --network bridge, not 'none'" in r.stderr
+
+
+def test_fifty_sandboxed_runs_at_once_each_in_a_uid_range_of_its_own(busybox, clean_host, tmp_path):
+    """Fifty at once on two CPUs, all alive together (each waits for the test's go): every one finishes, each
+    as root of a host uid range no other running one shares, and nothing is left behind (clean_host)."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    os.chmod(tmp_path, 0o755)  # the containers' root is an unprivileged host uid: it must be let through
+    script = "id -u; cat /proc/self/uid_map; while [ ! -e /b/go ]; do sleep 0.1; done"
+    runs = [pyrun_bg("run", "--rm", "--sandbox", "--timeout", "240", "-u", "0", "-v", f"{barrier}:/b:ro", busybox,
+                     "sh", "-c", script) for _ in range(50)]
+    try:
+        wait_for(lambda: len(pyrun("ps", "-q").stdout.split()) == 50, timeout=240, what="fifty running at once")
+    finally:
+        (barrier / "go").touch()
+    bases = []
+    for proc in runs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        uid, mapping = out.splitlines()[:2]
+        inside, outside, count = map(int, mapping.split())
+        assert (uid, inside, count) == ("0", 0, 65536) and outside >= 65536, out  # root inside, not outside
+        bases.append(outside)
+    spans = sorted((b, b + 65536) for b in bases)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans  # no two overlap
