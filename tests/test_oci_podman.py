@@ -94,3 +94,25 @@ def test_detached_stop_kill_and_rm_force(podman):
         $P ps -a -q | wc -l
     """)
     assert r.stdout.splitlines() == ["Up", "5", "137", "rm -f 0", "0"], r.stderr
+
+
+def test_exec_pause_and_unpause(podman):
+    r = podman("""
+        id=$($P run -d $O sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.01; done')
+        sleep 0.3
+        $P exec $id sh -c 'echo exec in $(hostname) sees $(cat /proc/1/cmdline | tr "\\0" " " | cut -c1-5); exit 3'
+        echo "exec $?"
+        echo piped | $P exec -i $id cat
+        $P exec -t $id tty </dev/null | tr -d '\\r'
+        $P pause $id >/dev/null; $P inspect -f '{{.State.Status}}' $id
+        a=$($P exec $id cat /tmp/n 2>/dev/null || echo refused); echo "exec while paused: $a"
+        n1=$(cat /proc/$($P inspect -f '{{.State.Pid}}' $id)/root/tmp/n); sleep 0.3
+        n2=$(cat /proc/$($P inspect -f '{{.State.Pid}}' $id)/root/tmp/n); [ "$n1" = "$n2" ] && echo frozen
+        $P unpause $id >/dev/null; $P inspect -f '{{.State.Status}}' $id
+        sleep 0.3; n3=$($P exec $id cat /tmp/n); [ "$n3" -gt "$n2" ] && echo thawed
+        $P rm -f -t 0 $id >/dev/null; $P ps -a -q | wc -l
+    """)
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("exec in ") and lines[0].endswith(" sees sh -c"), r.stderr
+    assert lines[1:] == ["exec 3", "piped", "/dev/pts/0", "paused", "exec while paused: refused", "frozen",
+                         "running", "thawed", "0"], r.stderr

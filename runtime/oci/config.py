@@ -47,6 +47,8 @@ MOUNT_FLAGS = {
 PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
                "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC, "unbindable": MS_UNBINDABLE,
                "runbindable": MS_UNBINDABLE | MS_REC}
+# The spec's hooks, in the order a container meets them (hooks.py runs them; not yet: refused below).
+HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 MOUNT_TYPES = ("bind", "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup")
 # Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
 _SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
@@ -114,6 +116,7 @@ class Bundle:
     sysctl: tuple[tuple[str, str], ...] = ()
     seccomp: dict | None = None
     annotations: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # config.json as read: `exec` takes its process from it
 
     def makes(self, kind: str) -> bool:
         return (kind, None) in self.namespaces
@@ -162,7 +165,7 @@ def load(bundle: str, cid: str) -> Bundle:
     if hostname and ("uts", None) not in namespaces:
         raise bad("hostname", "setting a hostname needs a new uts namespace (the spec says so)")
     process = _process(_expect(config.get("process"), dict, "process", "an object"))
-    resources, devices = _resources(linux.get("resources") or {})
+    limits, devices = resources(linux.get("resources") or {})
     if not resources_need_no_devices(process.caps.bounding):
         raise bad("process.capabilities", "CAP_MKNOD needs the cgroup v1 devices controller, which this host "
                                           "lacks; drop CAP_MKNOD")
@@ -179,11 +182,43 @@ def load(bundle: str, cid: str) -> Bundle:
     return Bundle(
         path=path, rootfs=rootfs, readonly=bool(root.get("readonly")), process=process, hostname=hostname,
         mounts=tuple(_mount(m, f"mounts[{i}]", path) for i, m in enumerate(config.get("mounts") or [])),
-        namespaces=namespaces, cgroup_parent=parent, cgroup_name=name, resources=resources, devices=devices,
+        namespaces=namespaces, cgroup_parent=parent, cgroup_name=name, resources=limits, devices=devices,
         masked=tuple(_paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(_paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
-        annotations=_expect(config.get("annotations") or {}, dict, "annotations", "an object"))
+        annotations=_expect(config.get("annotations") or {}, dict, "annotations", "an object"), config=config)
+
+
+# What a --process file leaves out comes from the container's own process, as runc fills it in.
+INHERITED = ("capabilities", "noNewPrivileges", "rlimits", "oomScoreAdj", "apparmorProfile", "selinuxLabel")
+
+
+def exec_process(config: dict, given: dict | None, args: list[str], tty: bool, cwd: str | None, env: list[str],
+                 user: str | None, caps: list[str], no_new_privs: bool) -> Process:
+    """`exec`'s process: the --process JSON (config.md's process object), or the container's own process with
+    ARGS and the flags, as runc builds it; checked as create checks the container's."""
+    if given is not None:
+        p = {**{k: config["process"][k] for k in INHERITED if k in config["process"]},
+             **_expect(given, dict, "--process", "a process object")}
+    else:
+        p = {**config["process"], "args": args, "terminal": tty}
+        p.pop("consoleSize", None)
+        p["env"] = [*(p.get("env") or []), *env]
+        if cwd:
+            p["cwd"] = cwd
+        if user:
+            uid, _, gid = user.partition(":")
+            if not uid.isdigit() or not (gid.isdigit() or not gid):
+                raise PyrunError("invalid --user", f"{user!r}: expected UID[:GID], numbers")
+            p["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        if caps:
+            sets = {**(p.get("capabilities") or {})}
+            for name in ("bounding", "effective", "permitted"):
+                sets[name] = sorted({*(sets.get(name) or []), *caps})
+            p["capabilities"] = sets
+        if no_new_privs:
+            p["noNewPrivileges"] = True
+    return _process(p)
 
 
 def _expect(value, kind, where: str, what: str):
@@ -323,7 +358,7 @@ def _mount(m, where: str, bundle: str) -> Mount:
     return Mount(os.path.normpath(dest), kind, source, flags & ~clear, ",".join(data), propagation)
 
 
-def _resources(r: dict) -> tuple[Resources, tuple]:
+def resources(r: dict) -> tuple[Resources, tuple]:
     _expect(r, dict, "linux.resources", "an object")
     _refuse(r, "linux.resources", ("blockIO", "hugepageLimits", "network", "rdma", "unified"),
             "pyrun limits only memory, cpu, pids and devices")

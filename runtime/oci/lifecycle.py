@@ -24,7 +24,7 @@ import time
 import traceback
 
 from runtime import state, sync
-from runtime.cgroups import Cgroup
+from runtime.cgroups import CONTROLLERS, Cgroup
 from runtime.errors import PyrunError
 from runtime.oci import state as oci_state
 from runtime.steps import Journal
@@ -56,12 +56,18 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         fifo_path = oci_state.fifo_path(root, cid)
         os.mkfifo(fifo_path, 0o600)
         os.chmod(fifo_path, 0o622)  # PID 1 may open it after becoming process.user
+        state.write_json(oci_state.config_path(root, cid), b.config)  # exec's process comes from it
         cgroup = Cgroup(b.cgroup_name, b.resources.memory, b.resources.cpus, b.resources.pids_limit,
-                        parent=b.cgroup_parent, devices=b.devices)
+                        parent=b.cgroup_parent, devices=b.devices, controllers=(*CONTROLLERS, "freezer"))
         journal.run(cgroup)
+        record["freezer"] = oci_state.freezer_file(cgroup)
         fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
         try:
-            pid, sock = _spawn(b, fifo, preserve_fds, cgroup.paths(), pivot, f"_ses.{cid}" if new_keyring else None)
+            from runtime.oci import init as oci_init  # imported before the fork: after pivot_root there is no host
+
+            keyring = f"_ses.{cid}" if new_keyring else None
+            pid, sock = _spawn(lambda theirs: oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(),
+                                                                    pivot, keyring))
         finally:
             os.close(fifo)
         with sock:
@@ -80,10 +86,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         raise
 
 
-def _spawn(b, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool, keyring: str | None):
-    """Fork the intermediate (not as a subreaper: see the module's docstring); return (PID 1's pid, sync socket)."""
-    from runtime.oci import init as oci_init  # imported before the fork: after pivot_root there is no host
-
+def _spawn(intermediate_does):
+    """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
+    forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
+    engine's once the intermediate has exited."""
     ours, theirs = sync.channel()
     intermediate = os.fork()
     if intermediate == 0:
@@ -91,7 +97,7 @@ def _spawn(b, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 signal.signal(sig, signal.SIG_DFL)
             ours.close()
-            oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup_dirs, pivot, keyring)
+            intermediate_does(theirs)
         except BaseException:
             traceback.print_exc()  # a bug in pyrun: say where, the container's stderr is the engine's
         finally:
@@ -127,6 +133,55 @@ def _write_pid_file(path: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
+def exec_(root: str, cid: str, process, detach: bool, pid_file: str | None = None,
+          console_socket: str | None = None, preserve_fds: int = 0) -> int | None:
+    """Run PROCESS (a config.Process) in the container: setns into PID 1's namespaces, join its cgroup, the
+    container's seccomp profile. With DETACH, return once the program runs (the engine, a subreaper, reaps
+    it); without, wait for it as its subreaper and return its exit code."""
+    import prctl
+
+    from runtime.oci import init as oci_init
+
+    record = oci_state.read(root, cid)
+    status = oci_state.status(root, record)
+    if status not in ("created", "running"):
+        raise PyrunError(f"cannot exec in a {status} container", f"{cid}" + (": resume it first" if status == "paused"
+                                                                              else ""))
+    if process.terminal != bool(console_socket):
+        raise PyrunError("--console-socket", "the process has a terminal: give --console-socket" if process.terminal
+                         else "given, but the process has no terminal to send")
+    profile = (state.read_json(oci_state.config_path(root, cid)).get("linux") or {}).get("seccomp")
+    if profile is not None:
+        from runtime import seccomp
+
+        profile = seccomp.check_profile(profile, "config.json linux.seccomp")
+    if not detach:
+        prctl.set_child_subreaper(1)  # the program is re-parented to us when the intermediate exits
+    dirs = cgroup_of(root, cid).paths()
+    pid, sock = _spawn(lambda theirs: oci_init.exec_intermediate(theirs, record["pid"], process, profile,
+                                                                 preserve_fds, dirs))
+    with sock:
+        try:
+            if process.terminal:
+                _send_console(console_socket, sync.expect(sock, "pty")["fds"][0])
+            message = sync.recv(sock)  # end of file: the program has been exec'd (or was killed)
+            if message is not None and message["type"] == "error":
+                raise PyrunError(message["step"], message["detail"], message["code"])
+            if message is not None:
+                raise PyrunError("exec", f"expected the program to run, got {message['type']!r} from the container")
+        except BaseException:
+            _kill(pid, signal.SIGKILL)
+            if not detach:
+                os.waitpid(pid, 0)
+            raise
+    if pid_file:
+        _write_pid_file(pid_file, pid)
+    if detach:
+        return None
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell (and runc) says
+
+
 def start(root: str, cid: str) -> None:
     record = oci_state.read(root, cid)
     status = oci_state.status(root, record)
@@ -158,7 +213,7 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
         raise PyrunError("container not running", "")
     pids = [record["pid"]]
     if all_processes:
-        pids = [int(p) for path in _cgroup(root, cid).paths() for p in _read(f"{path}/cgroup.procs").split()]
+        pids = [int(p) for path in cgroup_of(root, cid).paths() for p in read_text(f"{path}/cgroup.procs").split()]
     for pid in pids:
         _kill(pid, sig)
 
@@ -175,6 +230,10 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         raise PyrunError(f"cannot delete container {cid} that is not stopped", status)
     if status in ("created", "running", "paused"):
         _kill(record["pid"], signal.SIGKILL)
+        if status == "paused":
+            from runtime.oci.manage import thaw
+
+            thaw(record)  # a frozen task dies only once it runs again
         deadline = time.monotonic() + 5
         while not oci_state.exited(record["pid"], record["process"]["StartTime"]) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -185,14 +244,14 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         shutil.rmtree(state.container_dir(root, cid), ignore_errors=True)
 
 
-def _cgroup(root: str, cid: str) -> Cgroup:
+def cgroup_of(root: str, cid: str) -> Cgroup:
     for step in Journal(state.journal_path(root, cid)).steps():
         if isinstance(step, Cgroup):
             return step
-    raise PyrunError("kill --all", f"{cid} has no cgroup")
+    raise PyrunError("cgroup", f"{cid} has no cgroup")
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
     try:
         with open(path) as f:
             return f.read()
