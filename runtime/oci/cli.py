@@ -36,8 +36,8 @@ class Log:
         self.path, self.fmt, self.debug_on = path, fmt, debug
 
     def write(self, level: str, msg: str) -> None:
-        if level == "error":
-            print(f"pyrun-oci: {msg}", file=sys.stderr)
+        if level in ("error", "warning"):
+            print(f"pyrun-oci: {'warning: ' if level == 'warning' else ''}{msg}", file=sys.stderr)
         if not self.path:
             return
         time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
@@ -125,9 +125,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int | None:
+def run(args, log: Log) -> int | None:
     from runtime.oci import lifecycle, state
 
+    warn = lambda message: log.write("warning", message)  # noqa: E731
     root = os.path.abspath(args.root)
     if args.verb == "spec":
         from runtime.oci import config
@@ -144,15 +145,15 @@ def run(args) -> int | None:
         if args.preserve_fds < 0:
             raise PyrunError("invalid --preserve-fds", f"{args.preserve_fds}: expected 0 or more")
         lifecycle.create(root, args.id, args.bundle, args.pid_file, args.console_socket, args.preserve_fds,
-                         pivot=not args.no_pivot, new_keyring=not args.no_new_keyring)
+                         pivot=not args.no_pivot, new_keyring=not args.no_new_keyring, warn=warn)
     elif args.verb == "start":
-        lifecycle.start(root, args.id)
+        lifecycle.start(root, args.id, warn)
     elif args.verb == "state":
         print(json.dumps(state.shown(root, state.read(root, args.id)), indent=2))
     elif args.verb == "kill":
         lifecycle.kill(root, args.id, parse_signal(args.signal), args.all)
     elif args.verb == "delete":
-        lifecycle.delete(root, args.id, args.force)
+        lifecycle.delete(root, args.id, args.force, warn)
     elif args.verb == "exec":
         return _exec(root, args)
     elif args.verb in ("ps", "pause", "resume", "update"):
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.geteuid() != 0:
             raise PyrunError("pyrun-oci", "must run as root")
         log.debug(f"{args.verb} {getattr(args, 'id', '')}".strip())
-        code = run(args)
+        code = run(args, log)
         if code:
             sys.exit(code)  # exec's: the exit status of the program it waited for
     except PyrunError as e:

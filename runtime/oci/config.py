@@ -47,7 +47,7 @@ MOUNT_FLAGS = {
 PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
                "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC, "unbindable": MS_UNBINDABLE,
                "runbindable": MS_UNBINDABLE | MS_REC}
-# The spec's hooks, in the order a container meets them (hooks.py runs them; not yet: refused below).
+# The spec's hooks, in the order a container meets them (hooks.py runs them).
 HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 MOUNT_TYPES = ("bind", "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup")
 # Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
@@ -117,6 +117,12 @@ class Bundle:
     seccomp: dict | None = None
     annotations: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # config.json as read: `exec` takes its process from it
+    hooks: dict = field(default_factory=dict)   # name -> [{"path", "args", "env", "timeout"}], checked
+
+    def syncs_hooks(self) -> bool:
+        """Must PID 1 stop before pivot_root for create to run hooks, and learn the state they get?"""
+        return any(self.hooks.get(name) for name in ("prestart", "createRuntime", "createContainer",
+                                                     "startContainer"))
 
     def makes(self, kind: str) -> bool:
         return (kind, None) in self.namespaces
@@ -150,9 +156,6 @@ def load(bundle: str, cid: str) -> Bundle:
     version = config.get("ociVersion")
     if not isinstance(version, str) or not version.startswith("1."):
         raise bad("ociVersion", f"{version!r}: expected a 1.x version of the runtime specification")
-    for key in ("hooks",):
-        if any((config.get(key) or {}).values()):
-            raise bad(key, "pyrun runs no hooks yet; leave it out")
     root = _expect(config.get("root"), dict, "root", "an object with path")
     rootfs = os.path.join(path, _expect(root.get("path"), str, "root.path", "a path"))
     if not os.path.isdir(rootfs):
@@ -186,7 +189,42 @@ def load(bundle: str, cid: str) -> Bundle:
         masked=tuple(_paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(_paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
-        annotations=_expect(config.get("annotations") or {}, dict, "annotations", "an object"), config=config)
+        annotations=_expect(config.get("annotations") or {}, dict, "annotations", "an object"), config=config,
+        hooks=_hooks(config.get("hooks") or {}))
+
+
+def _hooks(hooks) -> dict:
+    """config.md's hooks: each an absolute path, args (argv, with its [0]), env (NAME=VALUE), timeout > 0."""
+    out = {}
+    for name, entries in _expect(hooks, dict, "hooks", "an object").items():
+        if name not in HOOKS:
+            continue  # a hook the spec adds later: unknown, so ignored, as the spec says
+        checked = []
+        for i, hook in enumerate(_expect(entries or [], list, f"hooks.{name}", "a list of hooks")):
+            where = f"hooks.{name}[{i}]"
+            hook = _expect(hook, dict, where, "an object with path")
+            path = _expect(hook.get("path"), str, f"{where}.path", "an absolute path")
+            if not path.startswith("/"):
+                raise bad(f"{where}.path", f"{path!r}: expected an absolute path")
+            entry = {"path": path}
+            if hook.get("args") is not None:
+                args = _expect(hook["args"], list, f"{where}.args", "a list of strings")
+                if not all(isinstance(a, str) for a in args):
+                    raise bad(f"{where}.args", "expected a list of strings")
+                entry["args"] = args
+            if hook.get("env") is not None:
+                env = _expect(hook["env"], list, f"{where}.env", "a list of NAME=VALUE strings")
+                if not all(isinstance(e, str) and "=" in e for e in env):
+                    raise bad(f"{where}.env", "expected a list of NAME=VALUE strings")
+                entry["env"] = env
+            if hook.get("timeout") is not None:
+                timeout = _expect(hook["timeout"], int, f"{where}.timeout", "a number of seconds")
+                if timeout <= 0:
+                    raise bad(f"{where}.timeout", f"{timeout}: expected a number of seconds above 0")
+                entry["timeout"] = timeout
+            checked.append(entry)
+        out[name] = checked
+    return out
 
 
 # What a --process file leaves out comes from the container's own process, as runc fills it in.

@@ -17,7 +17,7 @@ def features() -> dict:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],  # refused by config.py for now
+        "hooks": list(config.HOOKS),
         "mountOptions": sorted({*config.MOUNT_FLAGS, *config.PROPAGATION, "bind", "rbind", "defaults"}),
         "linux": {
             "namespaces": sorted(config.NAMESPACES),

@@ -10,10 +10,11 @@ someone opens it for reading, and that someone is `start` (as runc's
 exec.fifo). Until then, nothing of the user's has run.
 
     join namespaces by path -> make the rest -> fork PID 1 (runtime/init.fork_init)
-    PID 1: mounts in config order -> devices -> pivot_root -> hostname, lo, sysctl -> masked paths
+    PID 1: mounts in config order -> devices -> [create: prestart, createRuntime hooks; createContainer hooks]
+    -> pivot_root -> hostname, lo, sysctl -> masked paths
     -> keyring, oom_score_adj, rlimits -> terminal -> look up the program -> seccomp built
     -> bounding set -> "ready" ... start opens the FIFO ... -> user -> capabilities -> no_new_privs
-    -> close fds but 0-2 and --preserve-fds -> cwd -> seccomp loaded -> execve
+    -> [startContainer hooks] -> close fds but 0-2 and --preserve-fds -> cwd -> seccomp loaded -> execve
 
 `exec` adds a process to a running container: its intermediate joins the
 container's cgroup, namespaces and root (/proc/PID/ns/*, /proc/PID/root)
@@ -40,6 +41,7 @@ import prctl
 
 from runtime import init, rootfs, seccomp, sync, syscalls
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
+from runtime.oci import hooks
 from runtime.oci.config import NAMESPACES, RLIMITS, Bundle, Mount, Process
 from runtime.security import limit_bounding, set_capabilities
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, mount
@@ -88,8 +90,19 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
           keyring: str | None) -> None:
     p = b.process
     at = _At("rootfs", sock)
+    hook_state = {}
+
+    def create_container_hooks() -> None:
+        """Stop for create's prestart and createRuntime hooks; then run createContainer's, here (config.md)."""
+        at.step = "hooks"
+        sync.send(sock, "hooks")
+        hook_state.update(sync.expect(sock, "state")["state"])
+        at.step = "createContainer hook"
+        hooks.run(b.hooks, "createContainer", hook_state, cwd=b.path)
+        at.step = "rootfs"
+
     try:
-        _build_root(b, cgroup_dirs, pivot)
+        _build_root(b, cgroup_dirs, pivot, create_container_hooks if b.syncs_hooks() else None)
         if b.hostname:
             at.step = "sethostname"
             socket.sethostname(b.hostname)
@@ -117,7 +130,12 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         sock.close()  # create exits now; from here on errors go to the container's stderr
         at.step = "exec.fifo"
         _wait_for_start(fifo)  # as root still: /proc/self/fd of a non-dumpable process is root's alone
-        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=False)
+        start_hooks = None
+        if b.hooks.get("startContainer"):
+            def start_hooks() -> None:
+                at.step = "startContainer hook"
+                hooks.run(b.hooks, "startContainer", {**hook_state, "status": "created"}, cwd="/")
+        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=False, before_exec=start_hooks)
     except (OSError, PyrunError) as e:
         _failed(at, e)
 
@@ -191,15 +209,19 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool):
     return program, syscall_filter
 
 
-def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int, keep_sock: bool) -> None:
+def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int, keep_sock: bool,
+            before_exec=None) -> None:
     """The config's user, capabilities and no_new_privs; only the kept fds; cwd, umask, the filter; execve.
-    With KEEP_SOCK the sync socket stays open (close-on-exec) above the kept fds."""
+    With KEEP_SOCK the sync socket stays open (close-on-exec) above the kept fds. BEFORE_EXEC (startContainer
+    hooks) runs as the program will, with its user and capabilities, before the fds are closed."""
     at.step = f"user {p.uid}:{p.gid}"
     _switch_user(p.uid, p.gid, p.additional_gids)
     at.step = "capabilities"
     set_capabilities(p.caps.effective, p.caps.permitted, p.caps.inheritable, p.caps.ambient)
     if p.no_new_privileges:
         prctl.set_no_new_privs(1)
+    if before_exec:
+        before_exec()
     at.step = "close fds"
     at.sock = _keep_fds(preserve_fds, at.sock if keep_sock else None) or at.sock
     at.step = f"chdir({p.cwd})"
@@ -223,8 +245,8 @@ def _failed(at: _At, e: Exception) -> None:
     init._fail(at.sock, at.step, e, code)
 
 
-def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool) -> None:
-    """The config's mounts, in its order, resolved inside the root (rootfs.Root), then pivot_root."""
+def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool, before_pivot=None) -> None:
+    """The config's mounts, in its order, resolved inside the root (rootfs.Root), BEFORE_PIVOT, then pivot_root."""
     rootfs.make_private()
     mount(b.rootfs, b.rootfs, None, MS_BIND | MS_REC)  # pivot_root needs the new root to be a mount
     root = rootfs.Root(b.rootfs)
@@ -243,6 +265,8 @@ def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool) -> None:
         os.close(root.target(b.process.cwd))      # runc creates a missing cwd, as Docker does
     finally:
         root.close()
+    if before_pivot:
+        before_pivot()
     if pivot:
         rootfs.pivot(b.rootfs)
     else:  # --no-pivot, for a root on ramfs (pivot_root refuses it): weaker, the old root is only out of sight

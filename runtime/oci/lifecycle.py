@@ -20,12 +20,14 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 import traceback
 
 from runtime import state, sync
 from runtime.cgroups import CONTROLLERS, Cgroup
 from runtime.errors import PyrunError
+from runtime.oci import hooks
 from runtime.oci import state as oci_state
 from runtime.steps import Journal
 
@@ -33,7 +35,7 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
-           preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True) -> None:
+           preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None) -> None:
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
 
     oci_config.check_id(cid)
@@ -52,6 +54,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
     pid = None
     try:
         record = oci_state.new(cid, bundle, b.rootfs, b.annotations)
+        record["hooks"] = {name: b.hooks[name] for name in ("poststart", "poststop") if b.hooks.get(name)}
         state.write_json(oci_state.record_path(root, cid), record)
         fifo_path = oci_state.fifo_path(root, cid)
         os.mkfifo(fifo_path, 0o600)
@@ -71,6 +74,13 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         finally:
             os.close(fifo)
         with sock:
+            if b.syncs_hooks():  # PID 1 waits before pivot_root: the runtime's hooks run now, then its own
+                sync.expect(sock, "hooks")
+                record["pid"] = pid
+                now = oci_state.shown(root, record)
+                for name in ("prestart", "createRuntime"):
+                    hooks.run(b.hooks, name, now, cwd=b.path)
+                sync.send(sock, "state", state=now)
             if b.process.terminal:
                 _send_console(console_socket, sync.expect(sock, "pty")["fds"][0])
             sync.expect(sock, "ready")
@@ -82,6 +92,9 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         if pid is not None:
             _kill(pid, signal.SIGKILL)
         journal.undo()
+        if pid is not None:  # the container existed: its poststop hooks undo what the others made (config.md)
+            hooks.run_warning(b.hooks, "poststop", {**oci_state.shown(root, record), "status": "stopped", "pid": 0},
+                              warn or _warn, cwd=b.path)
         shutil.rmtree(cdir, ignore_errors=True)
         raise
 
@@ -182,7 +195,7 @@ def exec_(root: str, cid: str, process, detach: bool, pid_file: str | None = Non
     return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell (and runc) says
 
 
-def start(root: str, cid: str) -> None:
+def start(root: str, cid: str, warn=None) -> None:
     record = oci_state.read(root, cid)
     status = oci_state.status(root, record)
     if status != "created":
@@ -205,6 +218,9 @@ def start(root: str, cid: str) -> None:
     finally:
         os.close(fd)
     os.unlink(path)  # no FIFO: the status is running from now on
+    if record.get("hooks", {}).get("poststart"):
+        hooks.run_warning(record["hooks"], "poststart", oci_state.shown(root, record), warn or _warn,
+                          cwd=record["bundle"])
 
 
 def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
@@ -218,7 +234,7 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
         _kill(pid, sig)
 
 
-def delete(root: str, cid: str, force: bool = False) -> None:
+def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
     try:
         record = oci_state.read(root, cid)
     except PyrunError:
@@ -242,6 +258,9 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         if errors:
             raise PyrunError("delete", f"{cid}: " + "; ".join(errors))
         shutil.rmtree(state.container_dir(root, cid), ignore_errors=True)
+    if record.get("hooks", {}).get("poststop"):
+        hooks.run_warning(record["hooks"], "poststop", {**oci_state.shown(root, record), "status": "stopped"},
+                          warn or _warn, cwd=record["bundle"])
 
 
 def cgroup_of(root: str, cid: str) -> Cgroup:
@@ -257,6 +276,10 @@ def read_text(path: str) -> str:
             return f.read()
     except FileNotFoundError:
         return ""
+
+
+def _warn(message: str) -> None:
+    print(f"pyrun-oci: warning: {message}", file=sys.stderr)
 
 
 def _kill(pid: int, sig: int) -> None:
