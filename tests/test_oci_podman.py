@@ -20,13 +20,11 @@ from ocitools import copy_rootfs, runtime_script
 pytestmark = pytest.mark.skipif(not shutil.which("podman"), reason="podman is not installed: scripts/setup-engines")
 
 # This VM's bounding set lacks CAP_SYS_RESOURCE, so podman's default rlimits (nproc 1048576) cannot be set, by
-# runc or crun either: its ulimits are set within the machine's ceiling. Its default seccomp profile lists setns,
-# mount and others as both allowed and refused (libseccomp keeps the later rule); pyrun's seccomp module refuses
-# such a profile, so these runs are unconfined (docs/oci.md).
+# runc or crun either: its ulimits are set within the machine's ceiling (docs/oci.md). Its default seccomp
+# profile is loaded, as runc loads it.
 CONTAINERS_CONF = """\
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-seccomp_profile = "unconfined"
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
@@ -116,3 +114,11 @@ def test_exec_pause_and_unpause(podman):
     assert lines[0].startswith("exec in ") and lines[0].endswith(" sees sh -c"), r.stderr
     assert lines[1:] == ["exec 3", "piped", "/dev/pts/0", "paused", "exec while paused: refused", "frozen",
                          "running", "thawed", "0"], r.stderr
+
+
+def test_podmans_default_seccomp_profile_is_loaded(podman):
+    r = podman("""
+        $P run --rm $O sh -c 'grep Seccomp: /proc/self/status'
+        $P run --rm --security-opt seccomp=unconfined $O sh -c 'grep Seccomp: /proc/self/status'
+    """)
+    assert r.stdout.splitlines() == ["Seccomp:\t2", "Seccomp:\t0"], r.stderr

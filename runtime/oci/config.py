@@ -53,6 +53,9 @@ MOUNT_TYPES = ("bind", "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup")
 # Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
 _SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
 _ID = re.compile(r"[\w+.-]+")
+# Two rules of a config.json for one call are left to libseccomp, as runc leaves them: engines' profiles rely on
+# it (podman's names setns in its allow list and in a later ERRNO rule), and a runtime must run them as runc does.
+SECCOMP_OVERLAPS = "libseccomp"
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ def load(bundle: str, cid: str) -> Bundle:
         from runtime import seccomp as seccomp_module
 
         seccomp = seccomp_module.check_profile(seccomp, "config.json linux.seccomp")
-        seccomp_module.build(seccomp, process.caps.bounding)  # what libseccomp refuses, refused now
+        seccomp_module.build(seccomp, process.caps.bounding, SECCOMP_OVERLAPS)  # what libseccomp refuses, now
     sysctl = tuple(sorted((_expect(linux.get("sysctl") or {}, dict, "linux.sysctl", "an object")).items()))
     for key, value in sysctl:
         _check_sysctl(key, value, namespaces)

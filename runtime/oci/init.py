@@ -42,7 +42,7 @@ import prctl
 from runtime import init, rootfs, seccomp, sync, syscalls
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
 from runtime.oci import hooks
-from runtime.oci.config import NAMESPACES, RLIMITS, Bundle, Mount, Process
+from runtime.oci.config import NAMESPACES, RLIMITS, SECCOMP_OVERLAPS, Bundle, Mount, Process
 from runtime.security import limit_bounding, set_capabilities
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, mount
 
@@ -195,7 +195,7 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool):
     at.step = f"exec {p.args[0]}"
     program = _look_up(p.args[0], p.path())
     at.step = "seccomp"
-    syscall_filter = seccomp.build(profile, p.caps.bounding) if profile is not None else None
+    syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS) if profile is not None else None
     if syscall_filter is not None and not p.no_new_privileges:
         syscall_filter.load()
     at.step = "setsid"
