@@ -217,7 +217,10 @@ def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int
     at.step = f"user {p.uid}:{p.gid}"
     _switch_user(p.uid, p.gid, p.additional_gids)
     at.step = "capabilities"
-    set_capabilities(p.caps.effective, p.caps.permitted, p.caps.inheritable, p.caps.ambient)
+    # An ambient capability must be permitted and inheritable; runc (gocapability) skips one that is not,
+    # and runc's own default config.json asks for three that are not inheritable.
+    set_capabilities(p.caps.effective, p.caps.permitted, p.caps.inheritable,
+                     p.caps.ambient & p.caps.inheritable & p.caps.permitted)
     if p.no_new_privileges:
         prctl.set_no_new_privs(1)
     if before_exec:

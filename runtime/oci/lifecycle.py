@@ -15,28 +15,30 @@ engine's subreaper when the intermediate exits.
 Host-side changes go through the same Journal as `pyrun run`'s (steps.py):
 what a failed create made is undone at once, what a container holds is
 undone at delete, by the same code.
+
+Each verb imports what only it needs inside its function: every call is a
+Python process of its own, an engine makes several per container, and
+`start` has no use for the cgroup code or the sync socket.
 """
 import os
-import shutil
 import signal
-import socket
 import sys
 import time
-import traceback
 
-from runtime import state, sync
-from runtime.cgroups import CONTROLLERS, Cgroup
+from runtime import state
 from runtime.errors import PyrunError
-from runtime.oci import hooks
 from runtime.oci import state as oci_state
-from runtime.steps import Journal
 
 START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to take the FIFO
 
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
            preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None) -> None:
+    from runtime import sync
+    from runtime.cgroups import CONTROLLERS, Cgroup
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
+    from runtime.oci import hooks
+    from runtime.steps import Journal
 
     oci_config.check_id(cid)
     b = oci_config.load(bundle, cid)
@@ -95,7 +97,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         if pid is not None:  # the container existed: its poststop hooks undo what the others made (config.md)
             hooks.run_warning(b.hooks, "poststop", {**oci_state.shown(root, record), "status": "stopped", "pid": 0},
                               warn or _warn, cwd=b.path)
-        shutil.rmtree(cdir, ignore_errors=True)
+        _remove_tree(cdir)
         raise
 
 
@@ -103,6 +105,10 @@ def _spawn(intermediate_does):
     """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
     forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
     engine's once the intermediate has exited."""
+    import traceback
+
+    from runtime import sync
+
     ours, theirs = sync.channel()
     intermediate = os.fork()
     if intermediate == 0:
@@ -127,6 +133,8 @@ def _spawn(intermediate_does):
 
 def _send_console(path: str, master: int) -> None:
     """The pty's master to the engine, over its console socket with SCM_RIGHTS (runc's protocol)."""
+    import socket
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(path)
@@ -153,6 +161,7 @@ def exec_(root: str, cid: str, process, detach: bool, pid_file: str | None = Non
     it); without, wait for it as its subreaper and return its exit code."""
     import prctl
 
+    from runtime import sync
     from runtime.oci import init as oci_init
 
     record = oci_state.read(root, cid)
@@ -219,6 +228,8 @@ def start(root: str, cid: str, warn=None) -> None:
         os.close(fd)
     os.unlink(path)  # no FIFO: the status is running from now on
     if record.get("hooks", {}).get("poststart"):
+        from runtime.oci import hooks
+
         hooks.run_warning(record["hooks"], "poststart", oci_state.shown(root, record), warn or _warn,
                           cwd=record["bundle"])
 
@@ -235,6 +246,10 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
 
 
 def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
+    import runtime.cgroups  # noqa: F401  (the Cgroup step, which the journal names)
+    from runtime.oci import hooks
+    from runtime.steps import Journal
+
     try:
         record = oci_state.read(root, cid)
     except PyrunError:
@@ -257,13 +272,16 @@ def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
         errors = Journal(state.journal_path(root, cid)).undo()  # the cgroup kills what is left inside it
         if errors:
             raise PyrunError("delete", f"{cid}: " + "; ".join(errors))
-        shutil.rmtree(state.container_dir(root, cid), ignore_errors=True)
+        _remove_tree(state.container_dir(root, cid))
     if record.get("hooks", {}).get("poststop"):
         hooks.run_warning(record["hooks"], "poststop", {**oci_state.shown(root, record), "status": "stopped"},
                           warn or _warn, cwd=record["bundle"])
 
 
-def cgroup_of(root: str, cid: str) -> Cgroup:
+def cgroup_of(root: str, cid: str) -> "Cgroup":
+    from runtime.cgroups import Cgroup
+    from runtime.steps import Journal
+
     for step in Journal(state.journal_path(root, cid)).steps():
         if isinstance(step, Cgroup):
             return step
@@ -276,6 +294,12 @@ def read_text(path: str) -> str:
             return f.read()
     except FileNotFoundError:
         return ""
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _warn(message: str) -> None:
