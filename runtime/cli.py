@@ -74,11 +74,14 @@ def run(
     stop_timeout: Optional[str] = typer.Option(None, "--stop-timeout",
                                                help="Seconds from SIGTERM to SIGKILL when stopped (default 10)."),
     init: Optional[bool] = typer.Option(None, "--init/--no-init", help="Run a reaper as PID 1 that forwards signals."),
-    sandbox: bool = typer.Option(False, "--sandbox", help="For untrusted code: nobody, no capabilities, read-only "
+    sandbox: bool = typer.Option(False, "--sandbox", help="For untrusted code: --userns=auto, nobody, no capabilities, read-only "
                                                           "with a 64m /tmp, no network, 256m, 64 pids, 1 CPU, "
                                                           "60 s, --init. A flag given wins (README)."),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open."),
     tty: bool = typer.Option(False, "-t", "--tty", help="Give the container a pseudo-terminal."),
+    userns: Optional[str] = typer.Option(None, "--userns", help="host (the default): root inside is the host's "
+                                                                "root; auto (--sandbox's): an unprivileged host "
+                                                                "uid range of its own."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "
@@ -97,7 +100,7 @@ def run(
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
         security_opt=security_opt, user=user, tmpfs=tmpfs, ulimit=ulimit, stop_timeout=stop_timeout,
-        timeout=timeout, sandbox=sandbox)
+        timeout=timeout, sandbox=sandbox, userns=userns)
     log = logfile.parse_log_opts(log_opt)
     if explain:
         from runtime import explain as explainmod, state

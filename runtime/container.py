@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from runtime import logfile, process, signals, state, tree
+from runtime import logfile, process, signals, state, tree, userns
 from runtime.cgroups import Cgroup
 from runtime.errors import EXIT_TIMEOUT, PyrunError
 from runtime.network import dns
@@ -55,15 +55,27 @@ class Layer(Step):
     mount of itself, so even with its directories opened up a setuid bit or
     a device node in it means nothing on the host. The container sees the
     files through its own overlay mount, whose flags are its own.
+
+    With --userns=auto the directories belong to OWNER, the container's root
+    on the host (userns.py): it mounts the overlay, from its own namespace,
+    and writes its upper layer. lower/ is where the idmapped rootfs is
+    attached for the overlay to stack on.
     """
 
     kind = "layer"
     path: str
+    owner: int | None = None
+
+    def _dirs(self) -> tuple:
+        dirs = (("", 0o700), ("diff", 0o755), ("work", 0o700), ("merged", 0o700))
+        return dirs if self.owner is None else dirs + (("lower", 0o700),)
 
     def up(self) -> None:
-        for sub, mode in (("", 0o700), ("diff", 0o755), ("work", 0o700), ("merged", 0o700)):
+        for sub, mode in self._dirs():
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
             os.chmod(os.path.join(self.path, sub), mode)  # diff's mode is the container's / mode: not the umask's
+            if self.owner is not None:
+                os.chown(os.path.join(self.path, sub), self.owner, self.owner)
         mount(self.path, self.path, None, MS_BIND)
         mount(None, self.path, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
 
@@ -77,9 +89,13 @@ class Layer(Step):
 
     def shell_up(self) -> list[str]:
         path = shlex.quote(self.path)
-        return [f"mkdir -p -m 0700 {path}", f"mkdir -m 0755 {shlex.quote(self.path + '/diff')}",
-                f"mkdir -m 0700 {shlex.quote(self.path + '/work')} {shlex.quote(self.path + '/merged')}",
-                f"mount --bind {path} {path}", f"mount -o remount,bind,nosuid,nodev {path}"]
+        out = [f"mkdir -p -m 0700 {path}", f"mkdir -m 0755 {shlex.quote(self.path + '/diff')}",
+               f"mkdir -m 0700 {shlex.quote(self.path + '/work')} {shlex.quote(self.path + '/merged')}"]
+        if self.owner is not None:
+            subs = " ".join(shlex.quote(f"{self.path}/{d}") for d, _ in self._dirs() if d)
+            out += [f"mkdir -m 0700 {shlex.quote(self.path + '/lower')}",
+                    f"chown {self.owner}:{self.owner} {path} {subs}   # the container's root on the host"]
+        return out + [f"mount --bind {path} {path}", f"mount -o remount,bind,nosuid,nodev {path}"]
 
     def shell_down(self) -> list[str]:
         path = shlex.quote(self.path)
@@ -133,14 +149,15 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
     try:
         cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
         journal.run(cgroup)
+        ids = userns.lease(cid, journal) if spec.userns == "auto" else None
         layer = os.path.join(cdir, "layer")
-        journal.run(Layer(layer))
+        journal.run(Layer(layer, ids.base if ids else None))
         network = _network(spec, net, root, cid, name, journal)
         binds = dns.write_files(dns.etc_dir(cdir), hostname, network.address if network else None, spec.network)
         if network and network.net.user_defined:
             journal.run(dns.HostsEntry(root, network.net.bridge, cid, name, network.address))
         binds += [(m.source, m.target, m.readonly) for m in spec.mounts]
-        proc = process.spawn(spec, layer, binds, hostname, meanwhile=network.ensure_bridge if network else None)
+        proc = process.spawn(spec, layer, binds, hostname, ids=ids, meanwhile=network.ensure_bridge if network else None)
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
         # the network is wired meanwhile.
         with _meanwhile(cgroup.join, proc.pid):
@@ -151,6 +168,8 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
         record["State"] = {"Status": "running", "Running": True, "Pid": proc.pid, "ExitCode": 0,
                            "OOMKilled": False, "StartedAt": now(), "FinishedAt": ""}
         record["Init"] = {"Pid": proc.pid, "StartTime": state.start_time(proc.pid)}
+        if ids:  # podman's inspect names them so
+            record["HostConfig"]["IDMappings"] = {"UidMap": [ids.id_map], "GidMap": [ids.id_map]}
         state.write_json(state.record_path(root, cid), record)
         proc.held = network.sockets if network else []
         return proc
@@ -311,7 +330,7 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
                    "StopTimeout": spec.stop_timeout},
         "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
                        "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
-                       "SecurityOpt": [f"seccomp={spec.seccomp_setting}"],
+                       "SecurityOpt": [f"seccomp={spec.seccomp_setting}"], "UsernsMode": spec.userns,
                        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
                        "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
                        "PidsLimit": spec.resources.pids_limit or 0,
@@ -332,6 +351,7 @@ def spec_from(record: dict) -> ContainerSpec:
         mounts=tuple(BindMount(*b.split(":")[:2], b.endswith(":ro")) for b in host["Binds"]),
         network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
         read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"],
+        userns=host.get("UsernsMode", "host"),
         user=config.get("User") or None, stop_timeout=config.get("StopTimeout", 10.0), ulimits=tuple(Ulimit(u["Name"], u["Soft"], u["Hard"])
                                                        for u in host.get("Ulimits", [])),
         **parse_security_opts(host["SecurityOpt"]))

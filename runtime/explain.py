@@ -14,7 +14,7 @@ teardown, which is the setup's steps undone in reverse, as `pyrun` does.
 import os
 import shlex
 
-from runtime import init, namespaces, rootfs, state
+from runtime import init, namespaces, rootfs, state, userns
 from runtime.cgroups import Cgroup
 from runtime.container import Layer
 from runtime.network import dns
@@ -22,7 +22,7 @@ from runtime.spec import ContainerSpec
 
 TEARDOWN = "# ======== TEARDOWN: run what follows to undo all of the above ========"
 PID = "$PID"  # the shell variable that holds the container's first process
-_UNSHARE = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid"}  # namespaces.FLAGS
+_UNSHARE = {"user": "--user", "mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid"}  # namespaces.FLAGS
 
 
 def explain(spec: ContainerSpec, root: str) -> str:
@@ -40,8 +40,11 @@ def explain(spec: ContainerSpec, root: str) -> str:
 
     cgroup = Cgroup(cid, spec.resources.memory, spec.resources.cpus, spec.resources.pids_limit)
     step("a cgroup per controller, with the limits (runtime/cgroups.py)", cgroup)
+    ids = userns.IdRange(userns.next_free(), cid) if spec.userns == "auto" else None
+    if ids:
+        step("--userns=auto: a range of host uids and gids of its own, one file per lease (runtime/userns.py)", ids)
     step("the writable layer: overlayfs upper, work and mount directories (runtime/container.py)",
-         Layer(os.path.join(cdir, "layer")))
+         Layer(os.path.join(cdir, "layer"), ids.base if ids else None))
     network = _network(spec, root, cid)
     if network:
         step("the bridge, its address and pyrun's firewall chains, where missing (runtime/network/bridge.py)",
@@ -60,7 +63,8 @@ def explain(spec: ContainerSpec, root: str) -> str:
     step("the container's side, run in its new namespaces: rootfs, hostname, wait for the network, "
          "drop privileges, exec (runtime/rootfs.py, runtime/init.py)",
          commands=_heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, hostname, binds, bool(network))))
-    unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind] for kind in namespaces.kinds(spec.network))
+    unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind]
+                                                        for kind in namespaces.kinds(spec.network, spec.userns))
     joins = [f"echo $BASHPID > {shlex.quote(f'{path}/cgroup.procs')}" for path in cgroup.paths()]
     c = shlex.quote(cdir)
     step("start it: join the cgroup, then new namespaces; the first process's children are in the new "
@@ -70,6 +74,10 @@ def explain(spec: ContainerSpec, root: str) -> str:
                    "# wait until unshare(2) has happened: before it, /proc/$PID/ns/* are still the host's",
                    'until [ "$(readlink /proc/$PID/ns/mnt)" != "$(readlink /proc/$$/ns/mnt)" ]; do sleep 0.01; done',
                    "echo \"the container's first process is $PID\""])
+    if ids:
+        step("--userns=auto: pyrun writes the new user namespace's maps from the host, as root may without "
+             "newuidmap (pyrun does it before the other namespaces are made: runtime/init.py)",
+             commands=userns.shell_map(PID, ids, spec.rootfs))
     if network:
         for title, obj in network["attach"]:
             step(title, obj)
@@ -88,6 +96,9 @@ def explain(spec: ContainerSpec, root: str) -> str:
               "umask 077   # pyrun's state is root's alone (runtime/state.py)",
               f"export CID={cid}   # the container's id (pyrun makes a new one each time)",
               f"export C={c.replace(cid, '$CID') if c == cdir else c}   # its state directory", ""]
+    if ids:  # the container's root can follow no path through root's state directory, and make no device
+        header[3:3] = ["# --userns=auto: to read, not to run: pyrun hands the container its mounts as file",
+                       "# descriptors opened on the host, and binds the host's /dev nodes, where a shell cannot."]
     text = "\n".join(_numbered(setup) + ["", TEARDOWN, "set +e   # go on past what is already gone, as pyrun's teardown does", ""] + _numbered(teardown))
     if c != cdir:  # the state directory needed quoting, and $C inside quotes would not be expanded
         return "\n".join(header) + "\n" + text

@@ -17,6 +17,13 @@ a running container's namespaces with setns(2), and its child skips the
 rootfs and hostname (they are the container's already): joining a PID
 namespace, like making one, applies only to children.
 
+With --userns=auto (userns.py) the intermediate first unshares only its user
+namespace and waits while pyrun writes its uid_map and gid_map and sends the
+rootfs as an idmapped mount; then it becomes the namespace's root and
+unshares the rest, which the new user namespace then owns. Everything it
+needs from the host's paths it opens before: its new root is an
+unprivileged host uid, and the state directory is root's alone.
+
 Both report to pyrun over the sync socket (sync.py). Nothing here returns:
 each process ends in execve or _exit.
 """
@@ -30,7 +37,7 @@ import stat
 import struct
 import sys
 
-from runtime import namespaces, rootfs, seccomp, sync, users
+from runtime import namespaces, rootfs, seccomp, sync, syscalls, userns, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.security import drop_privileges, make_undumpable
 from runtime.spec import DEFAULT_PATH, ULIMITS, ContainerSpec
@@ -43,14 +50,38 @@ _PTMX = (5, 2)
 def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
                  join: int | None = None) -> None:
     """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`), and fork."""
+    kinds = namespaces.kinds(spec.network, spec.userns)
+    lower = spec.rootfs
+
     def enter() -> None:
-        if join is None:
-            namespaces.unshare(namespaces.kinds(spec.network))
-        else:
-            namespaces.join(join, namespaces.kinds(spec.network))
+        nonlocal layer, binds, lower
+        if join is not None:
+            namespaces.join(join, kinds)
+            if "user" in kinds:
+                userns.become_root()
+            return
+        if "user" in kinds:
+            layer, binds, lower = _enter_userns(sock, layer, binds)
+        namespaces.unshare([k for k in kinds if k != "user"])
 
     fork_init(sock, "unshare" if join is None else "setns", enter,
-              lambda null: _init(sock, spec, layer, binds, hostname, null, build=join is None))
+              lambda null: _init(sock, spec, layer, binds, hostname, null, build=join is None, lower=lower))
+
+
+def _enter_userns(sock, layer: str, binds: list) -> tuple[str, list, int]:
+    """--userns=auto: the host's paths first, then the user namespace ("userns"), then its ids ("mapped").
+
+    Returns the layer as a path from the working directory, the binds with detached copies of their mounts
+    for sources, and the idmapped rootfs pyrun sent. The working directory is the one path that needs no
+    lookup from the host's root: unshare(CLONE_NEWNS) carries it over into the new mount namespace."""
+    binds = [(syscalls.open_tree(source, recursive=True), target, readonly) for source, target, readonly in binds]
+    os.chdir(layer)
+    namespaces.unshare(["user"])
+    sync.send(sock, "userns")
+    lower = sync.expect(sock, "mapped")["fds"][0]
+    userns.become_root()
+    make_undumpable()  # a change of uid resets it to fs.suid_dumpable: say it again rather than rely on that
+    return ".", binds, lower
 
 
 def fork_init(sock: socket.socket, step: str, enter, child) -> None:
@@ -74,19 +105,21 @@ def fork_init(sock: socket.socket, step: str, enter, child) -> None:
             os.close(sent)
             child(null)
         sync.send(sock, "pid", pid=pid)
-    except OSError as e:
+    except (OSError, PyrunError) as e:
         _fail(sock, step, e)
     os._exit(0)
 
 
-def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, null: int, build: bool = True) -> None:
+def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, null: int, build: bool = True,
+          lower: str | int | None = None) -> None:
     """PID 1 (or, without BUILD, a process joining a running container): set up, wait for go, exec.
 
-    NULL is the host's /dev/null, for a stdin that is not kept open."""
+    NULL is the host's /dev/null, for a stdin that is not kept open. LOWER is what the overlay stacks on:
+    the rootfs's path, or (--userns=auto) its idmapped mount."""
     step = "rootfs"
     try:
         if build:
-            rootfs.build(spec.rootfs, layer, spec.read_only, binds, spec.workdir, spec.tmpfs)
+            rootfs.build(lower, layer, spec.read_only, binds, spec.workdir, spec.tmpfs, userns=spec.userns != "host")
             step = "sethostname"
             socket.sethostname(hostname)
         step = "user"

@@ -13,6 +13,11 @@ exec` enters a running container and how `ip netns` names one.
 | ipc       | CLONE_NEWIPC  | System V IPC and POSIX message queues  |
 | net       | CLONE_NEWNET  | interfaces, routes, firewall, ports    |
 | pid       | CLONE_NEWPID  | process numbers, starting from 1       |
+| user      | CLONE_NEWUSER | uids and gids, and capabilities over the namespaces it owns (--userns=auto, userns.py) |
+
+A user namespace comes first: every namespace made after it is owned by it,
+which is what lets the container's root (an unprivileged uid on the host)
+mount its filesystems and set its hostname. Joining, too, starts with it.
 """
 import os
 
@@ -23,13 +28,15 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWUSER = 0x10000000
 
-FLAGS = {"mnt": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET, "pid": CLONE_NEWPID}
+FLAGS = {"user": CLONE_NEWUSER, "mnt": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET, "pid": CLONE_NEWPID}
 
 
-def kinds(network: str) -> list[str]:
-    """The namespaces a container gets; --network host shares the host's network namespace."""
-    return [k for k in FLAGS if not (k == "net" and network == "host")]
+def kinds(network: str, userns: str = "host") -> list[str]:
+    """The namespaces a container gets, the user namespace first; --network host shares the host's network
+    namespace, --userns=host (the default) its user namespace."""
+    return [k for k in FLAGS if not (k == "net" and network == "host") and not (k == "user" and userns == "host")]
 
 
 def unshare(names: list[str]) -> None:

@@ -18,10 +18,11 @@ import select
 import signal
 import sys
 import termios
+import traceback
 import tty as ttymod
 
-from runtime import init, sync
-from runtime.errors import PyrunError
+from runtime import init, sync, userns
+from runtime.errors import EXIT_PYRUN, PyrunError
 from runtime.signals import FORWARDED, exit_code, forward_to
 from runtime.spec import ContainerSpec
 
@@ -94,14 +95,15 @@ class ContainerProcess:
 
 
 def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int | None = None,
-          meanwhile=None) -> ContainerProcess:
+          meanwhile=None, ids=None) -> ContainerProcess:
     """Fork the container's processes; return once PID 1 exists. It builds the container while the
     caller wires its network and cgroup, and waits for go().
 
     MEANWHILE, if given, is called while the intermediate makes the namespaces,
     which pyrun would otherwise spend waiting. With JOIN (`pyrun exec`), the
     process joins the namespaces of the container whose PID 1 is JOIN instead
-    of making new ones, and is not PID 1.
+    of making new ones, and is not PID 1. With IDS (--userns=auto, a userns.IdRange), pyrun maps the
+    intermediate's new user namespace to those host ids before it makes the others.
     """
     import prctl
 
@@ -114,8 +116,20 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
         for sig in FORWARDED:  # not Python's handlers: a signal now must act as it will on the command
             signal.signal(sig, signal.SIG_DFL)
         ours.close()
-        init.intermediate(theirs, spec, layer, binds, hostname, join)
+        try:
+            init.intermediate(theirs, spec, layer, binds, hostname, join)
+        except BaseException:  # a bug's exception must not unwind into pyrun's own code and run its teardown
+            traceback.print_exc()
+        os._exit(EXIT_PYRUN)
     theirs.close()
+    if ids is not None:
+        try:
+            userns.map_ids(ours, intermediate, ids, spec.rootfs)
+        except BaseException:
+            os.kill(intermediate, signal.SIGKILL)  # it waits for "mapped", or has failed and is exiting
+            os.waitpid(intermediate, 0)
+            ours.close()
+            raise
     failed = None
     try:
         if meanwhile:

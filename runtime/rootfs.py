@@ -15,6 +15,15 @@ disappears with the container and none is seen by the host. In order:
    not merely out of sight as with chroot;
 5. hide what /proc and /sys would tell about the host (Docker's masked and
    read-only paths).
+
+With --userns=auto (userns.py) this runs as the root of the container's
+user namespace, an unprivileged uid on the host, so three things differ:
+the rootfs and the binds arrive as detached mounts that pyrun made on the
+host (the rootfs idmapped) and are attached with move_mount(2); the
+kernel lets no one but the host's root make device nodes, so /dev's are
+bind mounts of the host's; and with --network host the container does not
+own the network namespace that sysfs shows, so /sys is the host's, bound
+read-only.
 """
 import errno
 import os
@@ -23,7 +32,8 @@ from shlex import quote
 
 from runtime.errors import PyrunError
 from runtime.syscalls import (MNT_DETACH, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
-                              MS_RDONLY, MS_REC, MS_REMOUNT, mount, mount_setattr, open_in_root, pivot_root, umount2)
+                              MS_RDONLY, MS_REC, MS_REMOUNT, mount, mount_setattr, move_mount, open_in_root,
+                              pivot_root, umount2)
 
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -88,7 +98,7 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def mount_layer(rootfs: str, layer: str) -> str:
+def mount_layer(rootfs: str | int, layer: str) -> str:
     """Mount the container's root at LAYER/merged and return that path.
 
     An overlay also for --read-only: the mount points for -v, the -w
@@ -99,33 +109,57 @@ def mount_layer(rootfs: str, layer: str) -> str:
     into them (a rootfs named img:tag, a --root holding ',') could stack host
     directories under the container's root. It gets /proc/self/fd/N of the
     directories instead: resolved by the kernel, never split.
+
+    ROOTFS may be a detached mount (--userns=auto: pyrun's idmapped copy of the rootfs): overlayfs takes
+    a layer from a mount in the mounter's namespace, so it is attached at LAYER/lower first. An overlay
+    mounted in a user namespace keeps its own bookkeeping in user.* extended attributes (userxattr):
+    trusted.* ones are the host root's alone.
     """
     merged = os.path.join(layer, "merged")
+    options = ""
+    if isinstance(rootfs, int):
+        attach(rootfs, os.path.join(layer, "lower"))
+        rootfs, options = os.path.join(layer, "lower"), ",userxattr"
     fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
            for path in (rootfs, os.path.join(layer, "diff"), os.path.join(layer, "work"))]
     try:
         lower, upper, work = map(_fd_path, fds)
-        mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+        mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}{options}")
     finally:
         for fd in fds:
             os.close(fd)
     return merged
 
 
-def mount_dev(root: Root) -> None:
+def attach(tree: int, path: str) -> None:
+    """Attach the detached mount TREE (open_tree(2)) at PATH, and close it."""
+    target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        move_mount(tree, target, path)
+    finally:
+        os.close(target)
+        os.close(tree)
+
+
+def mount_dev(root: Root, userns: bool = False) -> None:
     root.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-    make_devices(root)
+    make_devices(root, userns=userns)
     root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     root.mount("shm", "/dev/shm", "tmpfs", _SAFE, "mode=1777,size=65536k")
     root.mount("mqueue", "/dev/mqueue", "mqueue", _SAFE)
 
 
-def make_devices(root: Root, exist_ok: bool = False) -> None:
+def make_devices(root: Root, exist_ok: bool = False, userns: bool = False) -> None:
     """The device nodes and links every container's /dev has. EXIST_OK: keep those there already (an OCI
-    config.json may bind its own, and the runtime adds only what is missing)."""
+    config.json may bind its own, and the runtime adds only what is missing). USERNS: mknod(2) of a device
+    is the host root's alone, so bind the host's nodes instead, as rootless podman does."""
     dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name, (major, minor) in DEVICES.items():
+            if userns:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev))
+                mount(f"/dev/{name}", f"{_fd_path(dev)}/{name}", None, MS_BIND)
+                continue
             try:
                 os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
             except FileExistsError:
@@ -143,10 +177,21 @@ def make_devices(root: Root, exist_ok: bool = False) -> None:
         os.close(dev)
 
 
-def bind(root: Root, source: str, target: str, readonly: bool) -> None:
-    root.mount(source, target, None, MS_BIND | MS_REC, directory=os.path.isdir(source))
+def bind(root: Root, source: str | int, target: str, readonly: bool) -> None:
+    """Bind SOURCE, a path or (--userns=auto) a detached copy of its mounts, at TARGET."""
+    if isinstance(source, int):
+        directory = stat.S_ISDIR(os.fstat(source).st_mode)
+        fd = root.target(target, directory)
+        try:
+            move_mount(source, fd, target)
+        finally:
+            os.close(fd)
+            os.close(source)
+    else:
+        directory = os.path.isdir(source)
+        root.mount(source, target, None, MS_BIND | MS_REC, directory=directory)
     if readonly:
-        read_only_tree(root, target, os.path.isdir(source))
+        read_only_tree(root, target, directory)
 
 
 def read_only_tree(root: Root, path: str, directory: bool = True) -> None:
@@ -208,17 +253,23 @@ def mask_host_paths(root: Root, masked=MASKED, read_only=READ_ONLY) -> None:
 _TMPFS_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
 
-def build(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str,
-          tmpfs: tuple = ()) -> None:
+def build(rootfs: str | int, layer: str, read_only: bool, binds: list[tuple[str | int, str, bool]], workdir: str,
+          tmpfs: tuple = (), *, userns: bool = False) -> None:
     """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly);
-    TMPFS: spec.Tmpfs, each its own mount, so that --read-only leaves them writable."""
+    TMPFS: spec.Tmpfs, each its own mount, so that --read-only leaves them writable. With USERNS, ROOTFS
+    and the sources are detached mounts (see the module's docstring)."""
     make_private()
     merged = mount_layer(rootfs, layer)
     root = Root(merged)
     try:
         root.mount("proc", "/proc", "proc", _SAFE)
-        mount_dev(root)
-        root.mount("sysfs", "/sys", "sysfs", _SAFE | MS_RDONLY)
+        mount_dev(root, userns)
+        try:
+            root.mount("sysfs", "/sys", "sysfs", _SAFE | MS_RDONLY)
+        except PermissionError:
+            if not userns:
+                raise
+            bind(root, "/sys", "/sys", readonly=True)  # --network host: the netns is not the container's
         for source, target, readonly in binds:
             bind(root, source, target, readonly)
         for t in tmpfs:

@@ -15,6 +15,7 @@ from runtime.security import ALL_CAPS, DEFAULT_CAPS
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_MODES = ("bridge", "none", "host")
+USERNS_MODES = ("host", "auto")
 # Matched with fullmatch: "$" in re.match also matches before a trailing newline ("web\n").
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
@@ -23,7 +24,8 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 # --sandbox: each part, unless its own flag is given (README, "Running untrusted code"). Also: no capabilities
 # but those --cap-add names, and, as always, no_new_privs and the default seccomp profile.
 SANDBOX = {"user": "65534:65534", "network": "none", "read_only": True, "init": True, "tmpfs": "/tmp:size=64m",
-           "memory": "256m", "pids_limit": "64", "cpus": "1", "timeout": "60"}
+           "memory": "256m", "pids_limit": "64", "cpus": "1", "timeout": "60",
+           "userns": "auto"}
 MIN_MEMORY = 6 << 20  # Docker's floor: below this the runtime itself cannot start
 MAX_PIDS = 1 << 22    # PID_MAX_LIMIT on 64-bit: the most pids.max accepts, and more pids than Linux can have
 
@@ -93,6 +95,7 @@ class ContainerSpec:
     stop_timeout: float = 10.0         # seconds from SIGTERM to SIGKILL when pyrun stops it (Docker's 10)
     sandbox: bool = False              # --sandbox: recorded for inspect; its parts are in the fields above
     timeout: float | None = None       # --timeout: seconds the command may run; None: no limit
+    userns: str = "host"               # host: root is the host's root; auto: a host uid range of its own (userns.py)
 
 
 def parse_memory(value: str) -> int:
@@ -294,6 +297,13 @@ def parse_network(value: str) -> str:
     return value
 
 
+def parse_userns(value: str) -> str:
+    if value not in USERNS_MODES:
+        raise PyrunError("invalid --userns", f"{value!r}: expected host (root in the container is the host's root) "
+                                             "or auto (a range of unprivileged host uids of its own)")
+    return value
+
+
 def build_spec(rootfs: str, command: list[str], *, name: str | None = None, hostname: str | None = None,
                env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str | None = None,
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
@@ -301,17 +311,17 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
                read_only: bool | None = None, init: bool | None = None, interactive: bool = False,
                tty: bool = False, security_opt: list[str] = (), user: str | None = None, tmpfs: list[str] = (),
                ulimit: list[str] = (), stop_timeout: str | None = None, timeout: str | None = None,
-               sandbox: bool = False) -> ContainerSpec:
+               sandbox: bool = False, userns: str | None = None) -> ContainerSpec:
     """Parse the command line's strings into a ContainerSpec, or raise PyrunError.
 
     None is "not given": the default, or with SANDBOX the sandbox's (SANDBOX above), so a flag given wins."""
     if not command:
         raise PyrunError("invalid command", "no command given; expected ROOTFS COMMAND [ARG...]")
     if sandbox:
-        user, network, read_only, init, memory, pids_limit, cpus, timeout = (
+        user, network, read_only, init, memory, pids_limit, cpus, timeout, userns = (
             SANDBOX[key] if value is None else value for key, value in (
                 ("user", user), ("network", network), ("read_only", read_only), ("init", init), ("memory", memory),
-                ("pids_limit", pids_limit), ("cpus", cpus), ("timeout", timeout)))
+                ("pids_limit", pids_limit), ("cpus", cpus), ("timeout", timeout), ("userns", userns)))
     network = network or "bridge"
     network = parse_network(network)
     ports = tuple(p for value in publish for p in parse_port(value))
@@ -351,6 +361,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         stop_timeout=parse_seconds(stop_timeout, "--stop-timeout") if stop_timeout is not None else 10.0,
         timeout=parse_seconds(timeout, "--timeout") or None if timeout is not None else None,  # 0: no limit
         tmpfs=tmpfs, ulimits=tuple({u.name: u for u in map(parse_ulimit, ulimit)}.values()),  # the last one wins
+        userns=parse_userns(userns or "host"),
         **parse_security_opts(security_opt, caps),
     )
 

@@ -26,7 +26,8 @@ _KINDS: dict[str, type["Step"]] = {}
 # so it imports only the modules the journals name (a --network none container needs no network code).
 _MODULES = {"cgroup": "runtime.cgroups", "layer": "runtime.container", "lease": "runtime.network.ipam",
             "netns": "runtime.network.bridge", "veth": "runtime.network.bridge",
-            "ebtables": "runtime.network.portguard", "iptables": "runtime.network.firewall", "hosts": "runtime.network.dns"}
+            "ebtables": "runtime.network.portguard", "iptables": "runtime.network.firewall", "hosts": "runtime.network.dns",
+            "idrange": "runtime.userns"}
 
 
 class Step:

@@ -5,7 +5,11 @@ create and join namespaces, mount(2)/umount2(2) build the container's view of
 the filesystem, pivot_root(2) makes that view its root, openat2(2) with
 RESOLVE_IN_ROOT resolves a path the way the container would, so that a
 symlink planted in the rootfs cannot point a mount at the host, and
-mount_setattr(2) changes the flags of a whole tree of mounts at once.
+mount_setattr(2) changes the flags of a whole tree of mounts at once, or
+gives a mount an id mapping (--userns=auto). open_tree(2) copies a mount
+tree into a file descriptor, detached from any directory, and move_mount(2)
+attaches it, maybe in another mount namespace: that is how a mount made by
+pyrun on the host reaches a container whose root cannot see the host's paths.
 
 Each wrapper raises OSError naming the syscall and its argument, in crun's
 style: "pivot_root(/run/pyrun/abc/merged): Invalid argument".
@@ -18,8 +22,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscall numbers for the calls glibc 2.36 has no wrapper for.
 _SYS = {
-    "x86_64": {"pivot_root": 155, "openat2": 437, "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "openat2": 437, "mount_setattr": 442},
+    "x86_64": {"pivot_root": 155, "open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
 }[platform.machine()]
 
 MS_RDONLY = 0x1
@@ -36,6 +40,11 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
+OPEN_TREE_CLONE = 0x1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 
@@ -91,9 +100,26 @@ class _MountAttr(ctypes.Structure):
                 ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr(fd: int, attr_set: int, what: str = "") -> None:
-    """Set ATTR_SET (MOUNT_ATTR_*) on the mount FD is the root of and on every mount below it."""
-    attr = _MountAttr(attr_set, 0, 0, 0)
+def mount_setattr(fd: int, attr_set: int, what: str = "", userns_fd: int = 0) -> None:
+    """Set ATTR_SET (MOUNT_ATTR_*) on the mount FD is the root of and on every mount below it.
+
+    With MOUNT_ATTR_IDMAP, USERNS_FD names the user namespace whose uid_map and gid_map the mount
+    applies to its files' owners; the kernel allows it only on a detached mount (open_tree)."""
+    attr = _MountAttr(attr_set, 0, 0, userns_fd)
     _check(_libc.syscall(_SYS["mount_setattr"], ctypes.c_int(fd), b"", ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE),
                          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
            "mount_setattr", what or str(fd))
+
+
+def open_tree(path: str, recursive: bool = False) -> int:
+    """A detached copy of the mount at PATH (with RECURSIVE, of the mounts below it too), as an fd."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(_libc.syscall(_SYS["open_tree"], ctypes.c_int(AT_FDCWD), path.encode(), ctypes.c_uint(flags)),
+                  "open_tree", path)
+
+
+def move_mount(fd: int, target_fd: int, what: str = "") -> None:
+    """Attach the detached mount FD on the file TARGET_FD is open on (an O_PATH fd)."""
+    _check(_libc.syscall(_SYS["move_mount"], ctypes.c_int(fd), b"", ctypes.c_int(target_fd), b"",
+                         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)),
+           "move_mount", what or str(target_fd))

@@ -364,13 +364,41 @@ def bench_teardown(busybox: str, runs: int) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+def bench_sandbox(busybox: str, runs: int, count: int) -> dict:
+    """What --sandbox costs at start against a plain run without a network, and how many sandboxed containers
+    fit in a GiB: each one's monitor (resident) plus what its cgroup charges (the container's own memory)."""
+    times = alternate({
+        "sandbox": lambda: sh(*PYRUN, "run", "--rm", "--sandbox", busybox, "/bin/true"),
+        "plain": lambda: sh(*PYRUN, "run", "--rm", "--network", "none", busybox, "/bin/true"),
+    }, runs)
+    before = _host_state()
+    names = [f"sandbox{i}" for i in range(count)]
+    for name in names:
+        sh(*PYRUN, "run", "-d", "--sandbox", "--timeout", "600", "--name", name, busybox, "sleep", "3600")
+    per = []
+    for record in json.loads(sh(*PYRUN, "inspect", *names).stdout):
+        with open(f"/run/pyrun/containers/{record['Id']}/state.json") as f:
+            monitor = _rss_kib(json.load(f)["Monitor"]["Pid"]) << 10
+        charged = [p for p in (f"/sys/fs/cgroup/memory/{os.environ['PYRUN_CGROUP_PARENT']}/{record['Id']}/"
+                               "memory.usage_in_bytes",
+                               f"/sys/fs/cgroup/{os.environ['PYRUN_CGROUP_PARENT']}/{record['Id']}/memory.current")
+                   if os.path.exists(p)]
+        with open(charged[0]) as f:
+            per.append(monitor + int(f.read()))
+    sh(*PYRUN, "rm", "-f", *names)
+    after = _host_state()
+    return {"sandbox_s": times["sandbox"], "plain_s": times["plain"], "containers": count,
+            "mib_each": statistics.mean(per) / (1 << 20), "per_gib": (1 << 30) / statistics.mean(per),
+            "residue": sum(len(set(after[k]) ^ set(before[k])) for k in before)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--scale", type=int, default=100)
     parser.add_argument("--megabytes", type=int, default=512)
     parser.add_argument("--transfers", type=int, default=7, help="TCP transfers per path")
-    parser.add_argument("--only", default="start,oci,scale,data,teardown", help="which rows, comma-separated")
+    parser.add_argument("--only", default="start,oci,scale,data,teardown,sandbox", help="which rows, comma-separated")
     parser.add_argument("--busybox", required=True)
     parser.add_argument("--debian", required=True)
     parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"))
@@ -388,6 +416,8 @@ def main() -> None:
         results["data_mib_s"] = bench_data(args.debian, args.megabytes, args.transfers)
     if "teardown" in only:
         results["teardown_s"] = bench_teardown(args.busybox, args.runs)
+    if "sandbox" in only:
+        results["sandbox"] = bench_sandbox(args.busybox, args.runs, min(args.scale, 20))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(table(results))
@@ -425,6 +455,15 @@ def table(r: dict) -> str:
     if t:
         out.append(f"| teardown of a running container with one port | {t['pyrun rm -f'] * 1000:.0f} ms | "
                    f"CNI DEL: {t['CNI DEL'] * 1000:.0f} ms | {t['pyrun rm -f'] / t['CNI DEL']:.2f}x | | |")
+    sb = r.get("sandbox")
+    if sb:
+        out.append(f"| start to exit, --sandbox (user namespace, no caps, read-only, limits) | "
+                   f"{sb['sandbox_s'] * 1000:.0f} ms | plain --network none run: {sb['plain_s'] * 1000:.0f} ms | "
+                   f"{sb['sandbox_s'] / sb['plain_s']:.2f}x | | |")
+        out.append(f"| sandboxed containers per GiB ({sb['containers']} detached, monitor resident + cgroup charge) | "
+                   f"{sb['per_gib']:.0f} ({sb['mib_each']:.1f} MiB each) | | | | |")
+        out.append(f"| residue after removing the sandboxed ones | {sb['residue']} | | | 0 | "
+                   f"{'yes' if sb['residue'] == 0 else 'no'} |")
     return "\n".join(out)
 
 

@@ -89,12 +89,15 @@ def test_a_hostile_script_under_sandbox_is_held_and_killed_at_its_timeout(busybo
         assert next(lines) == "bombed\n"  # the fork bomb ran into its limit and the script went on
         pids = lifecycle.pids(record)
         assert 10 < len(pids) <= 64  # --pids-limit 64: the bomb forked, but only so far
+        base = int(record["HostConfig"]["IDMappings"]["UidMap"][0].split()[1])  # --userns=auto
+        assert base >= 65536
         for pid in pids[:3]:
             try:
                 s = host_status(pid)
             except FileNotFoundError:
                 continue
-            assert s["Uid"].split() == ["65534"] * 4 and s["Gid"].split() == ["65534"] * 4
+            nobody = str(base + 65534)  # nobody of its own user namespace: no host user's uid
+            assert s["Uid"].split() == [nobody] * 4 and s["Gid"].split() == [nobody] * 4
             assert s["CapEff"] == s["CapPrm"] == s["CapBnd"] == "0000000000000000" and s["NoNewPrivs"] == "1"
         root = f"/proc/{record['Init']['Pid']}/root"
         assert not any(os.path.exists(f"{root}{path}") for path in ("/evil", "/etc/evil", "/usr/evil"))
@@ -118,10 +121,12 @@ def test_a_setuid_binary_does_not_make_it_root(debian, clean_host, tmp_path):
     out.mkdir()
     out.chmod(0o777)
     r = pyrun("run", "--rm", "--sandbox", "-v", f"{suid}:/usr/local/bin/pysuid:ro", "-v", f"{out}:/out", debian,
-              "pysuid", "-c", "import os; open('/out/made', 'w').write(str(os.geteuid()))")
+              "pysuid", "-c", "import os; open('/out/made', 'w').write(str(os.geteuid())); "
+              "print(open('/proc/self/uid_map').read())")
     assert r.returncode == 0, r.stderr
     made = os.stat(out / "made")
-    assert (made.st_uid, made.st_gid) == (65534, 65534)
+    base = int(r.stdout.split()[1])  # --userns=auto: nobody inside is host uid BASE+65534
+    assert base >= 65536 and (made.st_uid, made.st_gid) == (base + 65534, base + 65534)
 
 
 def test_the_sandbox_defaults_as_the_record_shows_them(busybox, clean_host):
@@ -135,6 +140,7 @@ def test_the_sandbox_defaults_as_the_record_shows_them(busybox, clean_host):
             ("none", True, True, [])
         assert (host["Memory"], host["PidsLimit"], host["NanoCpus"], host["Timeout"]) == (256 << 20, 64, 10**9, 60)
         assert host["Tmpfs"] == {"/tmp": "noexec,nosuid,nodev,size=67108864"} and host["Sandbox"] is True
+        assert host["UsernsMode"] == "auto" and host["IDMappings"]["UidMap"][0].startswith("0 ")
     finally:
         pyrun("rm", "-f", "sb")
 
@@ -144,19 +150,45 @@ def test_each_part_is_overridden_by_its_own_flag(busybox):
 
     s = build_spec(busybox, ["true"], sandbox=True, user="1000", network="bridge", read_only=False, init=False,
                    memory="1g", pids_limit="-1", cpus="0.5", timeout="0", cap_add=["NET_BIND_SERVICE"],
-                   tmpfs=["/tmp:size=1g"])
+                   tmpfs=["/tmp:size=1g"], userns="host")
     assert (s.user, s.network, s.read_only, s.init, s.timeout) == ("1000", "bridge", False, False, None)
+    assert s.userns == "host" and build_spec(busybox, ["true"], sandbox=True).userns == "auto"
     assert (s.resources.memory, s.resources.pids_limit, s.resources.cpus) == (1 << 30, None, 0.5)
     assert s.caps == {"NET_BIND_SERVICE"} and [t.data for t in s.tmpfs] == ["size=1073741824"]
     # A bind at /tmp takes the place of the sandbox's tmpfs.
     assert build_spec(busybox, ["true"], sandbox=True, volumes=[f"{busybox}:/tmp"]).tmpfs == ()
     # Without --sandbox nothing changes.
     plain = build_spec(busybox, ["true"])
-    assert (plain.user, plain.network, plain.read_only, plain.init, plain.timeout, plain.tmpfs) == \
-        (None, "bridge", False, False, None, ())
+    assert (plain.user, plain.network, plain.read_only, plain.init, plain.timeout, plain.tmpfs, plain.userns) == \
+        (None, "bridge", False, False, None, (), "host")
 
 
 @pytest.mark.parametrize("args", [["-p", "8080:80"]])
 def test_publishing_needs_a_network_given(busybox, clean_host, args):
     r = pyrun("run", "--rm", "--sandbox", *args, busybox, "true")
     assert r.returncode == 125 and "ports are published only with --network bridge, not 'none'" in r.stderr
+
+
+def test_fifty_sandboxed_runs_at_once_each_in_a_uid_range_of_its_own(busybox, clean_host, tmp_path):
+    """Fifty at once on two CPUs, all alive together (each waits for the test's go): every one finishes, each
+    as root of a host uid range no other running one shares, and nothing is left behind (clean_host)."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    os.chmod(tmp_path, 0o755)  # the containers' root is an unprivileged host uid: it must be let through
+    script = "id -u; cat /proc/self/uid_map; while [ ! -e /b/go ]; do sleep 0.1; done"
+    runs = [pyrun_bg("run", "--rm", "--sandbox", "--timeout", "240", "-u", "0", "-v", f"{barrier}:/b:ro", busybox,
+                     "sh", "-c", script) for _ in range(50)]
+    try:
+        wait_for(lambda: len(pyrun("ps", "-q").stdout.split()) == 50, timeout=240, what="fifty running at once")
+    finally:
+        (barrier / "go").touch()
+    bases = []
+    for proc in runs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        uid, mapping = out.splitlines()[:2]
+        inside, outside, count = map(int, mapping.split())
+        assert (uid, inside, count) == ("0", 0, 65536) and outside >= 65536, out  # root inside, not outside
+        bases.append(outside)
+    spans = sorted((b, b + 65536) for b in bases)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans  # no two overlap

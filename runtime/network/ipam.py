@@ -14,6 +14,7 @@ import os
 import shlex
 from dataclasses import dataclass
 
+from runtime import leasefile
 from runtime.errors import PyrunError
 from runtime.network import host
 from runtime.steps import Step
@@ -66,18 +67,10 @@ class Lease(Step):
 
     def up(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.cid)
+        leasefile.take(self.path, self.cid)
 
     def down(self) -> None:
-        try:
-            with open(self.path) as f:
-                holder = f.read().strip()
-        except FileNotFoundError:
-            return
-        if holder == self.cid:  # the journal records a lease before taking it: never free another's
-            os.unlink(self.path)
+        leasefile.release(self.path, self.cid)
 
     def shell_up(self) -> list[str]:
         return [f"mkdir -p {shlex.quote(lease_dir(self.network))}",
