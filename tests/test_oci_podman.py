@@ -96,7 +96,7 @@ def test_detached_stop_kill_and_rm_force(podman):
 
 def test_exec_pause_and_unpause(podman):
     r = podman("""
-        id=$($P run -d $O sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.01; done')
+        id=$($P run -d $O sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/m; mv /tmp/m /tmp/n; sleep 0.01; done')
         sleep 0.3
         $P exec $id sh -c 'echo exec in $(hostname) sees $(cat /proc/1/cmdline | tr "\\0" " " | cut -c1-5); exit 3'
         echo "exec $?"

@@ -8,7 +8,8 @@ Each hook gets the container's state (what `state` prints) on its stdin.
     create   prestart, createRuntime   in the runtime's namespaces, once the container's exist (before pivot_root)
              createContainer           in the container's namespaces, before pivot_root: the path is the host's
     start    startContainer            in the container, as its user, just before the program's execve
-             poststart                 in the runtime's namespaces, before start returns; a failure only warns
+             poststart                 in the runtime's namespaces, once the program is exec'd, before start returns;
+                                       a failure only warns
     delete   poststop                  once the container is gone, before delete returns; a failure only warns
 
 A failing create-time hook fails create, which then leaves no container;

@@ -360,12 +360,16 @@ def _wait_for_start(fifo: int) -> None:
     """Block until `start` opens the exec FIFO for reading; tell it we are going by writing one byte.
 
     FIFO is an O_PATH fd opened on the host before the fork: reopened through /proc/self/fd, it reaches the
-    FIFO in the state directory, which the container's root no longer shows."""
+    FIFO in the state directory, which the container's root no longer shows. The written end stays open
+    until _keep_fds closes it, just before execve: `start` reads end of file there, for its poststart
+    hooks, which config.md puts after the program is executed (and so after startContainer's)."""
     fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, b"0")
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    finally:
         os.close(fifo)
 
 

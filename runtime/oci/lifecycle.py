@@ -224,6 +224,10 @@ def start(root: str, cid: str, warn=None) -> None:
             if oci_state.exited(process["Pid"], process["StartTime"]) or time.monotonic() > deadline:
                 raise PyrunError("start", f"{cid}: the container's process exited before it could start")
             time.sleep(0.001)
+        if record.get("hooks", {}).get("poststart"):
+            os.set_blocking(fd, True)
+            while os.read(fd, 1):  # end of file: PID 1 is at its execve (init._wait_for_start)
+                pass
     finally:
         os.close(fd)
     os.unlink(path)  # no FIFO: the status is running from now on
