@@ -75,11 +75,12 @@ class Cgroup(Step):
     pids_limit: int | None = None
     parent: str = PARENT
     devices: tuple = ()  # an OCI config's device rules, ("allow"|"deny", "c 5:1 rwm"), before pyrun's own allows
+    controllers: tuple = CONTROLLERS  # pyrun-oci adds freezer, for pause and resume
 
     def dirs(self) -> dict[str, tuple[int, str]]:
         """controller -> (version, directory); controllers sharing a v2 hierarchy share a directory."""
         out = {}
-        for controller in CONTROLLERS:
+        for controller in self.controllers:
             version, mount = hierarchy(controller)
             if version:
                 out[controller] = (version, os.path.join(mount, self.parent, self.cid))

@@ -321,11 +321,15 @@ def check(path: str, profile: dict, caps: frozenset[str]) -> None:
         raise ProfileError(path, *e.detail.split(": ", 1)) from None
 
 
-def build(profile: dict, caps: frozenset[str]):
+def build(profile: dict, caps: frozenset[str], overlaps: str = "refuse"):
     """PROFILE (as load_profile or default_profile returns it) as a filter for a process with CAPS. Its
     load() installs it for the calling process and what it execs, and needs no_new_privs (or CAP_SYS_ADMIN).
     Building takes ~8 ms and loading ~2: PID 1 builds while pyrun wires the network, and loads last, just
-    before execve. A rule libseccomp refuses is an error: a filter without it would allow what it forbids."""
+    before execve. A rule libseccomp refuses is an error: a filter without it would allow what it forbids.
+
+    OVERLAPS is what two rules that give one call different actions do: "refuse" them (pyrun's own
+    profiles: a rule that is dropped without a word is a hole), or leave them to "libseccomp", which keeps
+    the first unconditional one (measured, libseccomp 2.5.4), as runc does for an OCI config.json."""
     def action(name: str, errno_ret: int | None):
         if name == "SCMP_ACT_ERRNO":
             return pyseccomp.ERRNO(errno_ret if errno_ret is not None else errno.EPERM)
@@ -352,7 +356,7 @@ def build(profile: dict, caps: frozenset[str]):
             for other_act, unconditional, other in first.setdefault(number, []):
                 # libseccomp keeps one of two rules for a call when either has no args and their actions
                 # differ, whichever the order: the other is dropped without a word.
-                if other_act != act and (unconditional or not args):
+                if overlaps == "refuse" and other_act != act and (unconditional or not args):
                     raise PyrunError("seccomp", f"{where}: conflicts with {other}, which gives {name} another "
                                                 "action; libseccomp would keep only one of them")
             first[number].append((act, not args, where))

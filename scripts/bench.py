@@ -5,6 +5,7 @@ warm-up, and reports medians, so that a noisy machine moves both sides alike.
 Prints a markdown table and writes bench-results.json.
 """
 import argparse
+import ctypes
 import glob
 import json
 import os
@@ -19,6 +20,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYRUN = [os.path.join(REPO, ".venv", "bin", "pyrun")]   # the command users type, as pip installed it
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")   # the interpreter that pyrun's command runs on
+PYRUN_OCI = [PYTHON, "-m", "runtime.oci"]                # this checkout's, as an engine would be given it
 CNI_PATH = "/usr/lib/cni"
 HOST_IP = "198.51.100.1"
 
@@ -149,6 +151,105 @@ def bench_start(busybox: str, runs: int) -> list[dict]:
         {"what": "start to exit, bridge + 1 published port", "pyrun": bridge["pyrun"],
          "reference": bridge["runc+CNI"], "reference_name": "runc + CNI bridge/portmap ADD+DEL", "target": 0.75},
     ]
+
+
+class OciBundle:
+    """One /bin/true bundle over ROOTFS (runc spec's config.json) for both runtimes, driven as an engine drives
+    them: create with a pid file, start, wait as the child subreaper the container is re-parented to, delete."""
+
+    def __init__(self, rootfs: str):
+        self.dir = tempfile.mkdtemp(prefix="pyrun-bench-oci-")
+        sh("runc", "spec", cwd=self.dir)
+        with open(os.path.join(self.dir, "config.json")) as f:
+            self.config = json.load(f)
+        self.config["process"].update(terminal=False, args=["/bin/true"])
+        self.config["root"] = {"path": rootfs, "readonly": True}
+        self.count = 0
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the containers' PID 1s are ours to wait
+
+    def run(self, runtime: list[str], root: str) -> None:
+        self.count += 1
+        cid = f"oci{os.getpid()}-{self.count}"
+        config = {**self.config, "linux": {**self.config["linux"],
+                                           "cgroupsPath": f"/{os.environ['PYRUN_CGROUP_PARENT']}/{cid}"}}
+        with open(os.path.join(self.dir, "config.json"), "w") as f:
+            json.dump(config, f)
+        pid_file = os.path.join(self.dir, "pid")
+        with tempfile.TemporaryFile() as err:  # not a pipe: the container holds create's stdio until it exits
+            for verb in (["create", "--bundle", self.dir, "--pid-file", pid_file], ["start"]):
+                r = subprocess.run([*runtime, "--root", root, *verb, cid], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+                if r.returncode:
+                    err.seek(0)
+                    raise RuntimeError(f"{runtime[-1]} {verb[0]}: {err.read().decode()}")
+        with open(pid_file) as f:
+            os.waitpid(int(f.read()), 0)
+        sh(*runtime, "--root", root, "delete", cid, cwd=REPO)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Containerd:
+    """A containerd of the bench's own (config, root and state its own) for `ctr run --rm`."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="pyrun-bench-containerd-")
+        self.state = tempfile.mkdtemp(prefix="ctr-", dir="/run")  # short: socket paths must fit in 108 bytes
+        self.socket = os.path.join(self.state, "containerd.sock")
+        config = os.path.join(self.root, "config.toml")
+        with open(config, "w") as f:
+            f.write(f'version = 2\nroot = "{self.root}/root"\nstate = "{self.state}"\n'
+                    'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                    f'[grpc]\n  address = "{self.socket}"\n[ttrpc]\n  address = "{self.socket}.ttrpc"\n')
+        self.proc = subprocess.Popen(["containerd", "--config", config], stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.root, "containerd.log"), "w"))
+        for _ in range(200):
+            if os.path.exists(self.socket):
+                break
+            time.sleep(0.05)
+        self.wrapper = os.path.join(self.root, "pyrun-oci")
+        with open(self.wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nPYTHONPATH={REPO} exec {' '.join(PYRUN_OCI)} \"$@\"\n")
+        os.chmod(self.wrapper, 0o755)
+        self.count = 0
+
+    def run(self, rootfs: str, runtime: str | None) -> None:
+        self.count += 1
+        cid = f"ctr{os.getpid()}-{self.count}"
+        sh("ctr", "--address", self.socket, "run", "--rm", *(["--runc-binary", runtime] if runtime else []),
+           "--cgroup", f"/{os.environ['PYRUN_CGROUP_PARENT']}/{cid}", "--rootfs", rootfs, cid, "/bin/true",
+           stdin=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        self.proc.terminate()  # the one we started; its shims exited with their containers (--rm)
+        self.proc.wait()
+        shutil.rmtree(self.state, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def bench_oci(busybox: str, runs: int) -> list[dict]:
+    """pyrun-oci against runc, as engines call them: the OCI verbs alone, and under containerd's `ctr run`."""
+    bundle = OciBundle(busybox)
+    try:
+        verbs = alternate({"pyrun-oci": lambda: bundle.run(PYRUN_OCI, "/run/pyrun-oci-bench"),
+                           "runc": lambda: bundle.run(["runc"], "/run/runc-oci-bench")}, runs)
+    finally:
+        bundle.close()
+    rows = [{"what": "OCI create + start + wait + delete, /bin/true", "pyrun": verbs["pyrun-oci"],
+             "reference": verbs["runc"], "reference_name": "runc", "target": 3.0, "pyrun_name": "pyrun-oci"}]
+    if not shutil.which("containerd"):
+        print("bench: containerd is not installed (scripts/setup-engines): no `ctr run` row", file=sys.stderr)
+        return rows
+    containerd = Containerd()
+    try:
+        ctr = alternate({"pyrun-oci": lambda: containerd.run(busybox, containerd.wrapper),
+                         "runc": lambda: containerd.run(busybox, None)}, runs)
+    finally:
+        containerd.close()
+    rows.append({"what": "`ctr run --rm`, /bin/true", "pyrun": ctr["pyrun-oci"], "reference": ctr["runc"],
+                 "reference_name": "ctr run with runc", "target": 2.0, "pyrun_name": "pyrun-oci"})
+    return rows
 
 
 def _rss_kib(pid: int) -> int:
@@ -297,7 +398,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=100)
     parser.add_argument("--megabytes", type=int, default=512)
     parser.add_argument("--transfers", type=int, default=7, help="TCP transfers per path")
-    parser.add_argument("--only", default="start,scale,data,teardown,sandbox", help="which rows, comma-separated")
+    parser.add_argument("--only", default="start,oci,scale,data,teardown,sandbox", help="which rows, comma-separated")
     parser.add_argument("--busybox", required=True)
     parser.add_argument("--debian", required=True)
     parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"))
@@ -307,6 +408,8 @@ def main() -> None:
     only = args.only.split(",")
     if "start" in only:
         results["start"] = bench_start(args.busybox, args.runs)
+    if "oci" in only:
+        results["oci"] = bench_oci(args.busybox, args.runs)
     if "scale" in only:
         results["scale"] = bench_scale(args.busybox, args.scale)
     if "data" in only:
@@ -323,9 +426,11 @@ def main() -> None:
 def table(r: dict) -> str:
     out = [f"Measured {r['date']} on {r['machine']}; medians of {r['runs']} alternating runs after a warm-up.", "",
            "| measure | pyrun | reference | ratio | target | met |", "|---|---|---|---|---|---|"]
-    for s in r.get("start", []):
+    for s in r.get("start", []) + r.get("oci", []):
         ratio = s["pyrun"] / s["reference"]
-        out.append(f"| {s['what']} | {s['pyrun'] * 1000:.0f} ms | {s['reference_name']}: {s['reference'] * 1000:.0f} ms"
+        name = f"{s['pyrun_name']}: " if "pyrun_name" in s else ""
+        out.append(f"| {s['what']} | {name}{s['pyrun'] * 1000:.0f} ms | {s['reference_name']}: "
+                   f"{s['reference'] * 1000:.0f} ms"
                    + (f" ({s.get('floor_name', 'unshare')} floor {s['floor'] * 1000:.0f} ms)" if "floor" in s else "")
                    + f" | {ratio:.2f}x | <= {s['target']}x | {'yes' if ratio <= s['target'] else 'no'} |")
     sc = r.get("scale")

@@ -51,7 +51,7 @@ def _enter_sandbox() -> None:
 # cgroups are not namespaced: the suite gets a parent cgroup of its own, removed at the end.
 CGROUP_PARENT = f"pyrun-test-{os.getpid()}"
 os.environ["PYRUN_CGROUP_PARENT"] = CGROUP_PARENT
-_CGROUP_PARENTS = [f"/sys/fs/cgroup/{c}/{CGROUP_PARENT}" for c in ("memory", "cpu", "pids", "devices")]
+_CGROUP_PARENTS = [f"/sys/fs/cgroup/{c}/{CGROUP_PARENT}" for c in ("memory", "cpu", "pids", "devices", "freezer")]
 
 
 def pytest_configure(config):

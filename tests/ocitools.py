@@ -6,6 +6,7 @@ runs `create` with the container's stdio, and then waits for the container's
 process, which is re-parented to it once create's intermediate exits; Shim
 below does the same in a dozen lines, and reports each exit it reaps.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -80,10 +81,11 @@ while True:
 
 
 class Shim:
-    """`create ARGS` under a subreaper of the test's own, with the stdio the test chooses; FDS maps the
-    numbers create gets (3, 4, ...) to the test's fds."""
+    """`create ARGS` (or VERB ARGS: exec) under a subreaper of the test's own, with the stdio the test chooses;
+    FDS maps the numbers create gets (3, 4, ...) to the test's fds."""
 
-    def __init__(self, tmp: str, *create_args: str, fds: dict[int, int] | None = None, **popen):
+    def __init__(self, tmp: str, *create_args: str, fds: dict[int, int] | None = None, verb: str = "create",
+                 **popen):
         fds = fds or {}
         self.report = os.path.join(tmp, f"shim-{time.monotonic_ns()}.jsonl")
         popen.setdefault("stdin", subprocess.DEVNULL)
@@ -91,7 +93,7 @@ class Shim:
         popen.setdefault("stderr", subprocess.PIPE)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _SHIM, self.report, sys.executable, "-m", "runtime.oci", "--root", OCI_ROOT,
-             "create", *create_args], cwd=REPO, pass_fds=tuple(fds.values()),
+             verb, *create_args], cwd=REPO, pass_fds=tuple(fds.values()),
             env={**os.environ, "SHIM_FDS": " ".join(f"{source}:{target}" for target, source in fds.items())},
             **popen)
 
@@ -119,6 +121,22 @@ class Shim:
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
+
+
+@contextlib.contextmanager
+def running(busybox: str, tmp: str, cid: str, args: list[str], edit=None):
+    """A started container CID running ARGS: (its shim, its pid); deleted afterwards, whatever happened."""
+    bundle = make_bundle(os.path.join(tmp, f"bundle-{cid}"), busybox, args, edit)
+    shim = Shim(tmp, "--bundle", bundle, "--pid-file", os.path.join(tmp, f"{cid}.pid"), cid)
+    try:
+        assert shim.created() == 0, shim.proc.stderr.read()
+        r = oci("start", cid)
+        assert r.returncode == 0, r.stderr
+        with open(os.path.join(tmp, f"{cid}.pid")) as f:
+            yield shim, int(f.read())
+    finally:
+        shim.close()
+        cleanup(cid)
 
 
 def state(cid: str) -> dict:

@@ -24,8 +24,10 @@ def test_the_master_of_the_containers_pty_arrives_on_the_console_socket(busybox,
         master = fds[0]
         assert shim.created() == 0, shim.proc.stderr.read()
         assert oci("start", "tty1").returncode == 0
-        os.write(master, b"hello\n")
         out = b""
+        while b"30 100" not in out:  # written only once read waits: the tty would echo it among the output
+            out += os.read(master, 1024)
+        os.write(master, b"hello\n")
         while b"on console" not in out:
             try:
                 chunk = os.read(master, 1024)

@@ -90,3 +90,20 @@ def test_two_containers_share_one_network_namespace_as_a_pod(ctr):
     """)
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith("net:["), r.stderr
+
+
+def test_task_exec_ps_pause_and_resume(ctr):
+    r = ctr("""
+        $C run -d $B $(cg e1) $F e1 sh -c 'sleep 100 & wait' >/dev/null
+        $C task exec --exec-id x1 e1 sh -c 'echo exec sees $(cat /proc/1/cmdline | tr "\\0" " "); exit 4'
+        echo "exec $?"
+        $C task exec --exec-id x2 e1 sleep 100 & x2=$!
+        sleep 1
+        $C task ps e1 | tail -n +2 | wc -l
+        $C task pause e1; $C task ls | awk '$1=="e1" {print $3}'
+        $C task resume e1; $C task ls | awk '$1=="e1" {print $3}'
+        $C task kill -s KILL e1; wait $x2; echo "exec x2 $?"
+        sleep 0.3; $C task delete e1 >/dev/null; $C container delete e1; $C container ls -q | wc -l
+    """)
+    assert r.stdout.splitlines() == ["exec sees sh -c sleep 100 & wait", "exec 4", "3", "PAUSED", "RUNNING",
+                                     "exec x2 137", "0"], r.stderr

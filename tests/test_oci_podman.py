@@ -20,13 +20,11 @@ from ocitools import copy_rootfs, runtime_script
 pytestmark = pytest.mark.skipif(not shutil.which("podman"), reason="podman is not installed: scripts/setup-engines")
 
 # This VM's bounding set lacks CAP_SYS_RESOURCE, so podman's default rlimits (nproc 1048576) cannot be set, by
-# runc or crun either: its ulimits are set within the machine's ceiling. Its default seccomp profile lists setns,
-# mount and others as both allowed and refused (libseccomp keeps the later rule); pyrun's seccomp module refuses
-# such a profile, so these runs are unconfined (docs/oci.md).
+# runc or crun either: its ulimits are set within the machine's ceiling (docs/oci.md). Its default seccomp
+# profile is loaded, as runc loads it.
 CONTAINERS_CONF = """\
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-seccomp_profile = "unconfined"
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
@@ -94,3 +92,33 @@ def test_detached_stop_kill_and_rm_force(podman):
         $P ps -a -q | wc -l
     """)
     assert r.stdout.splitlines() == ["Up", "5", "137", "rm -f 0", "0"], r.stderr
+
+
+def test_exec_pause_and_unpause(podman):
+    r = podman("""
+        id=$($P run -d $O sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/m; mv /tmp/m /tmp/n; sleep 0.01; done')
+        sleep 0.3
+        $P exec $id sh -c 'echo exec in $(hostname) sees $(cat /proc/1/cmdline | tr "\\0" " " | cut -c1-5); exit 3'
+        echo "exec $?"
+        echo piped | $P exec -i $id cat
+        $P exec -t $id tty </dev/null | tr -d '\\r'
+        $P pause $id >/dev/null; $P inspect -f '{{.State.Status}}' $id
+        a=$($P exec $id cat /tmp/n 2>/dev/null || echo refused); echo "exec while paused: $a"
+        n1=$(cat /proc/$($P inspect -f '{{.State.Pid}}' $id)/root/tmp/n); sleep 0.3
+        n2=$(cat /proc/$($P inspect -f '{{.State.Pid}}' $id)/root/tmp/n); [ "$n1" = "$n2" ] && echo frozen
+        $P unpause $id >/dev/null; $P inspect -f '{{.State.Status}}' $id
+        sleep 0.3; n3=$($P exec $id cat /tmp/n); [ "$n3" -gt "$n2" ] && echo thawed
+        $P rm -f -t 0 $id >/dev/null; $P ps -a -q | wc -l
+    """)
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("exec in ") and lines[0].endswith(" sees sh -c"), r.stderr
+    assert lines[1:] == ["exec 3", "piped", "/dev/pts/0", "paused", "exec while paused: refused", "frozen",
+                         "running", "thawed", "0"], r.stderr
+
+
+def test_podmans_default_seccomp_profile_is_loaded(podman):
+    r = podman("""
+        $P run --rm $O sh -c 'grep Seccomp: /proc/self/status'
+        $P run --rm --security-opt seccomp=unconfined $O sh -c 'grep Seccomp: /proc/self/status'
+    """)
+    assert r.stdout.splitlines() == ["Seccomp:\t2", "Seccomp:\t0"], r.stderr

@@ -69,3 +69,15 @@ def test_no_new_privileges_follows_the_config(busybox, tmp_path):
 def test_exit_code_is_the_programs(busybox, tmp_path):
     code, _, _ = _run(busybox, tmp_path, "exit 42")
     assert code == 42
+
+
+def test_an_ambient_capability_that_is_not_inheritable_is_skipped_as_runc_skips_it(busybox, tmp_path):
+    """runc's own `runc spec` asks for ambient AUDIT_WRITE, KILL and NET_BIND_SERVICE without making them
+    inheritable, which the kernel refuses to raise; runc skips them, and so does pyrun-oci."""
+    def edit(c):
+        caps = c["process"]["capabilities"]
+        caps["ambient"] = ["CAP_KILL", "CAP_NET_BIND_SERVICE"]
+        caps["inheritable"] = ["CAP_KILL"]
+    bundle = make_bundle(str(tmp_path / "b"), busybox, ["grep", "CapAmb", "/proc/self/status"], edit)
+    code, out, err = run_bundle(bundle, str(tmp_path), "amb1")
+    assert (code, out) == (0, "CapAmb:\t0000000000000020\n"), err  # KILL only: inheritable and permitted

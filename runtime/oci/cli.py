@@ -12,6 +12,9 @@ line to say why a container did not start).
       spec [--bundle B]                  write a default config.json
       create --bundle B [--pid-file F] [--console-socket S] [--preserve-fds N] [--no-pivot] [--no-new-keyring] ID
       start ID | state ID | kill [--all] ID [SIGNAL] | delete [--force] ID
+      exec [--process FILE] [--detach] [--pid-file F] [--tty] [--console-socket S] [--preserve-fds N]
+           [--cwd D] [--env K=V]... [--user UID[:GID]] [--cap CAP]... [--no-new-privs] ID [ARGS...]
+      ps [--format table|json] ID [PS_ARGS...] | pause ID | resume ID | update --resources FILE|- ID | features
 """
 import argparse
 import datetime
@@ -33,8 +36,8 @@ class Log:
         self.path, self.fmt, self.debug_on = path, fmt, debug
 
     def write(self, level: str, msg: str) -> None:
-        if level == "error":
-            print(f"pyrun-oci: {msg}", file=sys.stderr)
+        if level in ("error", "warning"):
+            print(f"pyrun-oci: {'warning: ' if level == 'warning' else ''}{msg}", file=sys.stderr)
         if not self.path:
             return
         time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
@@ -86,8 +89,32 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--no-pivot", action="store_true")
     create.add_argument("--no-new-keyring", action="store_true")
     create.add_argument("id")
-    for name, text in (("start", "run the created container's program"), ("state", "print its state as JSON")):
+    for name, text in (("start", "run the created container's program"), ("state", "print its state as JSON"),
+                       ("pause", "freeze every process of the container"), ("resume", "thaw a paused container")):
         verbs.add_parser(name, help=text).add_argument("id")
+    exe = verbs.add_parser("exec", help="run another process in a running container")
+    exe.add_argument("--process", "-p", help="the process as config.json's process object (a file, or - for stdin)")
+    exe.add_argument("--detach", "-d", action="store_true")
+    exe.add_argument("--pid-file")
+    exe.add_argument("--tty", "-t", action="store_true")
+    exe.add_argument("--console-socket")
+    exe.add_argument("--preserve-fds", type=int, default=0)
+    exe.add_argument("--cwd")
+    exe.add_argument("--env", "-e", action="append", default=[])
+    exe.add_argument("--user", "-u")
+    exe.add_argument("--cap", "-c", action="append", default=[])
+    exe.add_argument("--no-new-privs", action="store_true")
+    exe.add_argument("--ignore-paused", action="store_true", help="not supported: resume the container first")
+    exe.add_argument("id")
+    exe.add_argument("args", nargs=argparse.REMAINDER)
+    ps = verbs.add_parser("ps", help="the processes in the container's cgroup")
+    ps.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    ps.add_argument("id")
+    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
+    update = verbs.add_parser("update", help="change the container's memory, cpu and pids limits")
+    update.add_argument("--resources", "-r", required=True, help="linux.resources as JSON: a file, or - for stdin")
+    update.add_argument("id")
+    verbs.add_parser("features", help="what this runtime supports, as JSON")
     kill = verbs.add_parser("kill", help="send a signal (default TERM)")
     kill.add_argument("--all", "-a", action="store_true")
     kill.add_argument("id")
@@ -98,9 +125,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> None:
+def run(args, log: Log) -> int | None:
     from runtime.oci import lifecycle, state
 
+    warn = lambda message: log.write("warning", message)  # noqa: E731
     root = os.path.abspath(args.root)
     if args.verb == "spec":
         from runtime.oci import config
@@ -117,15 +145,71 @@ def run(args) -> None:
         if args.preserve_fds < 0:
             raise PyrunError("invalid --preserve-fds", f"{args.preserve_fds}: expected 0 or more")
         lifecycle.create(root, args.id, args.bundle, args.pid_file, args.console_socket, args.preserve_fds,
-                         pivot=not args.no_pivot, new_keyring=not args.no_new_keyring)
+                         pivot=not args.no_pivot, new_keyring=not args.no_new_keyring, warn=warn)
     elif args.verb == "start":
-        lifecycle.start(root, args.id)
+        lifecycle.start(root, args.id, warn)
     elif args.verb == "state":
         print(json.dumps(state.shown(root, state.read(root, args.id)), indent=2))
     elif args.verb == "kill":
         lifecycle.kill(root, args.id, parse_signal(args.signal), args.all)
     elif args.verb == "delete":
-        lifecycle.delete(root, args.id, args.force)
+        lifecycle.delete(root, args.id, args.force, warn)
+    elif args.verb == "exec":
+        return _exec(root, args)
+    elif args.verb in ("ps", "pause", "resume", "update"):
+        from runtime.oci import manage
+
+        if args.verb == "ps":
+            print(manage.ps(root, args.id, args.format, args.ps_args))
+        elif args.verb == "update":
+            manage.update(root, args.id, _json_arg(args.resources, "--resources"))
+        else:
+            getattr(manage, args.verb)(root, args.id)
+    elif args.verb == "features":
+        from runtime.oci.features import features
+
+        print(json.dumps(features(), indent=2))
+
+
+def _json_arg(value: str, flag: str):
+    """The JSON in file VALUE, or on stdin for -."""
+    try:
+        if value == "-":
+            return json.load(sys.stdin)
+        with open(value) as f:
+            return json.load(f)
+    except OSError as e:
+        raise PyrunError(flag, f"{value}: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PyrunError(flag, f"{value}: not JSON: {e}") from None
+
+
+def _exec(root: str, args) -> int:
+    from runtime.oci import config, lifecycle
+
+    if args.preserve_fds < 0:
+        raise PyrunError("invalid --preserve-fds", f"{args.preserve_fds}: expected 0 or more")
+    if args.ignore_paused:
+        raise PyrunError("--ignore-paused", "not supported: resume the container first")
+    if bool(args.process) == bool(args.args):
+        raise PyrunError("exec", "give the command either as ARGS or in --process FILE, not both" if args.process
+                         else "no command given: give ARGS or --process FILE")
+    caps = [c if c.startswith("CAP_") else f"CAP_{c}" for c in args.cap]
+    saved = config_of(root, args.id)
+    process = config.exec_process(saved, _json_arg(args.process, "--process") if args.process else None,
+                                  args.args, args.tty, args.cwd, args.env, args.user, caps, args.no_new_privs)
+    code = lifecycle.exec_(root, args.id, process, args.detach, args.pid_file, args.console_socket,
+                           args.preserve_fds)
+    return code or 0
+
+
+def config_of(root: str, cid: str) -> dict:
+    """The container's config.json, as create read it."""
+    from runtime import state
+    from runtime.oci import state as oci_state
+
+    oci_state.read(root, cid)  # runc's error for an unknown id
+    return state.read_json(oci_state.config_path(root, cid))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,11 +226,14 @@ def main(argv: list[str] | None = None) -> None:
             raise PyrunError("--systemd-cgroup", "not supported: pyrun drives cgroupfs itself; configure the engine "
                                                  "with cgroup_manager = \"cgroupfs\"")
         if not args.verb:
-            raise PyrunError("pyrun-oci", "no command given; expected spec, create, start, state, kill or delete")
+            raise PyrunError("pyrun-oci", "no command given; expected spec, create, start, state, kill, delete, exec, "
+                                          "ps, pause, resume, update or features")
         if os.geteuid() != 0:
             raise PyrunError("pyrun-oci", "must run as root")
         log.debug(f"{args.verb} {getattr(args, 'id', '')}".strip())
-        run(args)
+        code = run(args, log)
+        if code:
+            sys.exit(code)  # exec's: the exit status of the program it waited for
     except PyrunError as e:
         log.write("error", str(e))
         sys.exit(1)

@@ -47,10 +47,15 @@ MOUNT_FLAGS = {
 PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
                "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC, "unbindable": MS_UNBINDABLE,
                "runbindable": MS_UNBINDABLE | MS_REC}
+# The spec's hooks, in the order a container meets them (hooks.py runs them).
+HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 MOUNT_TYPES = ("bind", "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup")
 # Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
 _SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
 _ID = re.compile(r"[\w+.-]+")
+# Two rules of a config.json for one call are left to libseccomp, as runc leaves them: engines' profiles rely on
+# it (podman's names setns in its allow list and in a later ERRNO rule), and a runtime must run them as runc does.
+SECCOMP_OVERLAPS = "libseccomp"
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,13 @@ class Bundle:
     sysctl: tuple[tuple[str, str], ...] = ()
     seccomp: dict | None = None
     annotations: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # config.json as read: `exec` takes its process from it
+    hooks: dict = field(default_factory=dict)   # name -> [{"path", "args", "env", "timeout"}], checked
+
+    def syncs_hooks(self) -> bool:
+        """Must PID 1 stop before pivot_root for create to run hooks, and learn the state they get?"""
+        return any(self.hooks.get(name) for name in ("prestart", "createRuntime", "createContainer",
+                                                     "startContainer"))
 
     def makes(self, kind: str) -> bool:
         return (kind, None) in self.namespaces
@@ -147,9 +159,6 @@ def load(bundle: str, cid: str) -> Bundle:
     version = config.get("ociVersion")
     if not isinstance(version, str) or not version.startswith("1."):
         raise bad("ociVersion", f"{version!r}: expected a 1.x version of the runtime specification")
-    for key in ("hooks",):
-        if any((config.get(key) or {}).values()):
-            raise bad(key, "pyrun runs no hooks yet; leave it out")
     root = _expect(config.get("root"), dict, "root", "an object with path")
     rootfs = os.path.join(path, _expect(root.get("path"), str, "root.path", "a path"))
     if not os.path.isdir(rootfs):
@@ -162,7 +171,7 @@ def load(bundle: str, cid: str) -> Bundle:
     if hostname and ("uts", None) not in namespaces:
         raise bad("hostname", "setting a hostname needs a new uts namespace (the spec says so)")
     process = _process(_expect(config.get("process"), dict, "process", "an object"))
-    resources, devices = _resources(linux.get("resources") or {})
+    limits, devices = resources(linux.get("resources") or {})
     if not resources_need_no_devices(process.caps.bounding):
         raise bad("process.capabilities", "CAP_MKNOD needs the cgroup v1 devices controller, which this host "
                                           "lacks; drop CAP_MKNOD")
@@ -172,18 +181,85 @@ def load(bundle: str, cid: str) -> Bundle:
         from runtime import seccomp as seccomp_module
 
         seccomp = seccomp_module.check_profile(seccomp, "config.json linux.seccomp")
-        seccomp_module.build(seccomp, process.caps.bounding)  # what libseccomp refuses, refused now
+        seccomp_module.build(seccomp, process.caps.bounding, SECCOMP_OVERLAPS)  # what libseccomp refuses, now
     sysctl = tuple(sorted((_expect(linux.get("sysctl") or {}, dict, "linux.sysctl", "an object")).items()))
     for key, value in sysctl:
         _check_sysctl(key, value, namespaces)
     return Bundle(
         path=path, rootfs=rootfs, readonly=bool(root.get("readonly")), process=process, hostname=hostname,
         mounts=tuple(_mount(m, f"mounts[{i}]", path) for i, m in enumerate(config.get("mounts") or [])),
-        namespaces=namespaces, cgroup_parent=parent, cgroup_name=name, resources=resources, devices=devices,
+        namespaces=namespaces, cgroup_parent=parent, cgroup_name=name, resources=limits, devices=devices,
         masked=tuple(_paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(_paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
-        annotations=_expect(config.get("annotations") or {}, dict, "annotations", "an object"))
+        annotations=_expect(config.get("annotations") or {}, dict, "annotations", "an object"), config=config,
+        hooks=_hooks(config.get("hooks") or {}))
+
+
+def _hooks(hooks) -> dict:
+    """config.md's hooks: each an absolute path, args (argv, with its [0]), env (NAME=VALUE), timeout > 0."""
+    out = {}
+    for name, entries in _expect(hooks, dict, "hooks", "an object").items():
+        if name not in HOOKS:
+            continue  # a hook the spec adds later: unknown, so ignored, as the spec says
+        checked = []
+        for i, hook in enumerate(_expect(entries or [], list, f"hooks.{name}", "a list of hooks")):
+            where = f"hooks.{name}[{i}]"
+            hook = _expect(hook, dict, where, "an object with path")
+            path = _expect(hook.get("path"), str, f"{where}.path", "an absolute path")
+            if not path.startswith("/"):
+                raise bad(f"{where}.path", f"{path!r}: expected an absolute path")
+            entry = {"path": path}
+            if hook.get("args") is not None:
+                args = _expect(hook["args"], list, f"{where}.args", "a list of strings")
+                if not all(isinstance(a, str) for a in args):
+                    raise bad(f"{where}.args", "expected a list of strings")
+                entry["args"] = args
+            if hook.get("env") is not None:
+                env = _expect(hook["env"], list, f"{where}.env", "a list of NAME=VALUE strings")
+                if not all(isinstance(e, str) and "=" in e for e in env):
+                    raise bad(f"{where}.env", "expected a list of NAME=VALUE strings")
+                entry["env"] = env
+            if hook.get("timeout") is not None:
+                timeout = _expect(hook["timeout"], int, f"{where}.timeout", "a number of seconds")
+                if timeout <= 0:
+                    raise bad(f"{where}.timeout", f"{timeout}: expected a number of seconds above 0")
+                entry["timeout"] = timeout
+            checked.append(entry)
+        out[name] = checked
+    return out
+
+
+# What a --process file leaves out comes from the container's own process, as runc fills it in.
+INHERITED = ("capabilities", "noNewPrivileges", "rlimits", "oomScoreAdj", "apparmorProfile", "selinuxLabel")
+
+
+def exec_process(config: dict, given: dict | None, args: list[str], tty: bool, cwd: str | None, env: list[str],
+                 user: str | None, caps: list[str], no_new_privs: bool) -> Process:
+    """`exec`'s process: the --process JSON (config.md's process object), or the container's own process with
+    ARGS and the flags, as runc builds it; checked as create checks the container's."""
+    if given is not None:
+        p = {**{k: config["process"][k] for k in INHERITED if k in config["process"]},
+             **_expect(given, dict, "--process", "a process object")}
+    else:
+        p = {**config["process"], "args": args, "terminal": tty}
+        p.pop("consoleSize", None)
+        p["env"] = [*(p.get("env") or []), *env]
+        if cwd:
+            p["cwd"] = cwd
+        if user:
+            uid, _, gid = user.partition(":")
+            if not uid.isdigit() or not (gid.isdigit() or not gid):
+                raise PyrunError("invalid --user", f"{user!r}: expected UID[:GID], numbers")
+            p["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        if caps:
+            sets = {**(p.get("capabilities") or {})}
+            for name in ("bounding", "effective", "permitted"):
+                sets[name] = sorted({*(sets.get(name) or []), *caps})
+            p["capabilities"] = sets
+        if no_new_privs:
+            p["noNewPrivileges"] = True
+    return _process(p)
 
 
 def _expect(value, kind, where: str, what: str):
@@ -323,7 +399,7 @@ def _mount(m, where: str, bundle: str) -> Mount:
     return Mount(os.path.normpath(dest), kind, source, flags & ~clear, ",".join(data), propagation)
 
 
-def _resources(r: dict) -> tuple[Resources, tuple]:
+def resources(r: dict) -> tuple[Resources, tuple]:
     _expect(r, dict, "linux.resources", "an object")
     _refuse(r, "linux.resources", ("blockIO", "hugepageLimits", "network", "rdma", "unified"),
             "pyrun limits only memory, cpu, pids and devices")

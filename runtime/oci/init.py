@@ -10,10 +10,16 @@ someone opens it for reading, and that someone is `start` (as runc's
 exec.fifo). Until then, nothing of the user's has run.
 
     join namespaces by path -> make the rest -> fork PID 1 (runtime/init.fork_init)
-    PID 1: mounts in config order -> devices -> pivot_root -> hostname, lo, sysctl -> masked paths
+    PID 1: mounts in config order -> devices -> [create: prestart, createRuntime hooks; createContainer hooks]
+    -> pivot_root -> hostname, lo, sysctl -> masked paths
     -> keyring, oom_score_adj, rlimits -> terminal -> look up the program -> seccomp built
     -> bounding set -> "ready" ... start opens the FIFO ... -> user -> capabilities -> no_new_privs
-    -> close fds but 0-2 and --preserve-fds -> cwd -> seccomp loaded -> execve
+    -> [startContainer hooks] -> close fds but 0-2 and --preserve-fds -> cwd -> seccomp loaded -> execve
+
+`exec` adds a process to a running container: its intermediate joins the
+container's cgroup, namespaces and root (/proc/PID/ns/*, /proc/PID/root)
+and forks, and the child takes the same steps as PID 1 from the limits on,
+with the --process JSON (or the container's own process) for its config.
 
 Nothing of pyrun stays between the engine and this process: the
 intermediate exits, `create` is not a subreaper, so PID 1's parent becomes
@@ -35,7 +41,8 @@ import prctl
 
 from runtime import init, rootfs, seccomp, sync, syscalls
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
-from runtime.oci.config import NAMESPACES, RLIMITS, Bundle, Mount
+from runtime.oci import hooks
+from runtime.oci.config import NAMESPACES, RLIMITS, SECCOMP_OVERLAPS, Bundle, Mount, Process
 from runtime.security import limit_bounding, set_capabilities
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, mount
 
@@ -44,6 +51,8 @@ _KEYCTL = {"x86_64": 250, "aarch64": 219}[platform.machine()]
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
+# The spec's namespace names -> their files under /proc/PID/ns, which `exec` joins.
+PROC_NS = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt"}
 
 
 def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
@@ -70,91 +79,177 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
                    lambda _null: _pid1(sock, bundle, fifo, preserve_fds, cgroup_dirs, pivot, keyring))
 
 
+class _At:
+    """The step a process is at, and the sync socket it reports to if that step fails."""
+
+    def __init__(self, step: str, sock):
+        self.step, self.sock = step, sock
+
+
 def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
           keyring: str | None) -> None:
     p = b.process
-    step = "rootfs"
+    at = _At("rootfs", sock)
+    hook_state = {}
+
+    def create_container_hooks() -> None:
+        """Stop for create's prestart and createRuntime hooks; then run createContainer's, here (config.md)."""
+        at.step = "hooks"
+        sync.send(sock, "hooks")
+        hook_state.update(sync.expect(sock, "state")["state"])
+        at.step = "createContainer hook"
+        hooks.run(b.hooks, "createContainer", hook_state, cwd=b.path)
+        at.step = "rootfs"
+
     try:
-        _build_root(b, cgroup_dirs, pivot)
+        _build_root(b, cgroup_dirs, pivot, create_container_hooks if b.syncs_hooks() else None)
         if b.hostname:
-            step = "sethostname"
+            at.step = "sethostname"
             socket.sethostname(b.hostname)
         if b.makes("network"):
-            step = "loopback"
+            at.step = "loopback"
             _loopback_up()  # as runc does: a new network namespace's lo is down
         for key, value in b.sysctl:
-            step = f"sysctl {key}"
+            at.step = f"sysctl {key}"
             with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
                 f.write(value)
-        step = "masked paths"
+        at.step = "masked paths"
         root = rootfs.Root("/")
         try:
             rootfs.mask_host_paths(root, b.masked, b.readonly_paths)
         finally:
             root.close()
         if b.readonly:
-            step = "root.readonly"
+            at.step = "root.readonly"
             mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         if keyring:
-            step = "keyctl(JOIN_SESSION_KEYRING)"
+            at.step = "keyctl(JOIN_SESSION_KEYRING)"
             _join_keyring(keyring)
-        if p.oom_score_adj is not None:
-            step = "oom_score_adj"
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(p.oom_score_adj))
-        for name, soft, hard in p.rlimits:
-            step = f"setrlimit({name}, {soft}, {hard})"
-            resource.setrlimit(RLIMITS[name], (soft, hard))
-        tty = None
-        if p.terminal:
-            step = "terminal"
-            tty = _terminal(sock, p.console_size)
-        step = f"exec {p.args[0]}"
-        program = _look_up(p.args[0], p.path())
-        step = "seccomp"
-        syscall_filter = seccomp.build(b.seccomp, p.caps.bounding) if b.seccomp is not None else None
-        if syscall_filter is not None and not p.no_new_privileges:
-            syscall_filter.load()  # without no_new_privs, loading needs CAP_SYS_ADMIN: now, before it goes
-        step = "setsid"
-        os.setsid()
-        if tty is not None:
-            os.login_tty(tty)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; ignored stays ignored across execve
-            signal.signal(sig, signal.SIG_DFL)
-        step = "capabilities (bounding)"
-        limit_bounding(p.caps.bounding)
+        program, syscall_filter = _prepare(sock, at, p, b.seccomp, console=True)
         sync.send(sock, "ready")
         sock.close()  # create exits now; from here on errors go to the container's stderr
-        step = "exec.fifo"
+        at.step = "exec.fifo"
         _wait_for_start(fifo)  # as root still: /proc/self/fd of a non-dumpable process is root's alone
-        step = f"user {p.uid}:{p.gid}"
-        _switch_user(p.uid, p.gid, p.additional_gids)
-        step = "capabilities"
-        set_capabilities(p.caps.effective, p.caps.permitted, p.caps.inheritable, p.caps.ambient)
-        if p.no_new_privileges:
-            prctl.set_no_new_privs(1)
-        step = "close fds"
-        _keep_fds(preserve_fds)
-        step = f"chdir({p.cwd})"
-        os.chdir(p.cwd)  # once no host fd but the preserved ones is open (CVE-2024-21626)
-        if not os.getcwd().startswith("/"):
-            raise PyrunError(step, "the working directory is outside the container")
-        os.umask(p.umask if p.umask is not None else 0o022)
-        if syscall_filter is not None and p.no_new_privileges:
-            step = "seccomp"
-            syscall_filter.load()
-        step = f"exec {p.args[0]}"
-        os.execve(program, list(p.args), dict(e.split("=", 1) for e in p.env))
-    except PermissionError as e:
-        init._fail(sock, step, e if not step.startswith("exec") else PyrunError(step, "permission denied"),
-                   EXIT_NOT_EXECUTABLE if step.startswith("exec") else 1)
+        start_hooks = None
+        if b.hooks.get("startContainer"):
+            def start_hooks() -> None:
+                at.step = "startContainer hook"
+                hooks.run(b.hooks, "startContainer", {**hook_state, "status": "created"}, cwd="/")
+        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=False, before_exec=start_hooks)
     except (OSError, PyrunError) as e:
-        code = EXIT_NOT_FOUND if step.startswith("exec") and isinstance(e, FileNotFoundError) else 1
-        init._fail(sock, step, e, code)
+        _failed(at, e)
 
 
-def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool) -> None:
-    """The config's mounts, in its order, resolved inside the root (rootfs.Root), then pivot_root."""
+def exec_intermediate(sock, target: int, p: Process, profile: dict | None, preserve_fds: int,
+                      cgroup_dirs: list[str]) -> None:
+    """`exec`: join the cgroup, the namespaces and the root of the container whose PID 1 is TARGET, fork."""
+    def enter() -> None:
+        for path in cgroup_dirs:  # first, while its cgroupfs is the host's to name
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write("0")
+        # Opened before any is joined: after the mount namespace, /proc/TARGET is the container's view.
+        fds = [(kind, os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+               for kind, name in PROC_NS.items()]
+        root = os.open(f"/proc/{target}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for kind, fd in fds:
+                if os.fstat(fd).st_ino != os.stat(f"/proc/self/ns/{PROC_NS[kind]}").st_ino:
+                    syscalls.setns(fd, NAMESPACES[kind], f"/proc/{target}/ns/{PROC_NS[kind]}")
+            # The container's root as PID 1 sees it (with --no-pivot too, where the namespace's root is not it).
+            os.fchdir(root)
+            os.chroot(".")
+            os.chdir("/")
+        finally:
+            for _, fd in fds:
+                os.close(fd)
+            os.close(root)
+
+    init.fork_init(sock, "setns", enter, lambda _null: _exec_child(sock, p, profile, preserve_fds))
+
+
+def _exec_child(sock, p: Process, profile: dict | None, preserve_fds: int) -> None:
+    """The process `exec` adds: PID 1's privileges and filter from the same config, then execve. Its sync
+    socket stays open to the end: exec learns of any error, and end of file means the program runs."""
+    at = _At("exec", sock)
+    try:
+        program, syscall_filter = _prepare(sock, at, p, profile, console=False)
+        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=True)
+    except (OSError, PyrunError) as e:
+        _failed(at, e)
+
+
+def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool):
+    """What is done as root with every capability: limits, terminal, the program looked up, the filter built
+    (and loaded now without noNewPrivileges, as loading then needs CAP_SYS_ADMIN), the bounding set cut."""
+    if p.oom_score_adj is not None:
+        at.step = "oom_score_adj"
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(p.oom_score_adj))
+    for name, soft, hard in p.rlimits:
+        at.step = f"setrlimit({name}, {soft}, {hard})"
+        resource.setrlimit(RLIMITS[name], (soft, hard))
+    tty = None
+    if p.terminal:
+        at.step = "terminal"
+        tty = _terminal(sock, p.console_size, console)
+    at.step = f"exec {p.args[0]}"
+    program = _look_up(p.args[0], p.path())
+    at.step = "seccomp"
+    syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS) if profile is not None else None
+    if syscall_filter is not None and not p.no_new_privileges:
+        syscall_filter.load()
+    at.step = "setsid"
+    os.setsid()
+    if tty is not None:
+        os.login_tty(tty)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; ignored stays ignored across execve
+        signal.signal(sig, signal.SIG_DFL)
+    at.step = "capabilities (bounding)"
+    limit_bounding(p.caps.bounding)
+    return program, syscall_filter
+
+
+def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int, keep_sock: bool,
+            before_exec=None) -> None:
+    """The config's user, capabilities and no_new_privs; only the kept fds; cwd, umask, the filter; execve.
+    With KEEP_SOCK the sync socket stays open (close-on-exec) above the kept fds. BEFORE_EXEC (startContainer
+    hooks) runs as the program will, with its user and capabilities, before the fds are closed."""
+    at.step = f"user {p.uid}:{p.gid}"
+    _switch_user(p.uid, p.gid, p.additional_gids)
+    at.step = "capabilities"
+    # An ambient capability must be permitted and inheritable; runc (gocapability) skips one that is not,
+    # and runc's own default config.json asks for three that are not inheritable.
+    set_capabilities(p.caps.effective, p.caps.permitted, p.caps.inheritable,
+                     p.caps.ambient & p.caps.inheritable & p.caps.permitted)
+    if p.no_new_privileges:
+        prctl.set_no_new_privs(1)
+    if before_exec:
+        before_exec()
+    at.step = "close fds"
+    at.sock = _keep_fds(preserve_fds, at.sock if keep_sock else None) or at.sock
+    at.step = f"chdir({p.cwd})"
+    os.chdir(p.cwd)  # once no host fd but the preserved ones is open (CVE-2024-21626)
+    if not os.getcwd().startswith("/"):
+        raise PyrunError(at.step, "the working directory is outside the container")
+    os.umask(p.umask if p.umask is not None else 0o022)
+    if syscall_filter is not None and p.no_new_privileges:
+        at.step = "seccomp"
+        syscall_filter.load()
+    at.step = f"exec {p.args[0]}"
+    os.execve(program, list(p.args), dict(e.split("=", 1) for e in p.env))
+
+
+def _failed(at: _At, e: Exception) -> None:
+    """Report E to create or exec (or, once the socket is closed, to the container's stderr) and exit with the
+    code a shell would: 126 for a program that is not executable, 127 for a missing one."""
+    if at.step.startswith("exec") and isinstance(e, PermissionError):
+        init._fail(at.sock, at.step, PyrunError(at.step, "permission denied"), EXIT_NOT_EXECUTABLE)
+    code = EXIT_NOT_FOUND if at.step.startswith("exec") and isinstance(e, FileNotFoundError) else 1
+    init._fail(at.sock, at.step, e, code)
+
+
+def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool, before_pivot=None) -> None:
+    """The config's mounts, in its order, resolved inside the root (rootfs.Root), BEFORE_PIVOT, then pivot_root."""
     rootfs.make_private()
     mount(b.rootfs, b.rootfs, None, MS_BIND | MS_REC)  # pivot_root needs the new root to be a mount
     root = rootfs.Root(b.rootfs)
@@ -173,6 +268,8 @@ def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool) -> None:
         os.close(root.target(b.process.cwd))      # runc creates a missing cwd, as Docker does
     finally:
         root.close()
+    if before_pivot:
+        before_pivot()
     if pivot:
         rootfs.pivot(b.rootfs)
     else:  # --no-pivot, for a root on ramfs (pivot_root refuses it): weaker, the old root is only out of sight
@@ -221,8 +318,9 @@ def _join_keyring(name: str) -> None:
             raise OSError(err, os.strerror(err))
 
 
-def _terminal(sock, size: tuple[int, int] | None) -> int:
-    """A pty from the container's devpts (init._open_pty); its master goes to create, for the console socket."""
+def _terminal(sock, size: tuple[int, int] | None, console: bool) -> int:
+    """A pty from the container's devpts (init._open_pty); its master goes to create (or exec), for the console
+    socket. PID 1's is also the container's /dev/console."""
     master, tty = init._open_pty()
     try:
         if size:
@@ -230,6 +328,8 @@ def _terminal(sock, size: tuple[int, int] | None) -> int:
         sync.send(sock, "pty", fds=[master])
     finally:
         os.close(master)
+    if not console:
+        return tty
     root = rootfs.Root("/")
     try:  # the spec's /dev/console: the terminal itself
         root.mount(f"/proc/self/fd/{tty}", "/dev/console", None, MS_BIND, directory=False)
@@ -260,21 +360,34 @@ def _wait_for_start(fifo: int) -> None:
     """Block until `start` opens the exec FIFO for reading; tell it we are going by writing one byte.
 
     FIFO is an O_PATH fd opened on the host before the fork: reopened through /proc/self/fd, it reaches the
-    FIFO in the state directory, which the container's root no longer shows."""
+    FIFO in the state directory, which the container's root no longer shows. The written end stays open
+    until _keep_fds closes it, just before execve: `start` reads end of file there, for its poststart
+    hooks, which config.md puts after the program is executed (and so after startContainer's)."""
     fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, b"0")
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    finally:
         os.close(fifo)
 
 
-def _keep_fds(preserve: int) -> None:
-    """Close every fd but stdin, stdout, stderr and the engine's 3..2+PRESERVE, which stay open across exec."""
+def _keep_fds(preserve: int, sock=None):
+    """Close every fd but stdin, stdout, stderr and the engine's 3..2+PRESERVE, which stay open across exec;
+    SOCK moves to the fd above them, where execve closes it: returned as a socket there."""
     for fd in range(3, 3 + preserve):
         try:
             os.set_inheritable(fd, True)
         except OSError:
             pass  # the engine passed fewer than it said: nothing to keep there
-    os.closerange(3 + preserve, os.sysconf("SC_OPEN_MAX"))
+    first = 3 + preserve
+    if sock is not None:
+        if sock.fileno() != first:
+            os.dup2(sock.fileno(), first, inheritable=False)
+            os.close(sock.detach())
+            sock = socket.socket(fileno=first)
+        first += 1
+    os.closerange(first, os.sysconf("SC_OPEN_MAX"))
     sys.stdout.flush()
+    return sock

@@ -15,26 +15,30 @@ engine's subreaper when the intermediate exits.
 Host-side changes go through the same Journal as `pyrun run`'s (steps.py):
 what a failed create made is undone at once, what a container holds is
 undone at delete, by the same code.
+
+Each verb imports what only it needs inside its function: every call is a
+Python process of its own, an engine makes several per container, and
+`start` has no use for the cgroup code or the sync socket.
 """
 import os
-import shutil
 import signal
-import socket
+import sys
 import time
-import traceback
 
-from runtime import state, sync
-from runtime.cgroups import Cgroup
+from runtime import state
 from runtime.errors import PyrunError
 from runtime.oci import state as oci_state
-from runtime.steps import Journal
 
 START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to take the FIFO
 
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
-           preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True) -> None:
+           preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None) -> None:
+    from runtime import sync
+    from runtime.cgroups import CONTROLLERS, Cgroup
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
+    from runtime.oci import hooks
+    from runtime.steps import Journal
 
     oci_config.check_id(cid)
     b = oci_config.load(bundle, cid)
@@ -52,19 +56,33 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
     pid = None
     try:
         record = oci_state.new(cid, bundle, b.rootfs, b.annotations)
+        record["hooks"] = {name: b.hooks[name] for name in ("poststart", "poststop") if b.hooks.get(name)}
         state.write_json(oci_state.record_path(root, cid), record)
         fifo_path = oci_state.fifo_path(root, cid)
         os.mkfifo(fifo_path, 0o600)
         os.chmod(fifo_path, 0o622)  # PID 1 may open it after becoming process.user
+        state.write_json(oci_state.config_path(root, cid), b.config)  # exec's process comes from it
         cgroup = Cgroup(b.cgroup_name, b.resources.memory, b.resources.cpus, b.resources.pids_limit,
-                        parent=b.cgroup_parent, devices=b.devices)
+                        parent=b.cgroup_parent, devices=b.devices, controllers=(*CONTROLLERS, "freezer"))
         journal.run(cgroup)
+        record["freezer"] = oci_state.freezer_file(cgroup)
         fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
         try:
-            pid, sock = _spawn(b, fifo, preserve_fds, cgroup.paths(), pivot, f"_ses.{cid}" if new_keyring else None)
+            from runtime.oci import init as oci_init  # imported before the fork: after pivot_root there is no host
+
+            keyring = f"_ses.{cid}" if new_keyring else None
+            pid, sock = _spawn(lambda theirs: oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(),
+                                                                    pivot, keyring))
         finally:
             os.close(fifo)
         with sock:
+            if b.syncs_hooks():  # PID 1 waits before pivot_root: the runtime's hooks run now, then its own
+                sync.expect(sock, "hooks")
+                record["pid"] = pid
+                now = oci_state.shown(root, record)
+                for name in ("prestart", "createRuntime"):
+                    hooks.run(b.hooks, name, now, cwd=b.path)
+                sync.send(sock, "state", state=now)
             if b.process.terminal:
                 _send_console(console_socket, sync.expect(sock, "pty")["fds"][0])
             sync.expect(sock, "ready")
@@ -76,13 +94,20 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         if pid is not None:
             _kill(pid, signal.SIGKILL)
         journal.undo()
-        shutil.rmtree(cdir, ignore_errors=True)
+        if pid is not None:  # the container existed: its poststop hooks undo what the others made (config.md)
+            hooks.run_warning(b.hooks, "poststop", {**oci_state.shown(root, record), "status": "stopped", "pid": 0},
+                              warn or _warn, cwd=b.path)
+        _remove_tree(cdir)
         raise
 
 
-def _spawn(b, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool, keyring: str | None):
-    """Fork the intermediate (not as a subreaper: see the module's docstring); return (PID 1's pid, sync socket)."""
-    from runtime.oci import init as oci_init  # imported before the fork: after pivot_root there is no host
+def _spawn(intermediate_does):
+    """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
+    forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
+    engine's once the intermediate has exited."""
+    import traceback
+
+    from runtime import sync
 
     ours, theirs = sync.channel()
     intermediate = os.fork()
@@ -91,7 +116,7 @@ def _spawn(b, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 signal.signal(sig, signal.SIG_DFL)
             ours.close()
-            oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup_dirs, pivot, keyring)
+            intermediate_does(theirs)
         except BaseException:
             traceback.print_exc()  # a bug in pyrun: say where, the container's stderr is the engine's
         finally:
@@ -108,6 +133,8 @@ def _spawn(b, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
 
 def _send_console(path: str, master: int) -> None:
     """The pty's master to the engine, over its console socket with SCM_RIGHTS (runc's protocol)."""
+    import socket
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(path)
@@ -127,7 +154,57 @@ def _write_pid_file(path: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def start(root: str, cid: str) -> None:
+def exec_(root: str, cid: str, process, detach: bool, pid_file: str | None = None,
+          console_socket: str | None = None, preserve_fds: int = 0) -> int | None:
+    """Run PROCESS (a config.Process) in the container: setns into PID 1's namespaces, join its cgroup, the
+    container's seccomp profile. With DETACH, return once the program runs (the engine, a subreaper, reaps
+    it); without, wait for it as its subreaper and return its exit code."""
+    import prctl
+
+    from runtime import sync
+    from runtime.oci import init as oci_init
+
+    record = oci_state.read(root, cid)
+    status = oci_state.status(root, record)
+    if status not in ("created", "running"):
+        raise PyrunError(f"cannot exec in a {status} container", f"{cid}" + (": resume it first" if status == "paused"
+                                                                              else ""))
+    if process.terminal != bool(console_socket):
+        raise PyrunError("--console-socket", "the process has a terminal: give --console-socket" if process.terminal
+                         else "given, but the process has no terminal to send")
+    profile = (state.read_json(oci_state.config_path(root, cid)).get("linux") or {}).get("seccomp")
+    if profile is not None:
+        from runtime import seccomp
+
+        profile = seccomp.check_profile(profile, "config.json linux.seccomp")
+    if not detach:
+        prctl.set_child_subreaper(1)  # the program is re-parented to us when the intermediate exits
+    dirs = cgroup_of(root, cid).paths()
+    pid, sock = _spawn(lambda theirs: oci_init.exec_intermediate(theirs, record["pid"], process, profile,
+                                                                 preserve_fds, dirs))
+    with sock:
+        try:
+            if process.terminal:
+                _send_console(console_socket, sync.expect(sock, "pty")["fds"][0])
+            message = sync.recv(sock)  # end of file: the program has been exec'd (or was killed)
+            if message is not None and message["type"] == "error":
+                raise PyrunError(message["step"], message["detail"], message["code"])
+            if message is not None:
+                raise PyrunError("exec", f"expected the program to run, got {message['type']!r} from the container")
+        except BaseException:
+            _kill(pid, signal.SIGKILL)
+            if not detach:
+                os.waitpid(pid, 0)
+            raise
+    if pid_file:
+        _write_pid_file(pid_file, pid)
+    if detach:
+        return None
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell (and runc) says
+
+
+def start(root: str, cid: str, warn=None) -> None:
     record = oci_state.read(root, cid)
     status = oci_state.status(root, record)
     if status != "created":
@@ -147,9 +224,18 @@ def start(root: str, cid: str) -> None:
             if oci_state.exited(process["Pid"], process["StartTime"]) or time.monotonic() > deadline:
                 raise PyrunError("start", f"{cid}: the container's process exited before it could start")
             time.sleep(0.001)
+        if record.get("hooks", {}).get("poststart"):
+            os.set_blocking(fd, True)
+            while os.read(fd, 1):  # end of file: PID 1 is at its execve (init._wait_for_start)
+                pass
     finally:
         os.close(fd)
     os.unlink(path)  # no FIFO: the status is running from now on
+    if record.get("hooks", {}).get("poststart"):
+        from runtime.oci import hooks
+
+        hooks.run_warning(record["hooks"], "poststart", oci_state.shown(root, record), warn or _warn,
+                          cwd=record["bundle"])
 
 
 def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
@@ -158,12 +244,16 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
         raise PyrunError("container not running", "")
     pids = [record["pid"]]
     if all_processes:
-        pids = [int(p) for path in _cgroup(root, cid).paths() for p in _read(f"{path}/cgroup.procs").split()]
+        pids = [int(p) for path in cgroup_of(root, cid).paths() for p in read_text(f"{path}/cgroup.procs").split()]
     for pid in pids:
         _kill(pid, sig)
 
 
-def delete(root: str, cid: str, force: bool = False) -> None:
+def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
+    import runtime.cgroups  # noqa: F401  (the Cgroup step, which the journal names)
+    from runtime.oci import hooks
+    from runtime.steps import Journal
+
     try:
         record = oci_state.read(root, cid)
     except PyrunError:
@@ -175,6 +265,10 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         raise PyrunError(f"cannot delete container {cid} that is not stopped", status)
     if status in ("created", "running", "paused"):
         _kill(record["pid"], signal.SIGKILL)
+        if status == "paused":
+            from runtime.oci.manage import thaw
+
+            thaw(record)  # a frozen task dies only once it runs again
         deadline = time.monotonic() + 5
         while not oci_state.exited(record["pid"], record["process"]["StartTime"]) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -182,22 +276,38 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         errors = Journal(state.journal_path(root, cid)).undo()  # the cgroup kills what is left inside it
         if errors:
             raise PyrunError("delete", f"{cid}: " + "; ".join(errors))
-        shutil.rmtree(state.container_dir(root, cid), ignore_errors=True)
+        _remove_tree(state.container_dir(root, cid))
+    if record.get("hooks", {}).get("poststop"):
+        hooks.run_warning(record["hooks"], "poststop", {**oci_state.shown(root, record), "status": "stopped"},
+                          warn or _warn, cwd=record["bundle"])
 
 
-def _cgroup(root: str, cid: str) -> Cgroup:
+def cgroup_of(root: str, cid: str) -> "Cgroup":
+    from runtime.cgroups import Cgroup
+    from runtime.steps import Journal
+
     for step in Journal(state.journal_path(root, cid)).steps():
         if isinstance(step, Cgroup):
             return step
-    raise PyrunError("kill --all", f"{cid} has no cgroup")
+    raise PyrunError("cgroup", f"{cid} has no cgroup")
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
     try:
         with open(path) as f:
             return f.read()
     except FileNotFoundError:
         return ""
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _warn(message: str) -> None:
+    print(f"pyrun-oci: warning: {message}", file=sys.stderr)
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -3,14 +3,15 @@
     creating   create is still setting it up
     created    its process exists, namespaces and rootfs built, blocked before exec: waiting for start
     running    start has let it exec the user's program, which has not exited yet
+    paused     running, but its cgroup is frozen (pause; resume thaws it)
     stopped    its process has exited (or create died half way); only delete is left
 
 The runtime keeps no process of its own beside the container (engines such
 as conmon and containerd's shim are the container's parent and reap it), so
 the status is read off the kernel on every call, never remembered: the
 process (by pid and start time, so a reused pid does not count; a zombie has
-exited) and the exec FIFO, which exists from create until start (see
-lifecycle.py). Records live under --root as containers/ID/state.json, written
+exited), the exec FIFO, which exists from create until start (see
+lifecycle.py), and the freezer cgroup's state. Records live under --root as containers/ID/state.json, written
 with runtime/state.py's atomic helpers.
 """
 import os
@@ -29,6 +30,29 @@ def record_path(root: str, cid: str) -> str:
 
 def fifo_path(root: str, cid: str) -> str:
     return os.path.join(state.container_dir(root, cid), FIFO)
+
+
+def config_path(root: str, cid: str) -> str:
+    """config.json as create read it: the bundle's may change or go, the container's does not."""
+    return os.path.join(state.container_dir(root, cid), "config.json")
+
+
+def freezer_file(cgroup) -> str | None:
+    """The file that freezes the container's cgroup: v1's freezer.state (FROZEN/THAWED), v2's cgroup.freeze
+    (1/0); None where neither exists."""
+    dirs = cgroup.dirs()
+    if "freezer" in dirs:
+        return os.path.join(dirs["freezer"][1], "freezer.state")
+    v2 = [path for version, path in dirs.values() if version == 2]
+    return os.path.join(v2[0], "cgroup.freeze") if v2 else None
+
+
+def frozen(record: dict) -> bool:
+    try:
+        with open(record.get("freezer") or "") as f:
+            return f.read().strip() in ("FROZEN", "1")
+    except FileNotFoundError:
+        return False
 
 
 def read(root: str, cid: str) -> dict:
@@ -63,7 +87,7 @@ def status(root: str, record: dict) -> str:
         return "stopped"
     if os.path.exists(fifo_path(root, record["id"])):
         return "created"
-    return "running"  # never "paused": pyrun-oci has no pause verb yet
+    return "paused" if frozen(record) else "running"
 
 
 def shown(root: str, record: dict) -> dict:
