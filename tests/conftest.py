@@ -51,7 +51,18 @@ def _enter_sandbox() -> None:
 # cgroups are not namespaced: the suite gets a parent cgroup of its own, removed at the end.
 CGROUP_PARENT = f"pyrun-test-{os.getpid()}"
 os.environ["PYRUN_CGROUP_PARENT"] = CGROUP_PARENT
-_CGROUP_PARENTS = [f"/sys/fs/cgroup/{c}/{CGROUP_PARENT}" for c in ("memory", "cpu", "pids", "devices", "freezer")]
+
+
+def _hierarchies() -> list[str]:
+    """Every cgroup hierarchy's root: /sys/fs/cgroup itself on a pure v2 host, else each mount under it. All
+    of them, not only those pyrun sets limits in: an OCI config's cgroupsPath and the engines join every one
+    (blkio, cpuset, name=systemd, the v2 one), and each such parent is the suite's to remove."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return ["/sys/fs/cgroup"]
+    return [p for p in sorted(glob.glob("/sys/fs/cgroup/*/")) if os.path.ismount(p)]
+
+
+_CGROUP_PARENTS = [os.path.join(h, CGROUP_PARENT) for h in _hierarchies()]
 
 
 def pytest_configure(config):
