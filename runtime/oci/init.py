@@ -55,14 +55,18 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PROC_NS = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt"}
 
 
+def _join_cgroup(dirs: list[str]) -> None:
+    """Move this process into the cgroup directories DIRS ("0" in cgroup.procs: the writer itself)."""
+    for path in dirs:
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write("0")
+
+
 def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
                  keyring: str | None) -> None:
     """Join the cgroup and the namespaces the config names by path, make the others, fork PID 1."""
     def enter() -> None:
-        # First into the cgroup, so that PID 1 is born in it and a new cgroup namespace is rooted there.
-        for path in cgroup_dirs:
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write("0")
+        _join_cgroup(cgroup_dirs)  # first: PID 1 is born in it, and a new cgroup namespace is rooted there
         for kind, path in bundle.namespaces:  # joined first: how a pod's containers share one netns
             if path:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -144,9 +148,7 @@ def exec_intermediate(sock, target: int, p: Process, profile: dict | None, prese
                       cgroup_dirs: list[str]) -> None:
     """`exec`: join the cgroup, the namespaces and the root of the container whose PID 1 is TARGET, fork."""
     def enter() -> None:
-        for path in cgroup_dirs:  # first, while its cgroupfs is the host's to name
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write("0")
+        _join_cgroup(cgroup_dirs)  # first, while its cgroupfs is the host's to name
         # Opened before any is joined: after the mount namespace, /proc/TARGET is the container's view.
         fds = [(kind, os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
                for kind, name in PROC_NS.items()]

@@ -242,11 +242,13 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
     record = oci_state.read(root, cid)
     if oci_state.status(root, record) not in ("created", "running", "paused"):
         raise PyrunError("container not running", "")
-    pids = [record["pid"]]
-    if all_processes:
-        pids = [int(p) for path in cgroup_of(root, cid).paths() for p in read_text(f"{path}/cgroup.procs").split()]
-    for pid in pids:
+    for pid in cgroup_pids(root, cid) if all_processes else [record["pid"]]:
         _kill(pid, sig)
+
+
+def cgroup_pids(root: str, cid: str) -> list[int]:
+    """Every process in the container's cgroup (kill --all, ps), in every hierarchy it has."""
+    return sorted({int(p) for path in cgroup_of(root, cid).paths() for p in read_text(f"{path}/cgroup.procs").split()})
 
 
 def delete(root: str, cid: str, force: bool = False, warn=None) -> None:

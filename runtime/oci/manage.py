@@ -18,14 +18,14 @@ import time
 
 from runtime.errors import PyrunError
 from runtime.oci import state as oci_state
-from runtime.oci.lifecycle import cgroup_of, read_text
+from runtime.oci.lifecycle import cgroup_of, cgroup_pids, read_text
 
 FREEZE_TIMEOUT = 5.0  # seconds for the kernel to stop every task (v1 reports FREEZING meanwhile)
 
 
 def pids(root: str, cid: str) -> list[int]:
     oci_state.read(root, cid)
-    return sorted({int(p) for path in cgroup_of(root, cid).paths() for p in read_text(f"{path}/cgroup.procs").split()})
+    return cgroup_pids(root, cid)
 
 
 def ps(root: str, cid: str, fmt: str, ps_args: list[str]) -> str:
