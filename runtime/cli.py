@@ -148,11 +148,9 @@ def ps(all_: bool = typer.Option(False, "-a", "--all", help="Include containers 
     from runtime import lifecycle
 
     if quiet or format_ is not None:
-        from runtime import state, template
+        from runtime import template
 
-        records = [r for r in sorted(state.all_records(_root()), key=lambda r: r.get("Created", ""), reverse=True)
-                   if all_ or lifecycle.status(r) == "running"]
-        rows = [lifecycle.docker_row(r) for r in records]
+        rows = [lifecycle.docker_row(r) for r in lifecycle.listed(_root(), all_)]
         if quiet:
             lines = [r["ID"] for r in rows]
         elif format_.startswith("table"):

@@ -54,13 +54,17 @@ def running(root: str, ref: str, action: str) -> dict:
     return record
 
 
+def listed(root: str, show_all: bool = False) -> list[dict]:
+    """The records `ps` lists: only running containers unless SHOW_ALL, newest first."""
+    return [r for r in sorted(state.all_records(root), key=lambda r: r.get("Created", ""), reverse=True)
+            if show_all or status(r) == "running"]
+
+
 def ps(root: str, show_all: bool = False) -> list[dict]:
     """One row per container (only running ones unless SHOW_ALL), newest first."""
     rows = []
-    for record in sorted(state.all_records(root), key=lambda r: r.get("Created", ""), reverse=True):
+    for record in listed(root, show_all):
         now = status(record)
-        if now != "running" and not show_all:
-            continue
         st = record["State"]
         net = record.get("NetworkSettings", {})
         rows.append({"NAME": record["Name"], "ID": record["Id"][:12],
