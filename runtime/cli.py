@@ -86,7 +86,8 @@ def run(
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "
                                                              "max-file=COUNT (2), as Docker's json-file."),
-    verbose: bool = typer.Option(False, "--verbose", help="Print each host-side step as it is done."),
+    verbose: bool = typer.Option(False, "--verbose",
+                                 help="Print each step as it is done: the host's, then PID 1's in the container."),
     explain: bool = typer.Option(False, "--explain", help="Change nothing; print the same work as a shell script."),
 ):
     """Run COMMAND in a new container made from ROOTFS."""

@@ -28,7 +28,6 @@ import time
 from runtime import logfile, process, recipe, signals, state, tree
 from runtime.cgroups import Cgroup
 from runtime.errors import EXIT_TIMEOUT, PyrunError
-from runtime.rootfs import layer_dir
 from runtime.spec import BindMount, ContainerSpec, Resources, Ulimit
 from runtime.steps import Journal, one_line
 from runtime.userns import IdRange
@@ -84,8 +83,8 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
     try:
         plan = recipe.create(journal, spec, net, root, cid, name)
         ids = recipe.find(plan, IdRange)
-        proc = process.spawn(spec, layer_dir(cdir), recipe.binds(spec, plan), record["Config"]["Hostname"], ids=ids,
-                             meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN))
+        proc = process.spawn(spec, recipe.inside(spec, plan, cid), record["Config"]["Hostname"], ids=ids,
+                             meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN), trace=verbose)
         recipe.run(journal, plan, recipe.ATTACH, proc.pid)
         if net:
             from runtime.network import bridge, ipam

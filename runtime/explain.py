@@ -4,8 +4,10 @@ Nothing is changed: the script is printed, not run. Its host-side commands
 are the shell_up() and shell_down() of the very steps `pyrun run` journals
 and runs, in the order recipe.recipe() gives them; each is numbered and
 named by its kind, as the journal names it. The container side (init.sh,
-what PID 1 does) comes from rootfs.build_shell, kept beside rootfs.build,
-and from the same spec values init.py reads. Where the kernel interface has
+what PID 1 does) is the shell() of the very actions PID 1 runs, in the
+order pid1.recipe() gives them, each [named] by its kind as --verbose traces
+it; then what init.py does once told "go", from the same spec values it
+reads. Where the kernel interface has
 no shell command (pyrun holds each published port's socket; it loads a
 seccomp filter), the script says so.
 
@@ -16,7 +18,7 @@ as `pyrun` does.
 import os
 import shlex
 
-from runtime import init, namespaces, recipe, rootfs, state, userns
+from runtime import init, namespaces, recipe, state, userns
 from runtime.spec import ContainerSpec
 from runtime.steps import heredoc
 
@@ -42,10 +44,10 @@ def explain(spec: ContainerSpec, root: str) -> str:
 
     setup = [_section(step) for phase, step in steps if phase == recipe.CREATE]
     setup.append(("the container's side, run in its new namespaces: rootfs, hostname, wait for \"go\", drop "
-                  "privileges, exec (runtime/rootfs.py, runtime/init.py)",
+                  "privileges, exec (runtime/pid1.py, runtime/init.py)",
                   [f"mkfifo -m 0600 {go}   # pyrun's \"go\" (runtime/sync.py): PID 1 waits for it",
                    *heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, recipe.hostname(spec, cid),
-                                                             recipe.binds(spec, plan)))]))
+                                                             recipe.inside(spec, plan, cid)))]))
     unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind]
                                                         for kind in namespaces.kinds(spec.network, spec.userns))
     setup.append(("start it: new namespaces, and in them the first process (runtime/process.py, runtime/init.py)",
@@ -113,12 +115,14 @@ def _numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
     return out
 
 
-def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list) -> list[str]:
+def _init_script(spec: ContainerSpec, cdir: str, hostname: str, actions: list) -> list[str]:
+    """PID 1's ACTIONS (pid1.py), each [named] by its kind, then what it does once told "go"."""
     out = ["set -e", "umask 022   # the container's, as Docker's (runtime/init.py)",
-           f"exec 9<> {shlex.quote(f'{cdir}/go')}   # held open across pivot_root: the host says \"go\" in it",
-           *rootfs.build_shell(spec.rootfs, rootfs.layer_dir(cdir), spec.read_only, binds, spec.workdir, spec.tmpfs)]
-    out += [f"hostname {hostname}",
-            "read -r _ <&9; exec 9<&-   # wait for \"go\": the host has wired the network and joined the cgroup"]
+           f"exec 9<> {shlex.quote(f'{cdir}/go')}   # held open across pivot_root: the host says \"go\" in it"]
+    for before, action in zip([None, *actions], actions):  # a kind's title once, where a run of it begins
+        title = "" if type(before) is type(action) else f" {action.title()}"
+        out += [f"# [{action.kind}]{title}", *action.shell()]
+    out += ["read -r _ <&9; exec 9<&-   # wait for \"go\": the host has wired the network and joined the cgroup"]
     env = init.environment(spec, hostname)
     who = []
     if spec.user:

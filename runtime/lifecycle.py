@@ -383,7 +383,7 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
                    interactive=interactive, tty=tty, init=False, user=user or base.user)
     journal = Journal(state.journal_path(root, record["Id"]))
     signals.abort_on_signals()
-    proc = process.spawn(spec, "", [], spec.hostname, join=record["Init"]["Pid"])
+    proc = process.spawn(spec, [], spec.hostname, join=record["Init"]["Pid"])
     try:
         for step in journal.steps():
             if isinstance(step, Cgroup):

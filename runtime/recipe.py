@@ -18,6 +18,9 @@ the first line of its docstring is its title in --explain) and add one line
 to recipe() below. Its journal record names its module, so `pyrun prune`
 can read it back; the tests take the kinds they check from this list.
 
+What PID 1 does meanwhile, in the container, is a list of its own (pid1.py, made by inside() below
+from the same values): PID 1 runs it, --verbose traces it, --explain prints it as init.sh.
+
 An OCI runtime's `create` is the three phases and the wait for "ready";
 its `start` is "go" (process.ContainerProcess.go).
 """
@@ -25,7 +28,7 @@ import contextlib
 import sys
 from dataclasses import dataclass, replace
 
-from runtime import state, userns
+from runtime import pid1, state, userns
 from runtime.cgroups import Cgroup, CgroupJoin
 from runtime.network import dns
 from runtime.rootfs import Layer, layer_dir
@@ -130,9 +133,10 @@ def hostname(spec: ContainerSpec, cid: str) -> str:
     return spec.hostname or cid[:12]
 
 
-def binds(spec: ContainerSpec, plan: list[Planned]) -> list[tuple[str, str, bool]]:
-    """The bind mounts PID 1 makes, (source, target, readonly): the /etc files, then -v's."""
-    return find(plan, dns.EtcFiles).binds() + [(m.source, m.target, m.readonly) for m in spec.mounts]
+def inside(spec: ContainerSpec, plan: list[Planned], cid: str) -> list[pid1.Action]:
+    """The container side of PLAN: what PID 1 does, in order, on PLAN's layer, binding its /etc files, then -v's."""
+    binds = find(plan, dns.EtcFiles).binds() + [(m.source, m.target, m.readonly) for m in spec.mounts]
+    return pid1.recipe(spec, find(plan, Layer).path, binds, hostname(spec, cid))
 
 
 def guard_devices(spec: ContainerSpec) -> ContainerSpec:

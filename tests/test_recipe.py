@@ -167,6 +167,57 @@ def test_explain_prints_the_kinds_a_run_journals(case, busybox, recipenet, clean
     assert printed_kinds(out.stdout) == journaled
 
 
+def traced_actions(stderr: str) -> list[tuple[str, list[str]]]:
+    """What `run --verbose` says PID 1 did: (kind, commands) of each action, as PID 1 reported them."""
+    out = []
+    for line in stderr.splitlines():
+        m = re.match(r"pyrun: (\[ *[\d.]+ ms\]| +) PID 1 \[(\w+)\] (.*)$", line)
+        if m and m.group(1).startswith("["):
+            out.append((m.group(2), [m.group(3)]))
+        elif m:
+            assert out[-1][0] == m.group(2), line
+            out[-1][1].append(m.group(3))
+    return out
+
+
+def explained_actions(script: str) -> list[tuple[str, list[str]]]:
+    """The actions of the printed init.sh: (kind, commands) of each, up to the wait for "go"."""
+    init_sh = script[script.index("init.sh <<'EOF'"):]
+    out = []
+    for line in init_sh[:init_sh.index("\nread -r _ <&9")].splitlines()[4:]:
+        m = re.match(r"# \[(\w+)\]", line)
+        if m:
+            out.append((m.group(1), []))
+        else:
+            out[-1][1].append(line)
+    return out
+
+
+def test_explain_prints_the_actions_pid_1_runs(busybox, tmp_path, clean_host):
+    """The container side of --explain (init.sh) is the list PID 1 runs: the kinds PID 1 reports having done
+    under --verbose, in its order, and the same commands for each, but for the ids."""
+    (tmp_path / "file").write_text("x")
+    cases = [["-v", f"{tmp_path}:/mnt", "-v", f"{tmp_path}/file:/etc/conf:ro", "-w", "/work/here"],
+             ["--read-only", "--tmpfs", "/run:size=1m", "--tmpfs", "/scratch", "-v", f"{tmp_path}:/data"],
+             ["-u", "1000:1000", "--init", "--hostname", "box"],
+             ["--userns", "auto", "--network", "host", "-v", f"{tmp_path}:/mnt:ro", "--read-only"]]
+    for args in cases:
+        args = ["--network", "none", *args] if "--network" not in args else args
+        r = pyrun("run", "--rm", "--verbose", *args, busybox, "true")
+        assert r.returncode == 0, r.stderr
+        ran = traced_actions(r.stderr)
+        cid = re.search(r"containers/([0-9a-f]{64})/layer", r.stderr).group(1)
+        ran = [(kind, [c.replace(f"{STATE_ROOT}/containers/{cid}", "$C").replace(cid[:12], "ID") for c in commands])
+               for kind, commands in ran]
+        script = pyrun("run", "--explain", *args, busybox, "true").stdout
+        short = script_id(script)[:12]
+        printed = [(kind, [c.replace(short, "ID") for c in commands]) for kind, commands in explained_actions(script)]
+        assert [k for k, _ in ran] == [k for k, _ in printed], args
+        assert ran == printed, args
+        assert "pivot" in dict(ran) and ("readonly" in dict(ran)) == ("--read-only" in args)
+        assert len([k for k, _ in ran if k == "bind"]) == 3 + args.count("-v")  # the /etc files, then -v's
+
+
 def host_state(cid: str) -> dict:
     """What pyrun changes on the host, with CID (and its 12-character short form) replaced by ID, and what the
     kernel numbers or picks on its own (interface indexes, netns ids, counters, timers, a veth's host-end MAC)
