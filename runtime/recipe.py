@@ -149,10 +149,14 @@ def hostname(spec: ContainerSpec, cid: str) -> str:
     return spec.hostname or cid[:12]
 
 
+def binds(spec: ContainerSpec, plan: list[Planned]) -> list[tuple[str, str, bool]]:
+    """The bind mounts PID 1 makes, (source, target, readonly): the /etc files, then -v's."""
+    return find(plan, dns.EtcFiles).binds() + [(m.source, m.target, m.readonly) for m in spec.mounts]
+
+
 def inside(spec: ContainerSpec, plan: list[Planned], cid: str) -> list[pid1.Action]:
-    """The container side of PLAN: what PID 1 does, in order, on PLAN's layer, binding its /etc files, then -v's."""
-    binds = find(plan, dns.EtcFiles).binds() + [(m.source, m.target, m.readonly) for m in spec.mounts]
-    return pid1.recipe(spec, find(plan, Layer).path, binds, hostname(spec, cid))
+    """The container side of PLAN: what PID 1 does, in order, on PLAN's layer (pid1.py)."""
+    return pid1.recipe(spec, find(plan, Layer).path, binds(spec, plan), hostname(spec, cid))
 
 
 def guard_devices(spec: ContainerSpec) -> ContainerSpec:

@@ -112,7 +112,7 @@ def _limit(n: int) -> int:
 
 
 def _mounts(spec: ContainerSpec, plan: list) -> list[dict]:
-    """rootfs.build's mounts, in its order: the kernel filesystems, the /etc files and -v's, --tmpfs."""
+    """pid1.recipe's mounts, in its order: the kernel filesystems, the /etc files and -v's, --tmpfs."""
     out = [{"destination": "/proc", "type": "proc", "source": "proc", "options": list(_SAFE)},
            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755",
                                                                                    "size=65536k"]},
