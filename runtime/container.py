@@ -28,7 +28,7 @@ import time
 from runtime import logfile, process, recipe, signals, state, tree
 from runtime.cgroups import Cgroup
 from runtime.errors import EXIT_TIMEOUT, PyrunError
-from runtime.spec import BindMount, ContainerSpec, Resources, Ulimit
+from runtime.spec import BUILT_IN, BindMount, ContainerSpec, Resources, Ulimit
 from runtime.steps import Journal, one_line
 from runtime.userns import IdRange
 
@@ -83,8 +83,13 @@ def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = Fal
     try:
         plan = recipe.create(journal, spec, net, root, cid, name)
         ids = recipe.find(plan, IdRange)
-        proc = process.spawn(spec, recipe.inside(spec, plan, cid), record["Config"]["Hostname"], ids=ids,
-                             meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN), trace=verbose)
+        if spec.runtime != BUILT_IN:  # an OCI runtime makes the container: pyrun is its engine (oci/client.py)
+            from runtime.oci import client
+
+            proc = client.spawn(plan, lambda: recipe.run(journal, plan, recipe.SPAWN), spec)
+        else:
+            proc = process.spawn(spec, recipe.inside(spec, plan, cid), record["Config"]["Hostname"], ids=ids,
+                                 meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN), trace=verbose)
         recipe.run(journal, plan, recipe.ATTACH, proc.pid)
         if net:
             from runtime.network import bridge, ipam
@@ -229,7 +234,7 @@ def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
                    "Hostname": recipe.hostname(spec, cid), "WorkingDir": spec.workdir,
                    "Tty": spec.tty, "OpenStdin": spec.interactive, "User": spec.user or "",
                    "StopTimeout": spec.stop_timeout},
-        "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
+        "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init, "Runtime": spec.runtime,
                        "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
                        "SecurityOpt": [f"seccomp={spec.seccomp_setting}"], "UsernsMode": spec.userns,
                        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
