@@ -194,6 +194,14 @@ def explained_actions(script: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def ids_replaced(actions: list[tuple[str, list[str]]], cid: str) -> list[tuple[str, list[str]]]:
+    """ACTIONS with the container's id, short or long, as ID, and its state directory ($C) spelled out."""
+    def ids(command: str) -> str:
+        return command.replace("$C/", f"{STATE_ROOT}/containers/{cid}/").replace(cid, "ID").replace(cid[:12], "ID")
+
+    return [(kind, [ids(c) for c in commands]) for kind, commands in actions]
+
+
 def test_explain_prints_the_actions_pid_1_runs(busybox, tmp_path, clean_host):
     """The container side of --explain (init.sh) is the list PID 1 runs: the kinds PID 1 reports having done
     under --verbose, in its order, and the same commands for each, but for the ids."""
@@ -206,13 +214,9 @@ def test_explain_prints_the_actions_pid_1_runs(busybox, tmp_path, clean_host):
         args = ["--network", "none", *args] if "--network" not in args else args
         r = pyrun("run", "--rm", "--verbose", *args, busybox, "true")
         assert r.returncode == 0, r.stderr
-        ran = traced_actions(r.stderr)
-        cid = re.search(r"containers/([0-9a-f]{64})/layer", r.stderr).group(1)
-        ran = [(kind, [c.replace(f"{STATE_ROOT}/containers/{cid}", "$C").replace(cid[:12], "ID") for c in commands])
-               for kind, commands in ran]
+        ran = ids_replaced(traced_actions(r.stderr), re.search(r"containers/([0-9a-f]{64})/layer", r.stderr)[1])
         script = pyrun("run", "--explain", *args, busybox, "true").stdout
-        short = script_id(script)[:12]
-        printed = [(kind, [c.replace(short, "ID") for c in commands]) for kind, commands in explained_actions(script)]
+        printed = ids_replaced(explained_actions(script), script_id(script))
         assert [k for k, _ in ran] == [k for k, _ in printed], args
         assert ran == printed, args
         assert "pivot" in dict(ran) and ("readonly" in dict(ran)) == ("--read-only" in args)
