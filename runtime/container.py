@@ -29,7 +29,7 @@ from runtime.cgroups import Cgroup
 from runtime.errors import EXIT_TIMEOUT, PyrunError
 from runtime.record import Record
 from runtime.rootfs import layer_dir
-from runtime.spec import ContainerSpec
+from runtime.spec import BUILT_IN, ContainerSpec
 from runtime.steps import Journal, one_line
 from runtime.userns import IdRange
 
@@ -79,8 +79,13 @@ def start(spec: ContainerSpec, net, root: str, record: Record, verbose: bool = F
     try:
         plan = recipe.create(journal, spec, net, root, cid, name)
         ids = recipe.find(plan, IdRange)
-        proc = process.spawn(spec, layer_dir(cdir), recipe.binds(spec, plan), record.hostname, ids=ids,
-                             meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN))
+        if spec.runtime != BUILT_IN:  # an OCI runtime makes the container: pyrun is its engine (oci/client.py)
+            from runtime.oci import client
+
+            proc = client.spawn(plan, lambda: recipe.run(journal, plan, recipe.SPAWN), spec)
+        else:
+            proc = process.spawn(spec, layer_dir(cdir), recipe.binds(spec, plan), record.hostname,
+                                 ids=ids, meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN))
         recipe.run(journal, plan, recipe.ATTACH, proc.pid)
         if net:
             from runtime.network import bridge, ipam

@@ -14,6 +14,7 @@ below the TEARDOWN line the teardown, the setup's steps undone in reverse,
 as `pyrun` does.
 """
 import os
+import re
 import shlex
 
 from runtime import init, namespaces, recipe, rootfs, state, userns
@@ -33,6 +34,9 @@ def explain(spec: ContainerSpec, root: str) -> str:
     c, go = shlex.quote(cdir), shlex.quote(f"{cdir}/go")
 
     setup = [_section(step) for phase, step in steps if phase == recipe.CREATE]
+    made = next((step for _, step in steps if step.kind == "runtime"), None)
+    if made is not None:  # --runtime: the container side is the OCI runtime's, from the bundle's config.json
+        return _explain_runtime(spec, cid, cdir, steps, setup, made)
     setup.append(("the container's side, run in its new namespaces: rootfs, hostname, wait for \"go\", drop "
                   "privileges, exec (runtime/rootfs.py, runtime/init.py)",
                   [f"mkfifo -m 0600 {go}   # pyrun's \"go\" (runtime/sync.py): PID 1 waits for it",
@@ -77,12 +81,28 @@ def explain(spec: ContainerSpec, root: str) -> str:
                               ["set +e   # go on past what is already gone, as pyrun's teardown does", ""])])
 
 
+def _explain_runtime(spec: ContainerSpec, cid: str, cdir: str, steps: list, setup: list, made) -> str:
+    """The script of `pyrun run --runtime R`: pyrun's host side around the runtime's create, start and delete."""
+    setup += [_section(step) for phase, step in steps if phase == recipe.SPAWN]
+    setup += [_section(step) for phase, step in steps if phase == recipe.ATTACH]
+    setup.append(("go: the runtime lets the container's process exec its command (runtime/oci/client.py)",
+                  made.shell_start()))
+    teardown = [(f"[{step.kind}] undo: {step.title()}", step.shell_down()) for _, step in reversed(steps)
+                if step.shell_down()]
+    teardown.append(("remove the container's directory", [f"rm -rf {shlex.quote(cdir)}"]))
+    what = repr(shlex.join(spec.command))[1:-1]
+    return "\n".join([_script(f"by hand, what `pyrun run --runtime {spec.runtime}` would do for {what}", cid, cdir,
+                               setup), TEARDOWN,
+                      _script("undo what the setup above did, as pyrun's teardown does", cid, cdir, teardown,
+                              ["set +e   # go on past what is already gone, as pyrun's teardown does", ""])])
+
+
 def _script(what: str, cid: str, cdir: str, sections: list, first: list[str] = ()) -> str:
     """A script that runs on its own: its header sets what its commands use."""
     body = "\n".join([*first, *_numbered(sections)])
     c = shlex.quote(cdir)
     if c == cdir:  # else the state directory needed quoting, and $C inside quotes would not be expanded
-        body, c = body.replace(cdir, "$C").replace(cid, "$CID"), cdir.replace(cid, "$CID")
+        body, c = _variables(body, cdir, cid), cdir.replace(cid, "$CID")
     return "\n".join(["#!/bin/bash",
                       f"# pyrun run --explain: {what}",
                       "# Run as root. pyrun has changed nothing; each numbered step is one of its own, [named] as "
@@ -91,6 +111,21 @@ def _script(what: str, cid: str, cdir: str, sections: list, first: list[str] = (
                       "umask 077   # pyrun's state is root's alone (runtime/state.py)",
                       f"export CID={cid}   # the container's id (pyrun makes a new one each time)",
                       f"export C={c}   # its state directory", "", body])
+
+
+def _variables(body: str, cdir: str, cid: str) -> str:
+    """$C and $CID for the state directory and the id in the commands, not in a heredoc's text: a quoted heredoc
+    expands nothing, and a file such as config.json must say the paths themselves."""
+    out, end = [], None
+    for line in body.split("\n"):
+        if end is None:
+            out.append(line.replace(cdir, "$C").replace(cid, "$CID"))
+            found = re.search(r"<<'(\w+)'$", line)
+            end = found and found[1]
+        else:
+            out.append(line)
+            end = None if line == end else end
+    return "\n".join(out)
 
 
 def _section(step) -> tuple[str, list[str]]:

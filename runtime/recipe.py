@@ -22,6 +22,7 @@ An OCI runtime's `create` is the three phases and the wait for "ready";
 its `start` is "go" (process.ContainerProcess.go).
 """
 import contextlib
+import os
 import sys
 from dataclasses import dataclass, replace
 
@@ -29,7 +30,7 @@ from runtime import state, userns
 from runtime.cgroups import Cgroup, CgroupJoin
 from runtime.network import dns
 from runtime.rootfs import Layer, layer_dir
-from runtime.spec import ContainerSpec
+from runtime.spec import BUILT_IN, ContainerSpec
 from runtime.steps import Journal, Step
 
 CREATE, SPAWN, ATTACH = "create", "spawn", "attach"
@@ -61,16 +62,32 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         plan.append(Planned(CREATE, ipam.Lease(net.bridge, address, cid)))  # see create()
     if spec.userns == "auto":
         plan.append(Planned(CREATE, userns.IdRange(id_base, cid)))  # see create()
-    plan += [Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)),
-             Planned(CREATE, Layer(layer, id_base)),
-             Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network))]
+    oci = spec.runtime != BUILT_IN  # an OCI runtime makes the container, its cgroup too (oci/client.py)
+    if not oci:
+        plan.append(Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)))
+    plan.append(Planned(CREATE, Layer(layer, id_base)))
+    if oci:
+        from runtime.oci import client
+
+        plan.append(Planned(CREATE, client.Overlay(spec.rootfs, layer)))
+    plan.append(Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network)))
     if net and net.user_defined:
         plan.append(Planned(CREATE, dns.HostsEntry(root, net.bridge, cid, name, address)))
+    if oci:
+        from runtime.oci import engine
+
+        bundle = os.path.join(cdir, "bundle")
+        plan.append(Planned(CREATE, client.Bundle(bundle, engine.config(spec, plan, cid, os.path.join(layer, "merged")))))
     if net:
         plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
-    # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
-    # the network is wired meanwhile.
-    plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
+    if oci:
+        plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
+                                                           client.runtime_root(root, spec.runtime), cid, bundle,
+                                                           spec.interactive, spec.tty)))
+    else:
+        # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
+        # the network is wired meanwhile.
+        plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
     if net:
         plan += [Planned(ATTACH, bridge.NetnsName(bridge.netns_name(name, root), cid=cid)),
                  Planned(ATTACH, bridge.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac,
@@ -87,8 +104,6 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
 def would_run(spec: ContainerSpec, root: str) -> tuple[str, list[Planned]]:
     """(a new id, the plan) of a run of SPEC now, nothing taken: the address and id range are the ones a run
     would lease now. What --explain prints and --print-spec translates."""
-    import os
-
     cid = os.urandom(32).hex()
     net = address = None
     if spec.network not in ("none", "host"):

@@ -78,7 +78,7 @@ class Record:
                        "Hostname": hostname, "WorkingDir": spec.workdir,
                        "Tty": spec.tty, "OpenStdin": spec.interactive, "User": spec.user or "",
                        "StopTimeout": spec.stop_timeout},
-            "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
+            "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init, "Runtime": spec.runtime,
                            "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
                            "SecurityOpt": [f"seccomp={spec.seccomp_setting}"], "UsernsMode": spec.userns,
                            "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],

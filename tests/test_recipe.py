@@ -26,7 +26,8 @@ USERNET = ["--network", "recipenet"]
 CASES = {"bridge with a port": ["-p", "8140:80"], "user-defined network": USERNET, "none": ["--network", "none"],
          "host": ["--network", "host"], "init": ["--init"], "volume": ["-v", "/tmp:/mnt:ro"],
          "read-only": ["--read-only"], "limits": ["--memory", "64m", "--pids-limit", "50"],
-         "userns": ["--userns", "auto"]}
+         "userns": ["--userns", "auto"], "runtime runc": ["--runtime", "runc", "-p", "8143:80"],
+         "runtime pyrun-oci": ["--runtime", "pyrun-oci", "--network", "none", "--memory", "64m"]}
 
 
 def printed_kinds(script: str) -> list[str]:
@@ -37,7 +38,7 @@ def printed_kinds(script: str) -> list[str]:
 def cli_spec(args: list[str]):
     """ARGS as `pyrun run` parses them, by the same function."""
     options = {"-p": "publish", "--network": "network", "--memory": "memory", "--pids-limit": "pids_limit",
-               "-v": "volumes", "--userns": "userns"}
+               "-v": "volumes", "--userns": "userns", "--runtime": "runtime"}
     kw, flags = {}, {"--init": "init", "--read-only": "read_only"}
     it = iter(args)
     for a in it:
@@ -219,7 +220,7 @@ def script_id(script: str) -> str:
     return re.search(r"^export CID=([0-9a-f]{64})", script, re.M).group(1)
 
 
-@pytest.mark.parametrize("case", ["bridge with a port", "user-defined network", "init"])
+@pytest.mark.parametrize("case", ["bridge with a port", "user-defined network", "init", "runtime runc"])
 def test_the_explained_scripts_leave_the_host_as_pyrun_does(case, debian, recipenet, clean_host):
     """The setup script leaves what a running container leaves; the teardown script what pyrun's teardown does."""
     args = [*CASES[case], "--memory", "64m"]

@@ -47,9 +47,10 @@ _SAFE = ["nosuid", "noexec", "nodev"]
 _SCMP_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 
-def config(spec: ContainerSpec, plan: list, cid: str) -> dict:
+def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -> dict:
     """SPEC as config.json, for container CID whose host-side steps are PLAN (recipe.recipe): its /etc files,
-    cgroup and id range are the plan's."""
+    cgroup and id range are the plan's. ROOT: the root.path, if not the rootfs itself (pyrun run --runtime: the
+    writable layer mounted over it, client.Overlay)."""
     hostname = recipe.hostname(spec, cid)
     who = _identity(spec)
     env = init.environment(spec, hostname, who.home if who else "/root")
@@ -87,7 +88,7 @@ def config(spec: ContainerSpec, plan: list, cid: str) -> dict:
     return {
         "ociVersion": OCI_VERSION,
         "process": process,
-        "root": {"path": os.path.abspath(spec.rootfs), "readonly": spec.read_only},
+        "root": {"path": root or os.path.abspath(spec.rootfs), "readonly": spec.read_only},
         "hostname": hostname,
         "mounts": _mounts(spec, plan),
         "linux": linux,

@@ -345,8 +345,10 @@ def _look_up(name: str, path: str) -> str:
     for candidate in [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
+    if "/" in name and os.path.isfile(name):  # there, but not executable: runc's "permission denied", 126
+        raise PyrunError(f"exec {name}", "permission denied", EXIT_NOT_EXECUTABLE)
     if "/" in name:
-        raise PyrunError(f"exec {name}", "no such file or directory, or not executable", EXIT_NOT_FOUND)
+        raise PyrunError(f"exec {name}", "no such file or directory", EXIT_NOT_FOUND)
     raise PyrunError(f"exec {name}", "executable file not found in $PATH", EXIT_NOT_FOUND)
 
 
