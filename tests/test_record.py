@@ -31,7 +31,8 @@ KEYS = {"Id", "Name", "Created", "Path", "Args", "LogPath", "State", "Config", "
 
 
 def _modules(pattern: str) -> dict[str, ast.Module]:
-    return {os.path.relpath(p, REPO): ast.parse(open(p).read(), p) for p in sorted(glob.glob(os.path.join(REPO, pattern)))}
+    paths = sorted(glob.glob(os.path.join(REPO, pattern)))
+    return {os.path.relpath(p, REPO): ast.parse(open(p).read(), p) for p in paths}
 
 
 def imported(tree: ast.Module) -> set[str]:
