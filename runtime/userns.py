@@ -172,7 +172,8 @@ def write_maps(pid: int, uid_map: str, gid_map: str) -> None:
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(text)
         except OSError as e:
-            raise PyrunError(f"write /proc/{pid}/{name}", f"{e.strerror}: the kernel refused {text.strip()!r}") from None
+            raise PyrunError(f"write /proc/{pid}/{name}", f"{e.strerror}: the kernel refused "
+                                                          f"{text.strip()!r}") from None
 
 
 def become_root() -> None:

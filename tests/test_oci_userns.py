@@ -5,7 +5,6 @@ config's, its root is denied what that host uid is denied, exec enters the same 
 mapping the kernel would refuse (or that holds no uid for the process) fails create and leaves nothing.
 The rootfs is the busybox one, owned by host root and never chowned: its files are nobody's inside.
 """
-import json
 import os
 import shutil
 import subprocess
@@ -59,6 +58,46 @@ def test_the_mounts_work_inside_and_the_devices_are_the_hosts(busybox, tmp_path)
     assert code == 0, err
     assert out.splitlines() == ["0", f" 0 {BASE} 65536", "lo", "/dev/mqueue", "/sys/fs/cgroup", "3", "65534",
                                 "no mknod", "pyrun"]
+
+
+def test_a_read_only_root_and_the_hosts_network_without_a_network_namespace(busybox, tmp_path):
+    """Without a network namespace of its own the container's root may not mount sysfs (the netns is host
+    root's): /sys is the host's, bound read-only, as runc binds it."""
+    def edit(c):
+        _userns(c)
+        c["root"]["readonly"] = True
+        c["linux"]["namespaces"] = [ns for ns in c["linux"]["namespaces"] if ns["type"] != "network"]
+    script = "touch /x 2>/dev/null || echo read-only; touch /sys/x 2>/dev/null || echo sys read-only; ls /sys/class/net"
+    bundle = make_bundle(str(tmp_path / "b"), busybox, ["sh", "-c", script], edit)
+    code, out, err = run_bundle(bundle, str(tmp_path), "uns11")
+    assert code == 0, err
+    assert out.splitlines() == ["read-only", "sys read-only", *sorted(os.listdir("/sys/class/net"))]
+
+
+@pytest.mark.parametrize("options,expected", [
+    (["bind", "ro"], "created"),              # the remount keeps the host mount's nosuid, nodev (locked)
+    (["bind", "rw"], "created"),
+    (["bind", "suid"], "nosuid, nodev or noexec, which a user namespace cannot undo"),
+])
+def test_a_bind_from_a_nosuid_host_mount_keeps_its_locked_flags(busybox, tmp_path, options, expected):
+    source = tmp_path / "m"
+    source.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,nodev,size=1m", "tmpfs", str(source)], check=True)
+    try:
+        def edit(c):
+            os.mkdir(os.path.join(bundle, "rootfs", "m"))
+            c["mounts"].append({"destination": "/m", "type": "bind", "source": str(source), "options": options})
+            _userns(c)
+        bundle = str(tmp_path / "b")
+        make_bundle(bundle, busybox, ["sh", "-c", "grep ' /m ' /proc/self/mounts | cut -d' ' -f4"], edit)
+        code, out, err = run_bundle(bundle, str(tmp_path), "uns12")
+        if expected == "created":
+            assert code == 0, err
+            assert set(out.strip().split(",")) >= {"nosuid", "nodev", "ro" if "ro" in options else "rw"}
+        else:
+            assert code == -1 and expected in err and err.count("\n") == 1, err
+    finally:
+        subprocess.run(["umount", str(source)], check=True)
 
 
 def test_root_inside_cannot_read_a_host_roots_file(busybox, tmp_path):
@@ -165,3 +204,26 @@ def test_a_mapping_pyrun_cannot_honour_fails_create_and_leaves_nothing(busybox, 
     finally:
         shim.close()
         cleanup("uns9")
+
+
+from test_oci_podman import podman  # noqa: E402,F401  (the fixture: podman in a throwaway PID and mount namespace)
+
+
+@pytest.mark.skipif(not shutil.which("podman"), reason="podman is not installed: scripts/setup-engines")
+def test_podman_run_with_uidmap(podman, busybox, tmp_path):
+    """podman 4.3 hands --uidmap to the runtime as linux.uidMappings and a user namespace; it chowns an image's
+    layers to the mapped ids, but not a --rootfs directory: here the test does, on a copy of its own."""
+    mapped = str(tmp_path / "mapped")
+    subprocess.run(["cp", "-a", busybox, mapped], check=True)
+    subprocess.run(["chown", "-R", f"{BASE}:{BASE}", mapped], check=True)
+    r = podman(f"""
+        M="$(echo $O | sed 's| --rootfs .*||') --uidmap 0:{BASE}:65536 --gidmap 0:{BASE}:65536 --rootfs {mapped}"
+        $P run --rm $M \\
+            sh -c 'id -u; cat /proc/self/uid_map | tr -s " "; ls -ln /bin/busybox | tr -s " " | cut -d" " -f3'
+        echo "exit $?"
+        pid=$($P run -d $M sleep 60 | xargs $P inspect -f '{{{{.State.Pid}}}}')
+        grep ^Uid: /proc/$pid/status | tr -s '\\t' ' '
+        $P rm -f -t 0 -a >/dev/null; $P ps -a -q | wc -l
+    """)
+    assert r.stdout.splitlines() == ["0", f" 0 {BASE} 65536", "0", "exit 0", f"Uid: {BASE} {BASE} {BASE} {BASE}",
+                                     "0"], r.stderr

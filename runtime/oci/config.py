@@ -200,7 +200,8 @@ def load(bundle: str, cid: str) -> Bundle:
     return Bundle(
         path=path, rootfs=rootfs, readonly=bool(root.get("readonly")), process=process, hostname=hostname,
         mounts=tuple(_mount(m, f"mounts[{i}]", path) for i, m in enumerate(config.get("mounts") or [])),
-        namespaces=namespaces, uid_map=uid_map, gid_map=gid_map, cgroup_parent=parent, cgroup_name=name, resources=limits, devices=devices,
+        namespaces=namespaces, uid_map=uid_map, gid_map=gid_map, cgroup_parent=parent, cgroup_name=name,
+        resources=limits, devices=devices,
         masked=tuple(_paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(_paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,

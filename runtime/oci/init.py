@@ -9,7 +9,8 @@ and then waits on the exec FIFO: opening a FIFO for writing blocks until
 someone opens it for reading, and that someone is `start` (as runc's
 exec.fifo). Until then, nothing of the user's has run.
 
-    join namespaces by path -> make the rest -> fork PID 1 (runtime/init.fork_init)
+    join namespaces by path -> [new user namespace: create writes its maps] -> make the rest
+    -> fork PID 1 (runtime/init.fork_init)
     PID 1: mounts in config order -> devices -> [create: prestart, createRuntime hooks; createContainer hooks]
     -> pivot_root -> hostname, lo, sysctl -> masked paths
     -> keyring, oom_score_adj, rlimits -> terminal -> look up the program -> seccomp built
@@ -69,9 +70,9 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
                  keyring: str | None) -> None:
     """Join the cgroup and the namespaces the config names by path, make the others, fork PID 1.
 
-    With a user namespace, in runc's order: join those given by path (the user namespace last: once in it,
-    the host's namespaces are no longer ours to enter), unshare a new user namespace and wait while create
-    writes its maps, become its root, and make the other namespaces, which it then owns. Its root is an
+    With a user namespace, in runc's order: join those given by path (the user namespace last of them:
+    until then the host's root may enter any), unshare a new user namespace and wait while create writes
+    its maps, become its root, and make the other namespaces, which it then owns. Its root is an
     unprivileged host uid that may not even reach the bundle: the rootfs and the bind mounts' sources are
     taken first, as detached mounts (open_tree(2)), and the rootfs is attached over the working directory,
     which unshare(CLONE_NEWNS) carries into the new mount namespace (runtime/init.py's _enter_userns)."""
@@ -322,9 +323,9 @@ def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool, before_pivot=Non
             except PermissionError as e:
                 if not userns:
                     raise
-                raise PyrunError(f"mount {m.destination}", f"{m.destination}: {e.strerror}: the user namespace's root is host uid "
-                                 f"{_host_id(b.uid_map)} and may not make (or reach) this mount point; the engine "
-                                 "chowns the rootfs to the mapped ids, or makes the mount points") from None
+                raise PyrunError(f"mount {m.destination}", f"{m.destination}: {e.strerror}: the user namespace's root "
+                                 f"is host uid {_host_id(b.uid_map)} and may not make (or reach) this mount point; "
+                                 "the engine chowns the rootfs to the mapped ids, or makes the mount points") from None
 
         os.close(root.target("/dev"))
         rootfs.make_devices(root, exist_ok=True, userns=userns)  # the spec's default devices, where the config has none
@@ -375,7 +376,7 @@ def _bind(root: rootfs.Root, m: Mount, tree: int | None = None, userns: bool = F
         directory = stat.S_ISDIR(os.fstat(tree).st_mode)
         rootfs.bind(root, tree, m.destination, readonly=False)
     extra = m.flags & ~(MS_BIND | MS_REC)
-    if extra:  # a bind mount takes its flags only from a second, remounting call
+    if extra or (userns and m.cleared):  # a bind mount takes its flags only from a second, remounting call
         _remount(root, m.destination, extra, m.cleared if userns else None, directory)
     if m.flags & MS_RDONLY and m.flags & MS_REC:
         rootfs.read_only_tree(root, m.destination, directory)  # rbind,ro: read-only all the way down
@@ -411,7 +412,8 @@ def _is_v1(cgroup_dir: str) -> bool:
     return not os.path.exists(os.path.join(cgroup_dir, "cgroup.controllers"))
 
 
-def _mount_cgroup(root: rootfs.Root, m: Mount, sources: list[tuple[str, bool, int | None]], userns: bool = False) -> None:
+def _mount_cgroup(root: rootfs.Root, m: Mount, sources: list[tuple[str, bool, int | None]],
+                  userns: bool = False) -> None:
     """The container's own cgroup, as a tree like the host's /sys/fs/cgroup (cgroup v1: one per controller).
     SOURCES: each cgroup directory, whether it is v1, and (a user namespace) its detached copy, bound instead."""
     flags = m.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
