@@ -218,11 +218,11 @@ def make_devices(root: Root, exist_ok: bool = False, userns: bool = False) -> No
     dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name, (major, minor) in DEVICES.items():
-            if userns:
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev))
-                mount(f"/dev/{name}", f"{_fd_path(dev)}/{name}", None, MS_BIND)
-                continue
             try:
+                if userns:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev))
+                    mount(f"/dev/{name}", f"{_fd_path(dev)}/{name}", None, MS_BIND)
+                    continue
                 os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
             except FileExistsError:
                 if not exist_ok:
