@@ -30,18 +30,16 @@ line in recipe() below.
 """
 import os
 import socket
-import stat
 import sys
 import time
 from shlex import quote
 from typing import ClassVar
 
-from runtime.rootfs import (DEV_LINKS, DEVICES, MASKED, READ_ONLY, SAFE, Root, make_devices, make_private,
-                            mask_host_paths, mount_layer, pivot, read_only_tree)
+from runtime.rootfs import (DEV_LINKS, DEVICES, MASKED, READ_ONLY, SAFE, Root, bind, make_devices, make_private,
+                            mask_host_paths, mount_layer, pivot)
 from runtime.spec import ContainerSpec, Tmpfs as TmpfsOption
 from runtime.steps import Step
-from runtime.syscalls import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, mount,
-                              move_mount)
+from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT, mount
 
 _TMPFS_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
@@ -215,20 +213,7 @@ class Bind(Action):
         self.tree: int | None = None  # --userns=auto, in PID 1's copy: the source's mounts, detached (open_tree(2))
 
     def do(self, build: Build) -> None:
-        root = build.root
-        if self.tree is not None:
-            directory = stat.S_ISDIR(os.fstat(self.tree).st_mode)
-            fd = root.target(self.target, directory)
-            try:
-                move_mount(self.tree, fd, self.target)
-            finally:
-                os.close(fd)
-                os.close(self.tree)
-        else:
-            directory = os.path.isdir(self.source)
-            root.mount(self.source, self.target, None, MS_BIND | MS_REC, directory=directory)
-        if self.readonly:
-            read_only_tree(root, self.target, directory)
+        bind(build.root, self.source if self.tree is None else self.tree, self.target, self.readonly)
 
     def shell(self) -> list[str]:
         here = quote(f".{self.target}")

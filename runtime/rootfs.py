@@ -239,6 +239,23 @@ def make_devices(root: Root, exist_ok: bool = False, userns: bool = False) -> No
         os.close(dev)
 
 
+def bind(root: Root, source: str | int, target: str, readonly: bool) -> None:
+    """Bind SOURCE, a path or (a user namespace) a detached copy of its mounts, at TARGET."""
+    if isinstance(source, int):
+        directory = stat.S_ISDIR(os.fstat(source).st_mode)
+        fd = root.target(target, directory)
+        try:
+            move_mount(source, fd, target)
+        finally:
+            os.close(fd)
+            os.close(source)
+    else:
+        directory = os.path.isdir(source)
+        root.mount(source, target, None, MS_BIND | MS_REC, directory=directory)
+    if readonly:
+        read_only_tree(root, target, directory)
+
+
 def read_only_tree(root: Root, path: str, directory: bool = True) -> None:
     """Make the mount at PATH read-only, and every mount below it.
 
