@@ -95,6 +95,10 @@ class Action:
     def shell(self) -> list[str]:
         raise NotImplementedError
 
+    def oci(self, config: dict) -> None:
+        """Put this action into CONFIG, an OCI config.json (`pyrun run --print-spec`, oci/engine.py): what a
+        runtime given it does instead. Nothing, for what every runtime does anyway (private, pivot, workdir)."""
+
 
 class Private(Action):
     """Every mount made private: nothing mounted in the container propagates back to the host"""
@@ -131,6 +135,9 @@ class Overlay(Action):
                 f"{',userxattr' if self.userns else ''} {quote(f'{self.layer}/merged')}",
                 "exec 3<&- 4<&- 5<&-", f"cd {quote(f'{self.layer}/merged')}"]
 
+    def oci(self, config: dict) -> None:
+        config["root"] = {"path": self.rootfs, "readonly": False}  # the rootfs itself (an engine: its own overlay)
+
 
 class Proc(Action):
     """/proc: the processes of the container's own PID namespace"""
@@ -142,6 +149,9 @@ class Proc(Action):
 
     def shell(self) -> list[str]:
         return ["mount -t proc -o nosuid,nodev,noexec proc proc"]
+
+    def oci(self, config: dict) -> None:
+        _mount(config, "/proc", "proc", "proc", ["nosuid", "noexec", "nodev"])
 
 
 class Dev(Action):
@@ -175,6 +185,13 @@ class Dev(Action):
             "mount -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm dev/shm",
             "mount -t mqueue -o nosuid,nodev,noexec mqueue dev/mqueue"]
 
+    def oci(self, config: dict) -> None:  # the device nodes and links are every runtime's own defaults
+        _mount(config, "/dev", "tmpfs", "tmpfs", ["nosuid", "mode=755", "size=65536k"])
+        _mount(config, "/dev/pts", "devpts", "devpts",
+               ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])
+        _mount(config, "/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])
+        _mount(config, "/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"])
+
 
 class Sys(Action):
     """/sys, read-only
@@ -202,6 +219,9 @@ class Sys(Action):
                    *("  " + line for line in Bind("/sys", "/sys", True).shell()), "}"]
         return out
 
+    def oci(self, config: dict) -> None:  # a runtime binds the host's /sys itself where it may not mount one
+        _mount(config, "/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"])
+
 
 class Bind(Action):
     """A host file or directory bound into the container, with every mount below it; :ro makes them all read-only"""
@@ -226,6 +246,9 @@ class Bind(Action):
             out.append(f"findmnt -Rno TARGET {here} | while IFS= read -r m; do mount -o remount,bind,ro \"$m\"; done")
         return out
 
+    def oci(self, config: dict) -> None:
+        _mount(config, self.target, "bind", self.source, ["rbind", "ro" if self.readonly else "rw"])
+
 
 class Tmpfs(Action):
     """A --tmpfs: memory-backed, and writable also under --read-only"""
@@ -244,6 +267,10 @@ class Tmpfs(Action):
     def shell(self) -> list[str]:
         here = quote(f".{self.option.target}")
         return [f"mkdir -p {here}", f"mount -t tmpfs -o {self.option.options()} tmpfs {here}"]
+
+    def oci(self, config: dict) -> None:
+        _mount(config, self.option.target, "tmpfs", "tmpfs",
+               [*self.option.flags, *filter(None, self.option.data.split(","))])
 
 
 class Workdir(Action):
@@ -290,6 +317,9 @@ class Mask(Action):
                 + [f"if [ -e {path} ]; then mount --rbind {path} {path} && "
                    f"mount -o remount,bind,ro,nosuid,nodev,noexec {path}; fi" for path in READ_ONLY])
 
+    def oci(self, config: dict) -> None:
+        config.setdefault("linux", {}).update(maskedPaths=list(MASKED), readonlyPaths=list(READ_ONLY))
+
 
 class ReadOnly(Action):
     """--read-only: the overlay remounted read-only, now that every mount point in it exists"""
@@ -301,6 +331,9 @@ class ReadOnly(Action):
 
     def shell(self) -> list[str]:
         return ["mount -o remount,bind,ro /"]
+
+    def oci(self, config: dict) -> None:
+        config["root"]["readonly"] = True
 
 
 class Hostname(Action):
@@ -317,6 +350,14 @@ class Hostname(Action):
 
     def shell(self) -> list[str]:
         return [f"hostname {quote(self.name)}"]
+
+    def oci(self, config: dict) -> None:
+        config["hostname"] = self.name
+
+
+def _mount(config: dict, destination: str, kind: str, source: str, options: list[str]) -> None:
+    config.setdefault("mounts", []).append({"destination": destination, "type": kind, "source": source,
+                                            "options": options})
 
 
 def trace(actions: list[Action], took: list) -> None:
