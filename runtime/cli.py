@@ -82,9 +82,9 @@ def run(
     userns: Optional[str] = typer.Option(None, "--userns", help="host (the default): root inside is the host's "
                                                                 "root; auto (--sandbox's): an unprivileged host "
                                                                 "uid range of its own."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="pyrun (the default, built in), or an OCI runtime "
-                                                                  "to hand the container to: pyrun-oci, runc, crun "
-                                                                  "or a path (docs/oci.md)."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", envvar="PYRUN_RUNTIME",  # dockerd's --default-runtime
+                                          help="pyrun (the default, built in), or an OCI runtime to hand the "
+                                               "container to: pyrun-oci, runc, crun or a path (docs/oci.md)."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "
