@@ -15,6 +15,7 @@ controller: whichever hierarchy has it.
 | OOM kills    | memory.oom_control: oom_kill N              | memory.events: oom_kill N |
 | devices      | devices.deny "a", devices.allow "c 1:3 rwm" | an eBPF program (not loaded: CAP_MKNOD is dropped) |
 """
+import errno
 import os
 import shlex
 import signal
@@ -54,6 +55,32 @@ def hierarchy(controller: str) -> tuple[int, str]:
 def guards_devices() -> bool:
     """Can pyrun limit device access here? On cgroup v2 that takes an eBPF program, which pyrun does not load."""
     return hierarchy("devices")[0] == 1
+
+
+def join_like(pid: int, model: int) -> None:
+    """Put PID in every cgroup that MODEL is in, hierarchy by hierarchy: `pyrun exec`'s process in its
+    container's, whichever runtime made them (runc exec does the same), so that it has PID 1's limits and
+    device rules. A hierarchy MODEL is in but that is not mounted here is refused: PID would escape it."""
+    with open("/proc/cgroups") as f:
+        known = {line.split()[0] for line in f if not line.startswith("#")}
+    mounts = {}  # the controllers of each cgroup mount (v2's: none) -> its mount point
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, rest = line.split(" - ", 1)
+            fstype, _, options = rest.split()[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                names = frozenset(o for o in options.split(",") if fstype == "cgroup"
+                                  and (o in known or o.startswith("name=")))
+                mounts.setdefault(names, fields.split()[4])
+    with open(f"/proc/{model}/cgroup") as f:
+        member = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
+    for _, controllers, path in member:
+        names = frozenset(filter(None, controllers.split(",")))
+        if names not in mounts:
+            if path == "/":
+                continue  # the hierarchy's root: nothing is limited there
+            raise OSError(errno.ENOENT, f"{controllers or 'cgroup2'} hierarchy of pid {model} is not mounted here")
+        _write(os.path.join(mounts[names], path.lstrip("/"), "cgroup.procs"), pid)
 
 
 def _write(path: str, value) -> None:

@@ -1,0 +1,86 @@
+"""pyrun run --runtime under attack: what pyrun itself adds around an OCI runtime's container must keep
+README's Security guarantees, for each runtime (oci/client.py; the container side is the runtime's).
+
+`pyrun exec` into such a container is pyrun's own process, not the runtime's: it has to end up as
+confined as the container's PID 1, the cgroup included (the devices cgroup is what keeps a node made
+with CAP_MKNOD from opening the host's disk). Each check is made from the host, on the real processes.
+"""
+import os
+import shutil
+
+import pytest
+
+from conftest import pyrun, pyrun_bg, running_record, wait_for
+
+RUNTIMES = ["pyrun", *(["runc"] if shutil.which("runc") else []), "pyrun-oci"]
+CONFINEMENT = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    return {key: fields.get(key) for key in CONFINEMENT}
+
+
+def _cgroups(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return sorted(f.read().split())
+
+
+def _in_pidns_of(pid: int) -> list[int]:
+    ns = os.readlink(f"/proc/{pid}/ns/pid")
+    out = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") == ns and int(entry) != pid:
+                out.append(int(entry))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return out
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_an_exec_is_as_confined_as_pid_1(runtime, busybox, clean_host):
+    name = f"confined-{runtime}"
+    assert pyrun("run", "-d", "--name", name, "--runtime", runtime, "--network", "none", "-m", "64m",
+                 "--pids-limit", "50", busybox, "sleep", "300").returncode == 0
+    try:
+        pid1 = wait_for(lambda: running_record(name), what="the container")["State"]["Pid"]
+        execd = pyrun_bg("exec", name, "sleep", "299")
+        try:
+            found = wait_for(lambda: [p for p in _in_pidns_of(pid1) if _cmdline(p) == b"sleep\x00299\x00"],
+                             what="the exec's process in the container")
+            assert _status(found[0]) == _status(pid1)
+            assert _cgroups(found[0]) == _cgroups(pid1)  # memory, pids and devices: the container's
+        finally:
+            execd.kill()
+            execd.wait()
+    finally:
+        assert pyrun("rm", "-f", name).returncode == 0
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_an_exec_opens_no_device_outside_the_set(runtime, busybox, clean_host):
+    # The host's kernel log and its tun device: both open here for root outside a devices cgroup (this
+    # machine's block devices do not, so they would prove nothing).
+    for node in ("/dev/kmsg", "/dev/net/tun"):
+        os.close(os.open(node, os.O_RDWR))
+    script = ("mknod /tmp/kmsg c 1 11 && mknod /tmp/tun c 10 200 || exit 9; for n in kmsg tun; do "
+              "(exec 3<>/tmp/$n) 2>/dev/null && echo OPENED $n; done; echo done")
+    name = f"mknod-{runtime}"
+    assert pyrun("run", "-d", "--name", name, "--runtime", runtime, "--network", "none", busybox,
+                 "sleep", "300").returncode == 0
+    try:
+        wait_for(lambda: running_record(name), what="the container")
+        r = pyrun("exec", name, "sh", "-c", script)
+        assert (r.returncode, r.stdout) == (0, "done\n"), r.stdout + r.stderr  # made (CAP_MKNOD), never opened
+    finally:
+        assert pyrun("rm", "-f", name).returncode == 0
