@@ -247,7 +247,9 @@ class Bind(Action):
         return out
 
     def oci(self, config: dict) -> None:
-        _mount(config, self.target, "bind", self.source, ["rbind", "ro" if self.readonly else "rw"])
+        # "ro" makes only the top mount read-only in runc and crun; "rro" (mount_setattr AT_RECURSIVE) every
+        # mount below it too, as pyrun's own bind does.
+        _mount(config, self.target, "bind", self.source, ["rbind", *(("ro", "rro") if self.readonly else ("rw",))])
 
 
 class Tmpfs(Action):

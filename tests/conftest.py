@@ -32,6 +32,9 @@ HOST_IP = "198.51.100.1"     # the sandbox host's address on the "wan" link
 WORLD_IP = "198.51.100.2"    # another machine on the same link
 INTERNET_IP = "203.0.113.1"  # a host beyond it, on the "internet"
 STATE_ROOT = "/run/pyrun"
+# pyrun's own runtime, then pyrun run --runtime's (oci/client.py): tests of a guarantee that --runtime must keep
+# run under each (pyrun_under(runtime, ...) passes it on).
+RUNTIMES = ["pyrun", *(["runc"] if shutil.which("runc") else []), "pyrun-oci"]
 LEASES = "/run/pyrun-net/ipam/pyrun0"  # the default network's leases, host-wide (network/ipam.py)
 
 

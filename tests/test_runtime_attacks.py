@@ -6,13 +6,11 @@ confined as the container's PID 1, the cgroup included (the devices cgroup is wh
 with CAP_MKNOD from opening the host's disk). Each check is made from the host, on the real processes.
 """
 import os
-import shutil
 
 import pytest
 
-from conftest import pyrun, pyrun_bg, running_record, wait_for
+from conftest import RUNTIMES, pyrun, pyrun_bg, running_record, wait_for
 
-RUNTIMES = ["pyrun", *(["runc"] if shutil.which("runc") else []), "pyrun-oci"]
 CONFINEMENT = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")
 
 
