@@ -6,6 +6,7 @@ confined as the container's PID 1, the cgroup included (the devices cgroup is wh
 with CAP_MKNOD from opening the host's disk). Each check is made from the host, on the real processes.
 """
 import os
+import shutil
 
 import pytest
 
@@ -82,3 +83,34 @@ def test_an_exec_opens_no_device_outside_the_set(runtime, busybox, clean_host):
         assert (r.returncode, r.stdout) == (0, "done\n"), r.stdout + r.stderr  # made (CAP_MKNOD), never opened
     finally:
         assert pyrun("rm", "-f", name).returncode == 0
+
+
+def _hostile_copy(busybox: str, where, link: str, to: str) -> str:
+    """A copy of BUSYBOX whose LINK is an absolute symlink to TO, a directory both in the copy and on the host:
+    followed inside the rootfs it stays there, followed from the host it is the host's."""
+    rootfs = where / "rootfs"
+    shutil.copytree(busybox, rootfs, symlinks=True)
+    shutil.rmtree(rootfs / link.lstrip("/"), ignore_errors=True)
+    os.makedirs(str(rootfs) + to)
+    os.symlink(to, str(rootfs) + link)
+    return str(rootfs)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("link", ["/dev", "/etc", "/data"])
+def test_a_mount_target_symlinked_to_a_host_directory_changes_nothing_on_the_host(runtime, link, busybox,
+                                                                                 clean_host, tmp_path):
+    """/dev: the runtime writes its links (fd, stdin, ptmx) below it; /etc: the hosts, hostname and resolv.conf
+    binds; /data: a -v target. Each either stays inside the rootfs or is refused, never written on the host."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("host data")
+    rootfs = _hostile_copy(busybox, tmp_path, link, str(victim))
+    src = tmp_path / "src"
+    src.mkdir()
+    r = pyrun("run", "--rm", "--runtime", runtime, "--network", "none", "-v", f"{src}:/data/mnt", rootfs,
+              "sh", "-c", "echo planted > /dev/planted 2>/dev/null; ls /data/mnt >/dev/null")
+    assert r.returncode in (0, 125), r.stderr
+    assert os.listdir(victim) == ["keep"] and (victim / "keep").read_text() == "host data"
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if str(victim) in line.split()[4]]

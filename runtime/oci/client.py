@@ -130,6 +130,7 @@ class Bundle(Step):
     config: dict
 
     def up(self) -> None:
+        _resolve_targets(self.config)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         with open(os.open(os.path.join(self.path, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                           0o600), "w") as f:
@@ -144,6 +145,39 @@ class Bundle(Step):
 
     def shell_down(self) -> list[str]:
         return [f"rm -rf {shlex.quote(self.path)}"]
+
+
+# Paths a runtime writes below by name, joined to root.path on the host's side (runc's /dev/fd, /dev/ptmx links):
+# a symlink there in the rootfs would be followed on the host, whatever the runtime does with its mounts.
+_RUNTIMES_OWN = ("/dev", "/proc", "/sys")
+
+
+def _resolve_targets(config: dict) -> None:
+    """Each mount destination in CONFIG resolved inside root.path, as pyrun's own runtime resolves it
+    (rootfs.Root.target: made if missing, a symlink to nothing inside refused), and written back resolved:
+    no runtime then meets a symlink on its way to a mount target. /dev, /proc and /sys must be directories.
+    A destination below an earlier one is on that mount, not in the rootfs: the runtime's to resolve."""
+    root = rootfs.Root(config["root"]["path"])
+    done: list[str] = []
+    try:
+        for m in config.get("mounts", []):
+            dest = os.path.normpath(m["destination"])
+            if any(dest.startswith(d.rstrip("/") + "/") for d in done):
+                done.append(dest)
+                continue
+            fd = root.target(dest, m["type"] != "bind" or os.path.isdir(m["source"]))
+            try:
+                inside = os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), root.path)
+                resolved = "/" if inside == "." else "/" + inside
+            finally:
+                os.close(fd)
+            if resolved != dest and (dest in _RUNTIMES_OWN or resolved in _RUNTIMES_OWN):
+                raise PyrunError("mount target", f"{dest}: a symlink to {resolved} in the rootfs; expected a "
+                                                 "directory (the runtime writes below it from the host's side)")
+            m["destination"] = resolved
+            done.append(dest)
+    finally:
+        root.close()
 
 
 @dataclass
