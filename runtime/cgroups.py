@@ -146,6 +146,10 @@ class Cgroup(Step):
                     os.makedirs(directory, exist_ok=True)
                     _write(os.path.join(directory, "cgroup.subtree_control"), value)
                 os.makedirs(path, exist_ok=True)
+        self.limit()
+
+    def limit(self) -> None:
+        """Write the limits into the existing directories."""
         for path, name, value in self._limits():
             _write(os.path.join(path, name), value)
 
@@ -216,6 +220,31 @@ class CgroupJoin(Step):
     def shell_up(self) -> list[str]:
         return [f"echo {self.pid} > {shlex.quote(os.path.join(path, 'cgroup.procs'))}"
                 for path in Cgroup(self.cid, parent=self.parent).paths()]
+
+
+@dataclass
+class DeviceRules(Step):
+    """The devices cgroup an OCI runtime made, cut back to pyrun's own rules before the container's command runs
+
+    config.json's device rules only add to a runtime's own defaults: runc before 1.2 appends an allow for
+    /dev/net/tun, so that a container with CAP_MKNOD could open the host's tun device. The v1 controller
+    takes a deny of everything, then pyrun's allows (DEVICE_RULES), whoever wrote the rules before."""
+
+    kind = "devicerules"
+    cid: str
+    parent: str = PARENT
+
+    def _cgroup(self) -> Cgroup:
+        return Cgroup(self.cid, parent=self.parent, controllers=("devices",))
+
+    def up(self) -> None:
+        self._cgroup().limit()
+
+    def down(self) -> None:
+        """Nothing: the runtime's delete removes the cgroup."""
+
+    def shell_up(self) -> list[str]:
+        return [line for line in self._cgroup().shell_up() if not line.startswith("mkdir")]
 
 
 def remove(path: str, seconds: float = 1.0) -> None:

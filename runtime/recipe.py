@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, replace
 
 from runtime import pid1, state, userns
-from runtime.cgroups import Cgroup, CgroupJoin
+from runtime.cgroups import Cgroup, CgroupJoin, DeviceRules
 from runtime.network import dns
 from runtime.rootfs import Layer, layer_dir
 from runtime.spec import BUILT_IN, ContainerSpec
@@ -88,6 +88,7 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
                                                            client.runtime_root(root, spec.runtime), cid, bundle,
                                                            spec.interactive, spec.tty)))
         plan.append(Planned(ATTACH, client.Unexposed(os.path.join(layer, "merged"))))
+        plan.append(Planned(ATTACH, DeviceRules(cid)))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
         # the network is wired meanwhile.

@@ -14,6 +14,7 @@ line. What changes in the recipe:
     spawn    RuntimeContainer: `RUNTIME create --bundle B --pid-file F ID`, which returns with
              the container's process set up and blocked before execve
     attach   Unexposed: the overlay unmounted from the host, the container's mount namespace keeps it;
+             DeviceRules: the devices cgroup cut back to pyrun's own rules (runc adds /dev/net/tun);
              netns name, veth, port guard, published ports, into that process's network
              namespace, as for pyrun's own PID 1 (CNI plugins do the same after runc create)
     go       `RUNTIME start ID`
