@@ -132,8 +132,10 @@ def finish(root: str, cid: str, code: int, verbose: bool = False, timed_out: boo
               file=sys.stderr)
         code = EXIT_TIMEOUT
     journal = Journal(state.journal_path(root, cid), trace=verbose)
-    # Only a SIGKILL may be the OOM killer's: read the journal for the cgroup then, not on every exit.
-    oom = code == 137 and any(s.oom_killed() for s in journal.steps() if isinstance(s, Cgroup))
+    # Only a SIGKILL may be the OOM killer's: read the journal for the cgroup then, not on every exit. Under
+    # --runtime the runtime made it, at the cgroupsPath config.json named (oci/engine.py): pyrun's own path.
+    oom = code == 137 and any(s.oom_killed() for s in [s for s in journal.steps() if isinstance(s, Cgroup)]
+                              or [Cgroup(cid)])
     if oom:
         memory = record.memory >> 20
         print(f"pyrun: container {record.name} was killed by the kernel: out of memory (--memory {memory}m)",

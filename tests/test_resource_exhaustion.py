@@ -1,13 +1,22 @@
 """Resource exhaustion: a container that forks or allocates without end is stopped at its own limits."""
 import subprocess
 
-from conftest import CGROUP_PARENT, pyrun, pyrun_bg, running_record, wait_for
+import pytest
+
+from conftest import CGROUP_PARENT, RUNTIMES, pyrun, pyrun_bg, running_record, wait_for
 
 BOMB = "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived"
 
 
-def test_fork_bomb_is_contained_by_pids_limit(busybox, clean_host):
-    p = pyrun_bg("run", "--rm", "--init", "--network", "none", "--name", "bomber", "--pids-limit", "64",
+def _init(runtime: str) -> list[str]:
+    """--init where it is taken: --runtime refuses it (config.json has no field), and sh as PID 1 will do."""
+    return ["--init"] if runtime == "pyrun" else []
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_fork_bomb_is_contained_by_pids_limit(runtime, busybox, clean_host):
+    p = pyrun_bg("run", "--rm", "--runtime", runtime, *_init(runtime), "--network", "none", "--name", "bomber",
+                 "--pids-limit", "64",
                  busybox, "sh", "-c", BOMB)
     try:
         record = wait_for(lambda: running_record("bomber"), what="the bomb")
@@ -22,12 +31,14 @@ def test_fork_bomb_is_contained_by_pids_limit(busybox, clean_host):
         p.wait(timeout=30)
 
 
-def test_memory_hog_is_oom_killed_alone(busybox, clean_host):
-    neighbour = pyrun_bg("run", "--rm", "--init", "--network", "none", "--name", "neighbour", busybox, "sleep", "30")
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_memory_hog_is_oom_killed_alone(runtime, busybox, clean_host):
+    neighbour = pyrun_bg("run", "--rm", "--runtime", runtime, *_init(runtime), "--network", "none", "--name",
+                         "neighbour", busybox, "sleep", "30")
     try:
         wait_for(lambda: running_record("neighbour"), what="the neighbour")
         hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
-        r = pyrun("run", "--rm", "--network", "none", "--memory", "16m", busybox, "sh", "-c", hog)
+        r = pyrun("run", "--rm", "--runtime", runtime, "--network", "none", "--memory", "16m", busybox, "sh", "-c", hog)
         assert r.returncode == 137 and "out of memory" in r.stderr and "survived" not in r.stdout
         assert neighbour.poll() is None and running_record("neighbour")  # the other container lives on
     finally:
