@@ -4,7 +4,8 @@ The same `pyrun run` command lines, with the container handed to a runtime
 through a bundle: the published port answers the host and the world, exec,
 exit codes, -t and -i behave as with pyrun's own runtime, no runtime process
 stays between pyrun's monitor and the container, and a pyrun killed at any
-step leaves nothing once pruned, the runtime's own state included.
+step leaves nothing once pruned, the runtime's own state included, as does
+`pyrun rm -f` while the runtime holds the container created and not started.
 """
 import json
 import os
@@ -102,23 +103,58 @@ def _kinds() -> list[str]:
                                                 "0" * 64, "fault", "10.199.0.2")]
 
 
-@pytest.mark.parametrize("kind", _kinds() if shutil.which("runc") else [])
-def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(kind, busybox):
-    before = snapshot()
-    p = pyrun_bg("run", "--name", f"rtfault-{kind}", "--runtime", "runc", "-p", "8151:8000", busybox, "sleep", "7283",
+def _gone_everywhere(runtime: str, before: dict) -> None:
+    """The host as BEFORE, the runtime's own state for the container gone, and its process."""
+    wait_for(lambda: snapshot() == before, timeout=5, what="the host to be as before")
+    root = os.path.join(STATE_ROOT, "runtimes", runtime)
+    if runtime == "runc":
+        listed = subprocess.run(["runc", "--root", root, "list", "-q"], capture_output=True, text=True)
+        assert listed.returncode == 0 and listed.stdout == "", listed
+    else:  # pyrun-oci has no list: a directory per container (runtime/oci/state.py)
+        kept = os.path.join(root, "containers")
+        assert not os.path.isdir(kept) or os.listdir(kept) == []
+    wait_for(lambda: not any(b"sleep\x007283" in open(f"/proc/{pid}/cmdline", "rb").read()
+                             for pid in filter(str.isdigit, os.listdir("/proc")) if os.path.exists(f"/proc/{pid}")),
+             timeout=5, what="the container's process to be gone")
+
+
+def _paused(runtime: str, kind: str, name: str):
+    p = pyrun_bg("run", "--name", name, "--runtime", runtime, "-p", "8151:8000", BUSYBOX[0], "sleep", "7283",
                  env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
     assert p.stderr.readline() == f"pyrun: paused after {kind} (PYRUN_DEBUG_PAUSE_AFTER)\n"
+    return p
+
+
+BUSYBOX = []  # the session's busybox rootfs, for _paused (set by the tests that take the fixture)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("kind", _kinds() if shutil.which("runc") else [])
+def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(kind, runtime, busybox):
+    BUSYBOX[:] = [busybox]
+    before = snapshot()
+    p = _paused(runtime, kind, f"rtfault-{kind}")
     p.send_signal(signal.SIGKILL)
     p.wait()
     r = pyrun("prune")
     assert r.returncode == 0 and r.stdout == f"rtfault-{kind}\n", r.stderr
-    wait_for(lambda: snapshot() == before, timeout=5, what="the host to be as before")
-    listed = subprocess.run(["runc", "--root", os.path.join(STATE_ROOT, "runtimes", "runc"), "list", "-q"],
-                            capture_output=True, text=True)
-    assert listed.stdout == "", listed  # runc's own state for the container went with it
-    wait_for(lambda: not any(b"sleep\x007283" in open(f"/proc/{pid}/cmdline", "rb").read()
-                             for pid in filter(str.isdigit, os.listdir("/proc")) if os.path.exists(f"/proc/{pid}")),
-             timeout=5, what="the container's process to be gone")
+    _gone_everywhere(runtime, before)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("kind", ["bundle", "runtime", "devicerules"])
+def test_rm_f_while_the_runtime_holds_a_created_container_leaves_nothing(kind, runtime, busybox):
+    """rm -f of a container pyrun is still setting up: after its bundle, after the runtime's create (the
+    process made and waiting for start), after its devices rules: pyrun undoes it all, the runtime's delete
+    included, and the command never runs."""
+    BUSYBOX[:] = [busybox]
+    before = snapshot()
+    p = _paused(runtime, kind, "rtcreated")
+    r = pyrun("rm", "-f", "rtcreated")
+    assert r.returncode == 0, r.stderr
+    p.wait(timeout=10)
+    _gone_everywhere(runtime, before)
+    assert pyrun("ps", "-a", "-q").stdout == ""
 
 
 def test_explain_shows_the_runtimes_verbs(busybox):
