@@ -134,3 +134,21 @@ def test_a_system_call_through_the_32_bit_entry_is_killed(runtime, debian, clean
     assert unconfined.stdout.startswith("ran "), unconfined.stderr  # this kernel has the 32-bit entry
     r = pyrun("run", "--rm", "--runtime", runtime, "--network", "none", debian, "python3", "-c", I386_GETPID)
     assert (r.returncode, r.stdout) == (128 + 31, ""), r.stdout + r.stderr  # SIGSYS
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", ["passwd", "group"])
+def test_a_fifo_for_the_user_files_neither_blocks_the_start(runtime, name, busybox, clean_host, tmp_path):
+    """runc opens /etc/passwd and /etc/group in the container before the command, with or without -u: a FIFO
+    there held its create, and pyrun, for good. pyrun's own runtime runs the container; --runtime refuses it."""
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(busybox, rootfs, symlinks=True)
+    (rootfs / "etc" / name).unlink()
+    os.mkfifo(rootfs / "etc" / name)
+    r = pyrun("run", "--rm", "--runtime", runtime, "--network", "none", str(rootfs), "echo", "ran", timeout=20)
+    if runtime == "pyrun":
+        assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+    else:
+        assert r.returncode == 125 and r.stderr.splitlines() == [
+            f"pyrun: rootfs: /etc/{name} is not a regular file (mode prw-r--r--): the runtime reads it before the "
+            "command runs; expected a file or none"], r.stderr

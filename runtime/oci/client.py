@@ -31,6 +31,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from runtime.process import ContainerProcess
 from runtime.signals import forward_to
 from runtime.spec import BUILT_IN
 from runtime.steps import Step, heredoc
-from runtime.syscalls import MNT_DETACH, umount2
+from runtime.syscalls import MNT_DETACH, open_in_root, umount2
 
 _HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -132,6 +133,7 @@ class Bundle(Step):
 
     def up(self) -> None:
         _resolve_targets(self.config)
+        _check_user_files(self.config["root"]["path"])
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         with open(os.open(os.path.join(self.path, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                           0o600), "w") as f:
@@ -179,6 +181,28 @@ def _resolve_targets(config: dict) -> None:
             done.append(dest)
     finally:
         root.close()
+
+
+def _check_user_files(root: str) -> None:
+    """The rootfs's /etc/passwd and /etc/group: regular files, or none. runc opens them in the container before
+    the command runs, whatever -u says (to set HOME), and a FIFO there would hold its create, and pyrun, for
+    good. pyrun's own runtime reads them only as users.py does: a FIFO is no file to it."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in ("/etc/passwd", "/etc/group"):
+            try:
+                found = open_in_root(fd, path)
+            except OSError:
+                continue  # missing, or a link the runtime's own lookup will fail on too
+            try:
+                mode = os.fstat(found).st_mode
+            finally:
+                os.close(found)
+            if not stat.S_ISREG(mode):
+                raise PyrunError("rootfs", f"{path} is not a regular file (mode {stat.filemode(mode)}): the runtime "
+                                           "reads it before the command runs; expected a file or none")
+    finally:
+        os.close(fd)
 
 
 @dataclass
