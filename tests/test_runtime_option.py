@@ -143,16 +143,24 @@ def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_in
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("kind", ["bundle", "runtime", "devicerules"])
-def test_rm_f_while_the_runtime_holds_a_created_container_leaves_nothing(kind, runtime, busybox):
-    """rm -f of a container pyrun is still setting up: after its bundle, after the runtime's create (the
-    process made and waiting for start), after its devices rules: pyrun undoes it all, the runtime's delete
-    included, and the command never runs."""
+@pytest.mark.parametrize("verb", [["rm", "-f"], ["stop"]], ids=" ".join)
+def test_rm_f_or_stop_while_the_runtime_holds_a_created_container_leaves_nothing(verb, kind, runtime, busybox):
+    """rm -f or stop of a container pyrun is still setting up: after its bundle, after the runtime's create
+    (the process made and waiting for start), after its devices rules: pyrun undoes it all, the runtime's delete
+    included, and the command never runs. kill is refused, as Docker refuses it for a created container."""
     BUSYBOX[:] = [busybox]
     before = snapshot()
     p = _paused(runtime, kind, "rtcreated")
-    r = pyrun("rm", "-f", "rtcreated")
-    assert r.returncode == 0, r.stderr
-    p.wait(timeout=10)
+    try:
+        k = pyrun("kill", "rtcreated")
+        assert (k.returncode, k.stderr) == (125, "pyrun: kill: container rtcreated is not running (it is created)\n")
+        r = pyrun(*verb, "rtcreated")
+        assert r.returncode == 0, r.stderr
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     _gone_everywhere(runtime, before)
     assert pyrun("ps", "-a", "-q").stdout == ""
 
