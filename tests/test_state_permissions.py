@@ -13,10 +13,9 @@ import subprocess
 
 import pytest
 
-from conftest import STATE_ROOT, pyrun, running_record, wait_for
+from conftest import RUNTIMES, STATE_ROOT, pyrun, running_record, wait_for
 
-# --runtime runc: the same attacks on a container an OCI runtime made from pyrun's bundle (oci/client.py).
-RUNTIMES = ["pyrun", *(["runc"] if shutil.which("runc") else [])]
+# RUNTIMES: the same attacks on a container an OCI runtime made from pyrun's bundle (oci/client.py).
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SECRET = "hunter2-db-password"
 # The container makes a setuid-root copy of a binary (coreutils' id, bound in read-only: busybox drops
