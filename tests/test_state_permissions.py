@@ -7,7 +7,6 @@ tells the `-e` values (secrets) it was given. The attacker here is a real
 unprivileged host user (uid 65534); the container is a real busybox one.
 """
 import os
-import shutil
 import stat
 import subprocess
 
