@@ -88,11 +88,13 @@ def run(
                                                              "max-file=COUNT (2), as Docker's json-file."),
     verbose: bool = typer.Option(False, "--verbose", help="Print each host-side step as it is done."),
     explain: bool = typer.Option(False, "--explain", help="Change nothing; print the same work as a shell script."),
+    print_spec: bool = typer.Option(False, "--print-spec", help="Change nothing; print the OCI config.json this "
+                                                                "run would hand a runtime (docs/oci.md)."),
 ):
     """Run COMMAND in a new container made from ROOTFS."""
     from runtime import container, logfile, spec as specmod
 
-    if not explain:
+    if not (explain or print_spec):
         _require_root()
     _refuse_options_after_rootfs(rootfs, command or [])
     spec = specmod.build_spec(
@@ -108,6 +110,14 @@ def run(
         from runtime import explain as explainmod, state
 
         print(explainmod.explain(spec, state.state_root(_ROOT["root"])))
+        return
+    if print_spec:
+        import json
+
+        from runtime import state
+        from runtime.oci import engine
+
+        print(json.dumps(engine.print_spec(spec, state.state_root(_ROOT["root"])), indent=2))
         return
     sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach, log=log))
 

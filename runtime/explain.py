@@ -27,16 +27,8 @@ _UNSHARE = {"user": "--user", "mnt": "--mount", "uts": "--uts", "ipc": "--ipc", 
 
 def explain(spec: ContainerSpec, root: str) -> str:
     spec = recipe.guard_devices(spec)  # what a run would run: the same capabilities
-    cid = os.urandom(32).hex()
+    cid, plan = recipe.would_run(spec, root)
     cdir = state.container_dir(root, cid)
-    net = address = None
-    if spec.network not in ("none", "host"):
-        from runtime.network import ipam, networks
-
-        net = networks.get(root, spec.network)
-        address = ipam.next_free(net.bridge, net.subnet)  # what a run would lease now; nothing is taken
-    id_base = userns.next_free() if spec.userns == "auto" else None  # what a run would lease now
-    plan = recipe.recipe(spec, net, root, cid, spec.name or cid[:12], address, id_base)
     steps = [(p.phase, p.step.at(PID) if p.phase == recipe.ATTACH else p.step) for p in plan]
     c, go = shlex.quote(cdir), shlex.quote(f"{cdir}/go")
 

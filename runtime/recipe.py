@@ -84,6 +84,22 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     return plan
 
 
+def would_run(spec: ContainerSpec, root: str) -> tuple[str, list[Planned]]:
+    """(a new id, the plan) of a run of SPEC now, nothing taken: the address and id range are the ones a run
+    would lease now. What --explain prints and --print-spec translates."""
+    import os
+
+    cid = os.urandom(32).hex()
+    net = address = None
+    if spec.network not in ("none", "host"):
+        from runtime.network import ipam, networks
+
+        net = networks.get(root, spec.network)
+        address = ipam.next_free(net.bridge, net.subnet)
+    id_base = userns.next_free() if spec.userns == "auto" else None
+    return cid, recipe(spec, net, root, cid, spec.name or cid[:12], address, id_base)
+
+
 def create(journal: Journal, spec: ContainerSpec, net, root: str, cid: str, name: str) -> list[Planned]:
     """Make the plan and run its create phase. The address and the id range are chosen, and the steps up to
     their leases run, under the locks that guard them, so that another run, of any state root, chooses
