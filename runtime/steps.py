@@ -239,9 +239,13 @@ def perform(actions: Iterable[Action], trace: Trace = None) -> Callable[[], None
 
 
 def fed(command: str, lines: list[str], comment: str = "") -> str:
-    """COMMAND reading LINES, as they are, from a heredoc: one command, however many lines. COMMENT goes at the
-    end of its first line (before the heredoc's marker, it would hide the marker too)."""
-    return "\n".join(_heredoc(command, lines, comment))
+    """COMMAND reading LINES from a heredoc: one command, however many lines. COMMENT goes at the end of its
+    first line (before the heredoc's marker, it would hide the marker too).
+
+    Lines that hold nothing the shell expands get a plain marker: the same lines, and in a script of
+    explain.py's, where the container's id is written $CID, the id again. Others get a quoted one."""
+    quoted = any(c in line for line in lines for c in "$`\\")
+    return "\n".join(_heredoc(command, lines, comment, quoted))
 
 
 def heredoc(path: str, lines: list[str]) -> list[str]:
@@ -251,11 +255,12 @@ def heredoc(path: str, lines: list[str]) -> list[str]:
     return _heredoc(f"cat > {shlex.quote(path)}", lines)
 
 
-def _heredoc(command: str, lines: list[str], comment: str = "") -> list[str]:
-    end = "EOF"  # quoted: it expands nothing in the lines
+def _heredoc(command: str, lines: list[str], comment: str = "", quoted: bool = True) -> list[str]:
+    end = "EOF"
     while end in "\n".join(lines).split("\n"):  # a line equal to the delimiter would end it; the rest would run
         end += "_"
-    return [f"{command} <<'{end}'{comment and '   # ' + comment}", *lines, end]
+    marker = f"'{end}'" if quoted else end   # quoted, the shell expands nothing in the lines
+    return [f"{command} <<{marker}{comment and '   # ' + comment}", *lines, end]
 
 
 def one_line(e: Exception) -> str:

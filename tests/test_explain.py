@@ -70,13 +70,13 @@ def test_golden_port_guard():
     chain = f"PYRUN-{CID[:12]}"
     # One batch, one command: ebtables-restore applies it as one change, as pyrun does.
     assert guard.shell_up() == ["\n".join([
-        "ebtables-restore --noflush <<'EOF'", "*nat", f":{chain} RETURN",
+        "ebtables-restore --noflush <<EOF", "*nat", f":{chain} RETURN",
         f"-A {chain} -s 02:42:0a:c7:00:07 -p ARP --arp-mac-src 02:42:0a:c7:00:07 --arp-ip-src 10.199.0.7 -j RETURN",
         f"-A {chain} -s 02:42:0a:c7:00:07 -p IPv4 --ip-src 10.199.0.7 -j RETURN",
         f"-A {chain} -j DROP",
         f"-A PREROUTING -i pvc0ffeec0ffee -j {chain}", "COMMIT", "EOF"])]
     assert guard.shell_down() == ["\n".join([
-        "ebtables-restore --noflush <<'EOF'   # one gone already? pyrun then removes what is left", "*nat",
+        "ebtables-restore --noflush <<EOF   # one gone already? pyrun then removes what is left", "*nat",
         f"-D PREROUTING -i pvc0ffeec0ffee -j {chain}", f"-F {chain}", f"-X {chain}", "COMMIT", "EOF"])]
 
 
@@ -91,9 +91,9 @@ def test_golden_published_port_rules():
              f"-A PYRUN-DNAT -p tcp -m tcp --dport 8088 {tag} -j DNAT --to-destination 10.199.0.7:8000",
              f"-A PYRUN-DNAT -d 127.0.0.1/32 -p udp -m udp --dport 5353 {tag} -j DNAT --to-destination 10.199.0.7:53",
              "COMMIT"]  # loopback only: no FORWARD accept
-    assert rules.shell_up() == ["\n".join(["iptables-restore --noflush --wait <<'EOF'", *added, "EOF"])]
+    assert rules.shell_up() == ["\n".join(["iptables-restore --noflush --wait <<EOF", *added, "EOF"])]
     assert rules.shell_down() == ["\n".join([
-        f"iptables-restore --noflush --wait <<'EOF'   # one gone already? pyrun then deletes those still tagged "
+        f"iptables-restore --noflush --wait <<EOF   # one gone already? pyrun then deletes those still tagged "
         f"pyrun:{CID}", *[line.replace("-A ", "-D ", 1) for line in added], "EOF"])]
 
 
@@ -156,5 +156,5 @@ def test_verbose_prints_each_step_with_its_time(busybox, clean_host):
     lines = r.stderr.splitlines()
     assert any(" ms] ip link add pv" in line for line in lines)
     assert any(" ms] undo: ip link del pv" in line for line in lines)
-    batch = lines.index(next(line for line in lines if " ms] iptables-restore --noflush --wait <<'EOF'" in line))
+    batch = lines.index(next(line for line in lines if " ms] iptables-restore --noflush --wait <<EOF" in line))
     assert any(line.endswith(" -j DNAT --to-destination 10.199.0.2:80") for line in lines[batch:])  # under it

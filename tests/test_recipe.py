@@ -294,7 +294,7 @@ def explained(script: str) -> list[tuple[str, list[str]]]:
                 sections.append((header.group(1), current))
         elif current is not None:
             current.append(line)
-        opened = re.search(r"<<'(EOF_*)'", line)
+        opened = re.search(r"<<'?(EOF_*)\b", line)
         marker = opened.group(1) if opened and not header else None
     return sections
 
@@ -329,7 +329,7 @@ def test_verbose_traces_each_command_explain_prints_with_its_own_time(case, busy
     lines = traced(r.stderr)
     # (a) a line without its own time is only ever a heredoc's, under the command that has it
     for _, command in lines:
-        assert "\n" not in command or re.search(r"<<'(EOF_*)'.*\n(.*\n)*\1$", command), command
+        assert "\n" not in command or re.search(r"<<'?(EOF_*)\b.*\n(.*\n)*\1$", command), command
     setup = [c for ms, c in lines if not c.startswith("undo: ")]
     assert sum(ms for ms, c in lines) < took  # no time counted twice
     # (b) with the run's own id, state directory and PID 1 named as the script names them
@@ -359,7 +359,7 @@ def test_verbose_shows_the_bridge_made_on_a_fresh_host_and_a_detached_teardown(b
         f"ip link add pyrun0 address {mac} type bridge", "sysctl -qw net.ipv6.conf.pyrun0.disable_ipv6=1",
         "ip addr add 10.199.0.1/16 dev pyrun0", "ip link set pyrun0 up",
         "sysctl -qw net.ipv4.conf.pyrun0.route_localnet=1"]
-    batch = next(c for c in made if c.startswith("iptables-restore --noflush --wait <<'EOF'\n*filter\n"))
+    batch = next(c for c in made if c.startswith("iptables-restore --noflush --wait <<EOF\n*filter\n"))
     assert "\n-A PYRUN-POSTROUTING -s 10.199.0.0/16 ! -o pyrun0 " in batch
     again = pyrun("run", "--rm", "--verbose", busybox, "true").stderr
     assert "pyrun0, its address and pyrun's chains and rules are there already" in again

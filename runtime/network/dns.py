@@ -70,6 +70,11 @@ def etc_dir(container_dir: str) -> str:
     return layer_dir(container_dir)
 
 
+def write_files(directory: str, hostname: str, address: str | None, network: str) -> None:
+    """Write the three files into DIRECTORY, as the EtcFiles step does."""
+    EtcFiles(directory, hostname, address, network).up()
+
+
 def _warn_fallback(fell_back: bool, network: str) -> None:
     if fell_back and network != "none":
         print(f"pyrun: the host's resolv.conf names no resolver reachable from a container; "
