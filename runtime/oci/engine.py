@@ -16,7 +16,8 @@ for pyrun's flags; `pyrun-oci` or runc can run what it prints.
     (always)                 process.noNewPrivileges
     --read-only              root.readonly
     --hostname               hostname (else the id's first 12 characters, as Docker's)
-    -v, --tmpfs              mounts, after /proc, /dev, /sys and the three /etc files pyrun writes
+    -v, --tmpfs              mounts, after /proc, /dev, /sys and the three /etc files pyrun writes:
+                             each of PID 1's actions (pid1.py) says what it is in config.json
     --network, --userns      linux.namespaces; --userns=auto also linux.uidMappings, gidMappings
     -m, --cpus, --pids-limit linux.resources, with pyrun's device allowlist
     --security-opt seccomp   linux.seccomp: the profile with each rule's "includes"/"excludes"
@@ -36,20 +37,19 @@ reaper, recorded in annotations["org.pyrun.init"].
 import os
 import platform
 
-from runtime import cgroups, init, namespaces, recipe, rootfs, seccomp, security, users
+from runtime import cgroups, init, namespaces, recipe, seccomp, security, users
 from runtime.oci.config import OCI_VERSION
-from runtime.spec import ULIMITS, ContainerSpec
+from runtime.spec import ContainerSpec
 
 _NAMESPACES = {"pid": "pid", "mnt": "mount", "uts": "uts", "ipc": "ipc", "net": "network", "user": "user"}
-_RLIMITS = {number: name for name, number in ULIMITS.items()}
-_SAFE = ["nosuid", "noexec", "nodev"]
 # libseccomp's names for the architectures Docker's profile format calls amd64, arm64.
 _SCMP_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 
-def config(spec: ContainerSpec, plan: list, cid: str) -> dict:
+def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -> dict:
     """SPEC as config.json, for container CID whose host-side steps are PLAN (recipe.recipe): its /etc files,
-    cgroup and id range are the plan's."""
+    cgroup and id range are the plan's. ROOT: the root.path, if not the rootfs itself (pyrun run --runtime: the
+    writable layer mounted over it, client.Overlay)."""
     hostname = recipe.hostname(spec, cid)
     who = _identity(spec)
     env = init.environment(spec, hostname, who.home if who else "/root")
@@ -72,8 +72,6 @@ def config(spec: ContainerSpec, plan: list, cid: str) -> dict:
         "namespaces": [{"type": _NAMESPACES[k]} for k in namespaces.kinds(spec.network, spec.userns)],
         "resources": _resources(spec),
         "cgroupsPath": f"/{cgroups.PARENT}/{cid}",
-        "maskedPaths": list(rootfs.MASKED),
-        "readonlyPaths": list(rootfs.READ_ONLY),
     }
     ids = recipe.find(plan, recipe.userns.IdRange)
     if ids:
@@ -84,15 +82,15 @@ def config(spec: ContainerSpec, plan: list, cid: str) -> dict:
     annotations = {"org.pyrun.name": spec.name} if spec.name else {}
     if spec.init:
         annotations["org.pyrun.init"] = "true"
-    return {
-        "ociVersion": OCI_VERSION,
-        "process": process,
-        "root": {"path": os.path.abspath(spec.rootfs), "readonly": spec.read_only},
-        "hostname": hostname,
-        "mounts": _mounts(spec, plan),
-        "linux": linux,
-        **({"annotations": annotations} if annotations else {}),
-    }
+    out = {"ociVersion": OCI_VERSION, "process": process, "linux": linux}
+    for action in recipe.inside(spec, plan, cid):  # the container side: PID 1's own list, each its fields
+        action.oci(out)
+    if root:
+        out["root"]["path"] = root
+    if annotations:
+        out["annotations"] = annotations
+    order = ("ociVersion", "process", "root", "hostname", "mounts", "linux", "annotations")  # as runc spec's
+    return {key: out[key] for key in order if key in out}
 
 
 def _identity(spec: ContainerSpec) -> "users.Identity | None":
@@ -109,26 +107,6 @@ def _identity(spec: ContainerSpec) -> "users.Identity | None":
 
 def _limit(n: int) -> int:
     return 2 ** 64 - 1 if n == -1 else n  # RLIM_INFINITY, as config.json writes it
-
-
-def _mounts(spec: ContainerSpec, plan: list) -> list[dict]:
-    """rootfs.build's mounts, in its order: the kernel filesystems, the /etc files and -v's, --tmpfs."""
-    out = [{"destination": "/proc", "type": "proc", "source": "proc", "options": list(_SAFE)},
-           {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755",
-                                                                                   "size=65536k"]},
-           {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-           {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": [*_SAFE, "mode=1777",
-                                                                                     "size=65536k"]},
-           {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": list(_SAFE)},
-           {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*_SAFE, "ro"]}]
-    for source, target, readonly in recipe.binds(spec, plan):
-        out.append({"destination": target, "type": "bind", "source": source,
-                    "options": ["rbind", "ro" if readonly else "rw"]})
-    for t in spec.tmpfs:
-        out.append({"destination": t.target, "type": "tmpfs", "source": "tmpfs",
-                    "options": [*t.flags, *filter(None, t.data.split(","))]})
-    return out
 
 
 def _resources(spec: ContainerSpec) -> dict:

@@ -72,7 +72,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
 
             keyring = f"_ses.{cid}" if new_keyring else None
             pid, sock = _spawn(lambda theirs: oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(),
-                                                                    pivot, keyring))
+                                                                    pivot, keyring),
+                               map_ids=_map_ids(b) if b.makes("user") else None)
         finally:
             os.close(fifo)
         with sock:
@@ -101,10 +102,18 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         raise
 
 
-def _spawn(intermediate_does):
+def _map_ids(b):
+    """The host's side of a new user namespace: its maps, written from here (userns.write_maps)."""
+    from runtime.userns import write_maps
+
+    return lambda intermediate: write_maps(intermediate, b.map_text("uid"), b.map_text("gid"))
+
+
+def _spawn(intermediate_does, map_ids=None):
     """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
     forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
-    engine's once the intermediate has exited."""
+    engine's once the intermediate has exited. With MAP_IDS, the intermediate stops once it has unshared its
+    user namespace ("userns") until MAP_IDS(its pid) has written the namespace's maps ("mapped")."""
     import traceback
 
     from runtime import sync
@@ -123,6 +132,10 @@ def _spawn(intermediate_does):
             os._exit(1)
     theirs.close()
     try:
+        if map_ids:
+            sync.expect(ours, "userns")
+            map_ids(intermediate)
+            sync.send(ours, "mapped")
         return sync.expect(ours, "pid")["pid"], ours
     except BaseException:
         ours.close()
