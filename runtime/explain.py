@@ -101,10 +101,10 @@ def _explain_runtime(spec: ContainerSpec, cid: str, cdir: str, steps: list, setu
 
 def _script(what: str, cid: str, cdir: str, sections: list, first: list[str] = ()) -> str:
     """A script that runs on its own: its header sets what its commands use."""
-    body = "\n".join([*first, *_numbered(sections)])
+    body = "\n".join([*first, *numbered(sections)])
     c = shlex.quote(cdir)
     if c == cdir:  # else the state directory needed quoting, and $C inside quotes would not be expanded
-        body, c = _variables(body, cdir, cid), cdir.replace(cid, "$CID")
+        body, c = with_variables(body, cdir, cid), cdir.replace(cid, "$CID")
     return "\n".join(["#!/bin/bash",
                       f"# pyrun run --explain: {what}",
                       "# Run as root. pyrun has changed nothing; each numbered step is one of its own, [named] as "
@@ -115,7 +115,7 @@ def _script(what: str, cid: str, cdir: str, sections: list, first: list[str] = (
                       f"export C={c}   # its state directory", "", body])
 
 
-def _variables(body: str, cdir: str, cid: str) -> str:
+def with_variables(body: str, cdir: str, cid: str) -> str:
     """$C and $CID for the state directory and the id in the commands, not in a heredoc's text: a quoted heredoc
     expands nothing, and a file such as config.json must say the paths themselves."""
     out, end = [], None
@@ -135,7 +135,7 @@ def _section(step) -> tuple[str, list[str]]:
     return f"[{step.kind}] {step.title()} ({source})", step.shell_up()
 
 
-def _numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
+def numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
     out = []
     for number, (title, commands) in enumerate(sections, 1):
         out += [f"# {number}. {title}", *commands, ""]

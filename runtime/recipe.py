@@ -87,6 +87,7 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
                                                            client.runtime_root(root, spec.runtime), cid, bundle,
                                                            spec.interactive, spec.tty)))
+        plan.append(Planned(ATTACH, client.Unexposed(os.path.join(layer, "merged"))))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
         # the network is wired meanwhile.

@@ -88,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--preserve-fds", type=int, default=0)
     create.add_argument("--no-pivot", action="store_true")
     create.add_argument("--no-new-keyring", action="store_true")
+    create.add_argument("--explain", action="store_true", help="change nothing: print what create and start "
+                                                               "would do, as a bash script")
     create.add_argument("id")
     for name, text in (("start", "run the created container's program"), ("state", "print its state as JSON"),
                        ("pause", "freeze every process of the container"), ("resume", "thaw a paused container")):
@@ -141,6 +143,10 @@ def run(args, log: Log) -> int | None:
         with open(path, "w") as f:
             json.dump(config.default(), f, indent="\t")
             f.write("\n")
+    elif args.verb == "create" and args.explain:
+        from runtime.oci import explain
+
+        print(explain.explain(root, args.id, args.bundle))
     elif args.verb == "create":
         if args.preserve_fds < 0:
             raise PyrunError("invalid --preserve-fds", f"{args.preserve_fds}: expected 0 or more")

@@ -13,7 +13,8 @@ line. What changes in the recipe:
              (no Cgroup step: the runtime makes the cgroup config.json names)
     spawn    RuntimeContainer: `RUNTIME create --bundle B --pid-file F ID`, which returns with
              the container's process set up and blocked before execve
-    attach   netns name, veth, port guard, published ports, into that process's network
+    attach   Unexposed: the overlay unmounted from the host, the container's mount namespace keeps it;
+             netns name, veth, port guard, published ports, into that process's network
              namespace, as for pyrun's own PID 1 (CNI plugins do the same after runc create)
     go       `RUNTIME start ID`
     teardown the journal backwards, `RUNTIME delete --force ID` among it
@@ -83,14 +84,34 @@ class Overlay(Step):
                  lambda: rootfs.mount_layer(self.rootfs, self.layer))]
 
     def undo_actions(self) -> list[Action]:
-        return [(f"umount -l {shlex.quote(self.merged)}", self._unmount)]
+        return [(f"umount -l {shlex.quote(self.merged)}", lambda: _unmount(self.merged))]
 
-    def _unmount(self) -> None:
-        try:
-            umount2(self.merged, MNT_DETACH)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
-                raise
+
+def _unmount(path: str) -> None:
+    try:
+        umount2(path, MNT_DETACH)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
+            raise
+
+
+@dataclass
+class Unexposed(Step):
+    """The container's root taken off the host's tree, now that the runtime holds it in the container's mount
+    namespace: a setuid file the container makes is no way to root for a host user who reaches the layer
+
+    The overlay was mounted on the host only for the runtime to find it at root.path. Left there, it would
+    be a suid mount of the container's files under the state directory; detached, its only mounts are the
+    container's own, and what the container writes is on the host only in the layer's diff/, a nosuid,nodev
+    mount (rootfs.Layer)."""
+
+    kind = "unexposed"
+    merged: str
+
+    def actions(self) -> list[Action]:
+        """Its undo is nothing: there is nothing on the host to put back."""
+        return [(f"umount -l {shlex.quote(self.merged)}   # the container's own mount namespace keeps its root",
+                 lambda: _unmount(self.merged))]
 
 
 @dataclass

@@ -134,6 +134,12 @@ class Bundle:
         return any(self.hooks.get(name) for name in ("prestart", "createRuntime", "createContainer",
                                                      "startContainer"))
 
+    def cgroup(self):
+        """The Cgroup step create journals for this bundle (pyrun-oci adds freezer, for pause and resume)."""
+        return cgroups.Cgroup(self.cgroup_name, self.resources.memory, self.resources.cpus, self.resources.pids_limit,
+                              parent=self.cgroup_parent, devices=self.devices,
+                              controllers=(*cgroups.CONTROLLERS, "freezer"))
+
     def makes(self, kind: str) -> bool:
         return (kind, None) in self.namespaces
 

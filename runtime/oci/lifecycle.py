@@ -35,7 +35,6 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
            preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None) -> None:
     from runtime import sync
-    from runtime.cgroups import CONTROLLERS, Cgroup
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
     from runtime.oci import hooks
     from runtime.steps import Journal
@@ -62,8 +61,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         os.mkfifo(fifo_path, 0o600)
         os.chmod(fifo_path, 0o622)  # PID 1 may open it after becoming process.user
         state.write_json(oci_state.config_path(root, cid), b.config)  # exec's process comes from it
-        cgroup = Cgroup(b.cgroup_name, b.resources.memory, b.resources.cpus, b.resources.pids_limit,
-                        parent=b.cgroup_parent, devices=b.devices, controllers=(*CONTROLLERS, "freezer"))
+        cgroup = b.cgroup()
         journal.run(cgroup)
         record["freezer"] = oci_state.freezer_file(cgroup)
         fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
