@@ -41,7 +41,7 @@ from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
 from runtime.process import ContainerProcess
 from runtime.signals import forward_to
 from runtime.spec import BUILT_IN
-from runtime.steps import Step, heredoc
+from runtime.steps import Action, Step, heredoc
 from runtime.syscalls import MNT_DETACH, open_in_root, umount2
 
 _HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,20 +76,17 @@ class Overlay(Step):
     def merged(self) -> str:
         return os.path.join(self.layer, "merged")
 
-    def up(self) -> None:
-        rootfs.mount_layer(self.rootfs, self.layer)
-
-    def down(self) -> None:
-        _unmount(self.merged)
-
-    def shell_up(self) -> list[str]:
+    def actions(self) -> list[Action]:
+        """One mount, on directories opened for it and closed after it (mount_layer): one command of three
+        lines."""
         q = shlex.quote
-        return [f"exec 3< {q(self.rootfs)} 4< {q(self.layer + '/diff')} 5< {q(self.layer + '/work')}",
-                "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
-                f"workdir=/proc/self/fd/5 {q(self.merged)}", "exec 3<&- 4<&- 5<&-"]
+        return [("\n".join([f"exec 3< {q(self.rootfs)} 4< {q(self.layer + '/diff')} 5< {q(self.layer + '/work')}",
+                            "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
+                            f"workdir=/proc/self/fd/5 {q(self.merged)}", "exec 3<&- 4<&- 5<&-"]),
+                 lambda: rootfs.mount_layer(self.rootfs, self.layer))]
 
-    def shell_down(self) -> list[str]:
-        return [f"umount -l {shlex.quote(self.merged)}"]
+    def undo_actions(self) -> list[Action]:
+        return [(f"umount -l {shlex.quote(self.merged)}", lambda: _unmount(self.merged))]
 
 
 def _unmount(path: str) -> None:
@@ -113,14 +110,10 @@ class Unexposed(Step):
     kind = "unexposed"
     merged: str
 
-    def up(self) -> None:
-        _unmount(self.merged)
-
-    def down(self) -> None:
-        """Nothing: there is nothing on the host to put back."""
-
-    def shell_up(self) -> list[str]:
-        return [f"umount -l {shlex.quote(self.merged)}   # the container's own mount namespace keeps its root"]
+    def actions(self) -> list[Action]:
+        """Its undo is nothing: there is nothing on the host to put back."""
+        return [(f"umount -l {shlex.quote(self.merged)}   # the container's own mount namespace keeps its root",
+                 lambda: _unmount(self.merged))]
 
 
 @dataclass
@@ -131,23 +124,25 @@ class Bundle(Step):
     path: str
     config: dict
 
-    def up(self) -> None:
+    def actions(self) -> list[Action]:
+        config = heredoc(os.path.join(self.path, "config.json"), json.dumps(self.config, indent=2).splitlines())
+        return [("# each mount target resolved inside the rootfs, as PID 1 resolves them (openat2 RESOLVE_IN_ROOT);"
+                 " /dev, /proc, /sys directories, /etc/passwd and /etc/group files", self._check),
+                (f"mkdir -p -m 0700 {shlex.quote(self.path)}",
+                 lambda: os.makedirs(self.path, mode=0o700, exist_ok=True)),
+                ("\n".join(config), self._write)]
+
+    def _check(self) -> None:
         _resolve_targets(self.config)
         _check_user_files(self.config["root"]["path"])
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
+
+    def _write(self) -> None:
         with open(os.open(os.path.join(self.path, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                           0o600), "w") as f:
             json.dump(self.config, f, indent=2)
 
-    def down(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-    def shell_up(self) -> list[str]:
-        return [f"mkdir -p -m 0700 {shlex.quote(self.path)}",
-                *heredoc(os.path.join(self.path, "config.json"), json.dumps(self.config, indent=2).splitlines())]
-
-    def shell_down(self) -> list[str]:
-        return [f"rm -rf {shlex.quote(self.path)}"]
+    def undo_actions(self) -> list[Action]:
+        return [(f"rm -rf {shlex.quote(self.path)}", lambda: shutil.rmtree(self.path, ignore_errors=True))]
 
 
 # Paths a runtime writes below by name, joined to root.path on the host's side (runc's /dev/fd, /dev/ptmx links):
@@ -234,7 +229,17 @@ class RuntimeContainer(Step):
     def _console(self) -> str:
         return os.path.join(os.path.dirname(self.bundle), "console.sock")
 
-    def up(self) -> None:
+    def actions(self) -> list[Action]:
+        tty = f" --console-socket {shlex.quote(self._console)}" if self.tty else ""
+        log = shlex.quote(os.path.join(os.path.dirname(self.bundle), "container.log"))
+        return [("# the container's stdio is create's: here a log, as a detached pyrun's (a terminal: the socket's)",
+                 lambda: None),
+                (f"{shlex.join([*self.runtime, '--root', self.root])} create --bundle {shlex.quote(self.bundle)} "
+                 f"--pid-file {shlex.quote(self._pid_file)}{tty} {self.cid} > {log} 2>&1 < /dev/null", self._create),
+                (f"PID=$(cat {shlex.quote(self._pid_file)})   # its process, blocked before execve until start",
+                 self._read_pid)]
+
+    def _create(self) -> None:
         args = ["create", "--bundle", self.bundle, "--pid-file", self._pid_file]
         listener = None
         if self.tty:
@@ -257,6 +262,8 @@ class RuntimeContainer(Step):
             if self.master is not None:
                 os.close(self.master)
             raise _failed("create", self._log, code)
+
+    def _read_pid(self) -> None:
         with open(self._pid_file) as f:
             self.pid = int(f.read())
 
@@ -265,7 +272,10 @@ class RuntimeContainer(Step):
         if code != 0:
             raise _failed("start", self._log, code)
 
-    def down(self) -> None:
+    def undo_actions(self) -> list[Action]:
+        return [(f"{shlex.join([*self.runtime, '--root', self.root])} delete --force {self.cid}", self._delete)]
+
+    def _delete(self) -> None:
         # --force: kills what is still running; a container the runtime does not know is already gone (runc's
         # and pyrun-oci's delete --force exit 0 then).
         r = subprocess.run(self._verb("delete", "--force", self.cid), stdin=subprocess.DEVNULL,
@@ -273,19 +283,9 @@ class RuntimeContainer(Step):
         if r.returncode != 0:
             raise _failed("delete", self._log, r.returncode)
 
-    def shell_up(self) -> list[str]:
-        tty = f" --console-socket {shlex.quote(self._console)}" if self.tty else ""
-        log = shlex.quote(os.path.join(os.path.dirname(self.bundle), "container.log"))
-        return ["# the container's stdio is create's: here a log, as a detached pyrun's (a terminal: the socket's)",
-                f"{shlex.join([*self.runtime, '--root', self.root])} create --bundle {shlex.quote(self.bundle)} "
-                f"--pid-file {shlex.quote(self._pid_file)}{tty} {self.cid} > {log} 2>&1 < /dev/null",
-                f"PID=$(cat {shlex.quote(self._pid_file)})   # its process, blocked before execve until start"]
-
     def shell_start(self) -> list[str]:
         return [f"{shlex.join([*self.runtime, '--root', self.root])} start {self.cid}"]
 
-    def shell_down(self) -> list[str]:
-        return [f"{shlex.join([*self.runtime, '--root', self.root])} delete --force {self.cid}"]
 
 
 def _receive_console(listener: socket.socket, create: subprocess.Popen) -> int | None:
