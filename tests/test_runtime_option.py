@@ -165,6 +165,28 @@ def test_rm_f_or_stop_while_the_runtime_holds_a_created_container_leaves_nothing
     assert pyrun("ps", "-a", "-q").stdout == ""
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_created_container_killed_before_start_is_undone_all_the_same(runtime, busybox):
+    """The runtime's process dies between create and start (the OOM killer, an admin): stop still undoes the
+    container, the runtime's delete of a container whose process is gone included."""
+    BUSYBOX[:] = [busybox]
+    before = snapshot()
+    p = _paused(runtime, "runtime", "rtkilled")
+    try:
+        [cid] = os.listdir(os.path.join(STATE_ROOT, "containers"))
+        with open(os.path.join(STATE_ROOT, "containers", cid, "runtime.pid")) as f:
+            os.kill(int(f.read()), signal.SIGKILL)
+        r = pyrun("stop", "rtkilled")
+        assert r.returncode == 0, r.stderr
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    _gone_everywhere(runtime, before)
+    assert pyrun("ps", "-a", "-q").stdout == ""
+
+
 def test_explain_shows_the_runtimes_verbs(busybox):
     """--explain --runtime prints the engine's side around `runc create` and `runc start`, and the bundle."""
     out = subprocess.run([sys.executable, "-m", "runtime", "run", "--explain", "--runtime", "runc", "--network",
