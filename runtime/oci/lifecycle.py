@@ -209,10 +209,18 @@ def start(root: str, cid: str, warn=None) -> None:
     status = oci_state.status(root, record)
     if status != "created":
         raise PyrunError(f"cannot start a container that is {status}", f"{cid} (start needs one just created)")
+    import select
+
     path = oci_state.fifo_path(root, cid)
-    # O_NONBLOCK: the open returns at once; the byte arrives once PID 1 has opened its end.
+    # O_NONBLOCK: the open returns at once; the byte arrives once PID 1 has opened its end. poll(2) wakes us
+    # for the byte or for PID 1's exit (its pidfd), whichever comes first.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    pidfd = _pidfd(record["process"])
     try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -221,15 +229,17 @@ def start(root: str, cid: str, warn=None) -> None:
             except BlockingIOError:
                 pass
             process = record["process"]
-            if oci_state.exited(process["Pid"], process["StartTime"]) or time.monotonic() > deadline:
+            if pidfd is None or oci_state.exited(process["Pid"], process["StartTime"]) or time.monotonic() > deadline:
                 raise PyrunError("start", f"{cid}: the container's process exited before it could start")
-            time.sleep(0.001)
+            poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
         if record.get("hooks", {}).get("poststart"):
             os.set_blocking(fd, True)
             while os.read(fd, 1):  # end of file: PID 1 is at its execve (init._wait_for_start)
                 pass
     finally:
         os.close(fd)
+        if pidfd is not None:
+            os.close(pidfd)
     os.unlink(path)  # no FIFO: the status is running from now on
     if record.get("hooks", {}).get("poststart"):
         from runtime.oci import hooks
@@ -252,16 +262,15 @@ def cgroup_pids(root: str, cid: str) -> list[int]:
 
 
 def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
-    import runtime.cgroups  # noqa: F401  (the Cgroup step, which the journal names)
-    from runtime.oci import hooks
-    from runtime.steps import Journal
-
     try:
         record = oci_state.read(root, cid)
     except PyrunError:
         if force:
             return
         raise
+    import runtime.cgroups  # noqa: F401  (the Cgroup step, which the journal names)
+    from runtime.steps import Journal
+
     status = oci_state.status(root, record)
     if status in ("running", "paused") and not force:
         raise PyrunError(f"cannot delete container {cid} that is not stopped", status)
@@ -271,15 +280,22 @@ def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
             from runtime.oci.manage import thaw
 
             thaw(record)  # a frozen task dies only once it runs again
-        deadline = time.monotonic() + 5
-        while not oci_state.exited(record["pid"], record["process"]["StartTime"]) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        pidfd = _pidfd(record["process"])
+        if pidfd is not None:  # readable once it has exited
+            import select
+
+            try:
+                select.select([pidfd], [], [], 5)
+            finally:
+                os.close(pidfd)
     with state.locked(root):
         errors = Journal(state.journal_path(root, cid)).undo()  # the cgroup kills what is left inside it
         if errors:
             raise PyrunError("delete", f"{cid}: " + "; ".join(errors))
         _remove_tree(state.container_dir(root, cid))
     if record.get("hooks", {}).get("poststop"):
+        from runtime.oci import hooks
+
         hooks.run_warning(record["hooks"], "poststop", {**oci_state.shown(root, record), "status": "stopped"},
                           warn or _warn, cwd=record["bundle"])
 
@@ -303,13 +319,35 @@ def read_text(path: str) -> str:
 
 
 def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove the directory PATH and all in it, whatever is left (shutil.rmtree's import was ~2 ms of delete)."""
+    for top, dirs, files in os.walk(path, topdown=False):
+        for name in files + dirs:
+            entry = os.path.join(top, name)
+            try:
+                os.rmdir(entry) if name in dirs and not os.path.islink(entry) else os.unlink(entry)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _warn(message: str) -> None:
     print(f"pyrun-oci: warning: {message}", file=sys.stderr)
+
+
+def _pidfd(process: dict) -> int | None:
+    """A pidfd for PROCESS ({"Pid", "StartTime"}), which poll(2) finds readable once the process has exited;
+    None if it has exited already (checked after the open: a reused pid is not taken for it)."""
+    try:
+        fd = os.pidfd_open(process["Pid"])
+    except ProcessLookupError:
+        return None
+    if oci_state.exited(process["Pid"], process["StartTime"]):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _kill(pid: int, sig: int) -> None:
