@@ -2,10 +2,13 @@
 
 A cgroup is a directory; limits are files in it; a process joins by having
 its pid written to cgroup.procs, and its children are born inside. On cgroup
-v1 each controller (memory, cpu, pids) is its own mounted hierarchy and we
-drive it through cgroupspy; on cgroup v2 there is one hierarchy and we write
-its files directly. A machine may mix both, so the driver is chosen per
-controller: whichever hierarchy has it.
+v1 each controller (memory, cpu, pids) is its own mounted hierarchy; on
+cgroup v2 there is one hierarchy, and a controller works in a cgroup only if
+each ancestor enables it for its children. A machine may mix both, so the
+hierarchy is chosen per controller: whichever has it. Either way pyrun makes
+the directories with mkdir and writes the files itself (cgroupspy, which it
+used for v1 at first, did the same two mkdirs after ~5 ms of importing
+logging, at every start).
 
 | limit        | cgroup v1                                   | cgroup v2            |
 |--------------|---------------------------------------------|----------------------|
@@ -107,18 +110,12 @@ class Cgroup(Step):
         return out
 
     def up(self) -> None:
-        from cgroupspy.nodes import Node
-
         for controller, (version, path) in self.dirs().items():
-            if version == 1:
-                node = Node(controller.encode(), parent=Node(CGROUP_ROOT.encode()))
-                for name in [*self.parent.split("/"), self.cid]:
-                    node = node.create_cgroup(name) if name else node
-            else:
+            if version == 2:
                 for directory, value in self._enable_v2(controller):
                     os.makedirs(directory, exist_ok=True)
                     _write(os.path.join(directory, "cgroup.subtree_control"), value)
-                os.makedirs(path, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
         for path, name, value in self._limits():
             _write(os.path.join(path, name), value)
 
