@@ -64,9 +64,10 @@ def _join_cgroup(dirs: list[str]) -> None:
 
 def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
                  keyring: str | None) -> None:
-    """Join the cgroup and the namespaces the config names by path, make the others, fork PID 1."""
+    """Once create has moved us into the cgroup, join the namespaces the config names by path, make the
+    others, fork PID 1."""
     def enter() -> None:
-        _join_cgroup(cgroup_dirs)  # first: PID 1 is born in it, and a new cgroup namespace is rooted there
+        sync.expect(sock, "joined")  # first: PID 1 is born in the cgroup, and a new cgroup namespace is rooted there
         for kind, path in bundle.namespaces:  # joined first: how a pod's containers share one netns
             if path:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -68,11 +68,15 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         record["freezer"] = oci_state.freezer_file(cgroup)
         fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
         try:
-            from runtime.oci import init as oci_init  # imported before the fork: after pivot_root there is no host
-
             keyring = f"_ses.{cid}" if new_keyring else None
-            pid, sock = _spawn(lambda theirs: oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(),
-                                                                    pivot, keyring))
+
+            def intermediate(theirs) -> None:
+                # Imported by the intermediate, while create moves it into the cgroup (below); PID 1 is forked
+                # from it, with the module, before pivot_root, after which there is no host to import from.
+                from runtime.oci import init as oci_init
+
+                oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(), pivot, keyring)
+            pid, sock = _spawn(intermediate, cgroup)
         finally:
             os.close(fifo)
         with sock:
@@ -101,10 +105,14 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         raise
 
 
-def _spawn(intermediate_does):
+def _spawn(intermediate_does, cgroup=None):
     """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
     forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
-    engine's once the intermediate has exited."""
+    engine's once the intermediate has exited.
+
+    With CGROUP, the intermediate is moved into it from here, as runc's parent moves its child, and told
+    "joined": on cgroup v1 the kernel makes the first move wait out an RCU grace period (~12 ms), and the
+    intermediate imports the container side meanwhile, on the other CPU, instead of before the fork."""
     import traceback
 
     from runtime import sync
@@ -123,6 +131,9 @@ def _spawn(intermediate_does):
             os._exit(1)
     theirs.close()
     try:
+        if cgroup is not None:
+            cgroup.join(intermediate)
+            sync.send(ours, "joined")
         return sync.expect(ours, "pid")["pid"], ours
     except BaseException:
         ours.close()
