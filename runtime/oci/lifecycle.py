@@ -37,7 +37,6 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
     from runtime import sync
     from runtime.cgroups import CONTROLLERS, Cgroup
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
-    from runtime.oci import hooks
     from runtime.steps import Journal
 
     oci_config.check_id(cid)
@@ -81,6 +80,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
             os.close(fifo)
         with sock:
             if b.syncs_hooks():  # PID 1 waits before pivot_root: the runtime's hooks run now, then its own
+                from runtime.oci import hooks
+
                 sync.expect(sock, "hooks")
                 record["pid"] = pid
                 now = oci_state.shown(root, record)
@@ -99,6 +100,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
             _kill(pid, signal.SIGKILL)
         journal.undo()
         if pid is not None:  # the container existed: its poststop hooks undo what the others made (config.md)
+            from runtime.oci import hooks
+
             hooks.run_warning(b.hooks, "poststop", {**oci_state.shown(root, record), "status": "stopped", "pid": 0},
                               warn or _warn, cwd=b.path)
         _remove_tree(cdir)
@@ -113,8 +116,6 @@ def _spawn(intermediate_does, cgroup=None):
     With CGROUP, the intermediate is moved into it from here, as runc's parent moves its child, and told
     "joined": on cgroup v1 the kernel makes the first move wait out an RCU grace period (~12 ms), and the
     intermediate imports the container side meanwhile, on the other CPU, instead of before the fork."""
-    import traceback
-
     from runtime import sync
 
     ours, theirs = sync.channel()
@@ -126,6 +127,8 @@ def _spawn(intermediate_does, cgroup=None):
             ours.close()
             intermediate_does(theirs)
         except BaseException:
+            import traceback
+
             traceback.print_exc()  # a bug in pyrun: say where, the container's stderr is the engine's
         finally:
             os._exit(1)
