@@ -82,17 +82,23 @@ def run(
     userns: Optional[str] = typer.Option(None, "--userns", help="host (the default): root inside is the host's "
                                                                 "root; auto (--sandbox's): an unprivileged host "
                                                                 "uid range of its own."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="pyrun (the default, built in), or an OCI runtime "
+                                                                  "to hand the container to: pyrun-oci, runc, crun "
+                                                                  "or a path (docs/oci.md)."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "
                                                              "max-file=COUNT (2), as Docker's json-file."),
-    verbose: bool = typer.Option(False, "--verbose", help="Print each host-side step as it is done."),
+    verbose: bool = typer.Option(False, "--verbose",
+                                 help="Print each step as it is done: the host's, then PID 1's in the container."),
     explain: bool = typer.Option(False, "--explain", help="Change nothing; print the same work as a shell script."),
+    print_spec: bool = typer.Option(False, "--print-spec", help="Change nothing; print the OCI config.json this "
+                                                                "run would hand a runtime (docs/oci.md)."),
 ):
     """Run COMMAND in a new container made from ROOTFS."""
     from runtime import container, logfile, spec as specmod
 
-    if not explain:
+    if not (explain or print_spec):
         _require_root()
     _refuse_options_after_rootfs(rootfs, command or [])
     spec = specmod.build_spec(
@@ -100,7 +106,7 @@ def run(
         network=network, publish=publish, memory=memory, cpus=cpus, pids_limit=pids_limit,
         cap_add=cap_add, cap_drop=cap_drop, read_only=read_only, init=init, interactive=interactive, tty=tty,
         security_opt=security_opt, user=user, tmpfs=tmpfs, ulimit=ulimit, stop_timeout=stop_timeout,
-        timeout=timeout, sandbox=sandbox, userns=userns)
+        timeout=timeout, sandbox=sandbox, userns=userns, runtime=runtime)
     log = logfile.parse_log_opts(log_opt)
     if detach and (interactive or tty):  # before --explain: it explains a run that would happen, or refuses
         raise PyrunError("invalid -d", "a detached container cannot be given -i or -t (pyrun has no attach)")
@@ -108,6 +114,14 @@ def run(
         from runtime import explain as explainmod, state
 
         print(explainmod.explain(spec, state.state_root(_ROOT["root"])))
+        return
+    if print_spec:
+        import json
+
+        from runtime import state
+        from runtime.oci import engine
+
+        print(json.dumps(engine.print_spec(spec, state.state_root(_ROOT["root"])), indent=2))
         return
     sys.exit(container.run(spec, _root(), remove=rm, verbose=verbose, detach=detach, log=log))
 

@@ -23,23 +23,18 @@ resident for each detached container is little more than an interpreter.
 import json
 import os
 import sys
-import time
 
 from runtime import logfile, process, recipe, signals, state, tree
 from runtime.cgroups import Cgroup
 from runtime.errors import EXIT_TIMEOUT, PyrunError
-from runtime.rootfs import layer_dir
-from runtime.spec import BindMount, ContainerSpec, Resources, Ulimit
+from runtime.record import Record
+from runtime.spec import BUILT_IN, ContainerSpec
 from runtime.steps import Journal, one_line
 from runtime.userns import IdRange
 
 LOG = "container.log"
 TRACE = "PYRUN_TRACE"  # run -d --verbose: the monitor traces the teardown too, into the log
 EXIT_CODE = "exitcode"  # written in place at the exit, for `pyrun wait` (lifecycle.wait says why)
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = False, detach: bool = False,
@@ -54,12 +49,11 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
         net = networks.get(root, spec.network)  # an unknown network is bad input: fail before anything exists
     reconcile(root)
     with state.locked(root):
-        cid, name = state.new_container(root, spec.name)
-    cdir = state.container_dir(root, cid)
-    record = state.read_json(state.record_path(root, cid))
+        record = Record.reserve(root, spec.name)
+    cid = record.id
     spec = recipe.guard_devices(spec)
-    record.update(_describe(spec, cid, remove, cdir))
-    record["HostConfig"]["LogConfig"] = {"Type": "file", "Config": log or dict(logfile.DEFAULTS)}
+    record.describe(spec, recipe.hostname(spec, cid), remove, os.path.join(state.container_dir(root, cid), LOG),
+                    log or dict(logfile.DEFAULTS))
     if detach:
         return _detach(spec, net, root, record, verbose)
     signals.abort_on_signals()
@@ -74,31 +68,34 @@ def run(spec: ContainerSpec, root: str, remove: bool = False, verbose: bool = Fa
     return code
 
 
-def start(spec: ContainerSpec, net, root: str, record: dict, verbose: bool = False) -> process.ContainerProcess:
+def start(spec: ContainerSpec, net, root: str, record: Record, verbose: bool = False) -> process.ContainerProcess:
     """Set the container up, on the bridge network NET (None: --network none or host), and start its command;
     on failure undo everything and raise. The steps are recipe.py's, phase by phase."""
-    cid, name = record["Id"], record["Name"]
+    cid, name = record.id, record.name
     cdir = state.container_dir(root, cid)
     journal = Journal(state.journal_path(root, cid), trace=verbose)
     proc = plan = None
     try:
         plan = recipe.create(journal, spec, net, root, cid, name)
         ids = recipe.find(plan, IdRange)
-        proc = process.spawn(spec, layer_dir(cdir), recipe.binds(spec, plan), record["Config"]["Hostname"], ids=ids,
-                             meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN))
+        if spec.runtime != BUILT_IN:  # an OCI runtime makes the container: pyrun is its engine (oci/client.py)
+            from runtime.oci import client
+
+            proc = client.spawn(plan, lambda: recipe.run(journal, plan, recipe.SPAWN), spec)
+        else:
+            proc = process.spawn(spec, recipe.inside(spec, plan, cid), record.hostname, ids=ids,
+                                 meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN), trace=verbose)
         recipe.run(journal, plan, recipe.ATTACH, proc.pid)
         if net:
             from runtime.network import bridge, ipam
 
             address = recipe.find(plan, ipam.Lease).address
-            record["NetworkSettings"].update(bridge.settings(net, address, bridge.netns_name(name, root)))
+            record.connect(net, address, bridge.mac_address(address), recipe.find(plan, bridge.NetnsName).path)
         proc.go()
-        record["State"] = {"Status": "running", "Running": True, "Pid": proc.pid, "ExitCode": 0,
-                           "OOMKilled": False, "StartedAt": now(), "FinishedAt": ""}
-        record["Init"] = {"Pid": proc.pid, "StartTime": state.start_time(proc.pid)}
-        if ids:  # podman's inspect names them so
-            record["HostConfig"]["IDMappings"] = {"UidMap": [ids.id_map], "GidMap": [ids.id_map]}
-        state.write_json(state.record_path(root, cid), record)
+        record.mark_running(proc.pid)
+        if ids:
+            record.mapped(ids.id_map)
+        record.save(root)
         proc.held = _sockets(plan)
         return proc
     except BaseException:
@@ -129,34 +126,33 @@ def finish(root: str, cid: str, code: int, verbose: bool = False, timed_out: boo
     """PID 1 has exited with CODE (or was stopped at its --timeout): record how, undo the journal, keep or
     remove the record."""
     cdir = state.container_dir(root, cid)
-    record = state.read_json(state.record_path(root, cid))
+    record = Record.load(root, cid)
     if timed_out:
-        print(f"pyrun: container {record['Name']} exceeded --timeout {record['HostConfig']['Timeout']:g}s",
+        print(f"pyrun: container {record.name} exceeded --timeout {record.timeout:g}s",
               file=sys.stderr)
         code = EXIT_TIMEOUT
     journal = Journal(state.journal_path(root, cid), trace=verbose)
     # Only a SIGKILL may be the OOM killer's: read the journal for the cgroup then, not on every exit.
     oom = code == 137 and any(s.oom_killed() for s in journal.steps() if isinstance(s, Cgroup))
     if oom:
-        memory = record["HostConfig"]["Memory"] >> 20
-        print(f"pyrun: container {record['Name']} was killed by the kernel: out of memory (--memory {memory}m)",
+        memory = record.memory >> 20
+        print(f"pyrun: container {record.name} was killed by the kernel: out of memory (--memory {memory}m)",
               file=sys.stderr)
     errors = journal.undo()
-    _report("teardown of", record["Name"], errors)
-    record["State"].update(Status="exited", Running=False, ExitCode=code, OOMKilled=oom, FinishedAt=now())
+    _report("teardown of", record.name, errors)
+    record.mark_exited(code, oom)
     with open(os.open(os.path.join(cdir, EXIT_CODE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
               "w") as f:
         f.write(str(code))
-    if record["HostConfig"]["AutoRemove"] and not errors:  # a failed undo keeps its journal for `pyrun rm`
-        _remove_dir(cdir, record["Name"])
+    if record.auto_remove and not errors:  # a failed undo keeps its journal for `pyrun rm`
+        _remove_dir(cdir, record.name)
     else:
-        state.write_json(state.record_path(root, cid), record)
+        record.save(root)
     return code
 
 
-def _detach(spec: ContainerSpec, net, root: str, record: dict, verbose: bool) -> int:
+def _detach(spec: ContainerSpec, net, root: str, record: Record, verbose: bool) -> int:
     """run -d: fork the monitor, wait until it has started the command (or failed), print the id."""
-    cid = record["Id"]
     told, tell = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -171,20 +167,20 @@ def _detach(spec: ContainerSpec, net, root: str, record: dict, verbose: bool) ->
     with os.fdopen(told) as f:
         report = f.read()
     if not report:
-        raise PyrunError("run -d", f"the monitor died while starting the container; see {record['LogPath']}")
+        raise PyrunError("run -d", f"the monitor died while starting the container; see {record.log_path}")
     report = json.loads(report)
     if "error" in report:
         raise PyrunError(report["step"], report["error"], report["code"])
-    print(cid)
+    print(record.id)
     return 0
 
 
-def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: bool, tell: int) -> None:
+def _become_monitor(spec: ContainerSpec, net, root: str, record: Record, verbose: bool, tell: int) -> None:
     """The forked monitor: detach from the terminal, start the container, then exec monitor.py."""
     try:
         signals.abort_on_signals()
         os.setsid()
-        log = os.open(record["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        log = os.open(record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         output, into = os.pipe()
         os.dup2(null, 0)
@@ -192,12 +188,12 @@ def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: 
         os.dup2(into, 2)  # the container inherits these: its output goes through the monitor into the log
         os.close(into)
         sys.stdout = sys.stderr = open(log, "w", buffering=1, closefd=False)  # pyrun's own words go to the log
-        record["Monitor"] = state.me()
-        state.write_json(state.record_path(root, record["Id"]), record)
+        record.monitor = state.me()
+        record.save(root)
         proc = start(spec, net, root, record, verbose)
     except BaseException as e:
-        if not os.path.exists(state.journal_path(root, record["Id"])):  # start() never began: remove what is here
-            _remove_dir(state.container_dir(root, record["Id"]), record["Name"])
+        if not os.path.exists(state.journal_path(root, record.id)):  # start() never began: remove what is here
+            _remove_dir(state.container_dir(root, record.id), record.name)
         step, detail, code = (e.step, e.detail, e.exit_code) if isinstance(e, PyrunError) else ("run -d", repr(e), 125)
         os.write(tell, json.dumps({"step": step, "error": detail, "code": code}).encode())
         os._exit(code)
@@ -210,64 +206,16 @@ def _become_monitor(spec: ContainerSpec, net, root: str, record: dict, verbose: 
     os.dup2(log, 1)  # the monitor must not hold the pipe's other end, or it would never see it close
     os.dup2(log, 2)
     os.set_inheritable(output, True)
-    max_size, max_file = logfile.bounds(record["HostConfig"]["LogConfig"]["Config"])
+    max_size, max_file = logfile.bounds(record.log_config)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     deadline = signals.deadline()  # the --timeout goes on in the monitor: the same moment, not a new count
-    os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record["Id"], str(proc.pid),
-                               record["LogPath"], str(output), str(max_size), str(max_file),
+    os.execve(sys.executable, [sys.executable, "-m", "runtime.monitor", root, record.id, str(proc.pid),
+                               record.log_path, str(output), str(max_size), str(max_file),
                                str(spec.stop_timeout), repr(deadline) if deadline else ""],
               {**os.environ, "PYTHONPATH": here, **({TRACE: "1"} if verbose else {})})
 
 
-def _describe(spec: ContainerSpec, cid: str, remove: bool, cdir: str) -> dict:
-    """The record's description of SPEC, in Docker's inspect shape; spec_from() reads it back."""
-    return {
-        "Created": now(),
-        "Path": spec.command[0],
-        "Args": list(spec.command[1:]),
-        "LogPath": os.path.join(cdir, LOG),
-        "Config": {"Image": spec.rootfs, "Cmd": list(spec.command), "Env": [f"{k}={v}" for k, v in spec.env],
-                   "Hostname": recipe.hostname(spec, cid), "WorkingDir": spec.workdir,
-                   "Tty": spec.tty, "OpenStdin": spec.interactive, "User": spec.user or "",
-                   "StopTimeout": spec.stop_timeout},
-        "HostConfig": {"NetworkMode": spec.network, "AutoRemove": remove, "Init": spec.init,
-                       "ReadonlyRootfs": spec.read_only, "Capabilities": sorted(spec.caps),
-                       "SecurityOpt": [f"seccomp={spec.seccomp_setting}"], "UsernsMode": spec.userns,
-                       "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
-                       "Memory": spec.resources.memory or 0, "NanoCpus": int((spec.resources.cpus or 0) * 1e9),
-                       "PidsLimit": spec.resources.pids_limit or 0,
-                       "Sandbox": spec.sandbox, "Timeout": spec.timeout or 0, "Tmpfs": {t.target: t.options() for t in spec.tmpfs},
-                       "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in spec.ulimits]},
-        "NetworkSettings": {"IPAddress": "", "Gateway": "", "MacAddress": "", "Ports": _ports(spec)},
-    }
-
-
-def spec_from(record: dict) -> ContainerSpec:
-    """The ContainerSpec that _describe() wrote down (ports and limits aside): what exec needs."""
-    from runtime.spec import parse_security_opts
-
-    config, host = record["Config"], record["HostConfig"]
-    return ContainerSpec(
-        rootfs=config["Image"], command=tuple(config["Cmd"]), name=record["Name"], hostname=config["Hostname"],
-        env=tuple(tuple(e.split("=", 1)) for e in config["Env"]), workdir=config["WorkingDir"],
-        mounts=tuple(BindMount(*b.split(":")[:2], b.endswith(":ro")) for b in host["Binds"]),
-        network=host["NetworkMode"], resources=Resources(), caps=frozenset(host["Capabilities"]),
-        read_only=host["ReadonlyRootfs"], init=host["Init"], interactive=config["OpenStdin"], tty=config["Tty"],
-        userns=host.get("UsernsMode", "host"),
-        user=config.get("User") or None, stop_timeout=config.get("StopTimeout", 10.0), ulimits=tuple(Ulimit(u["Name"], u["Soft"], u["Hard"])
-                                                       for u in host.get("Ulimits", [])),
-        **parse_security_opts(host["SecurityOpt"]))
-
-
-def _ports(spec: ContainerSpec) -> dict:
-    ports: dict = {}
-    for p in spec.ports:
-        ports.setdefault(f"{p.container_port}/{p.proto}", []).append(
-            {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
-    return ports
-
-
-def reconcile(root: str) -> list[dict]:
+def reconcile(root: str) -> list[Record]:
     """Undo what crashed pyruns left: the journal of every container whose monitor died unannounced.
 
     Cheap enough for every `pyrun run`: a directory listing and a stat of
@@ -276,24 +224,24 @@ def reconcile(root: str) -> list[dict]:
     same) and the others, and the command that called this, go on.
     """
     dead = []
-    for record in state.all_records(root):
+    for record in Record.every(root):
         try:
             if _reconcile(root, record):
                 dead.append(record)
         except Exception as e:
-            _report("cleaning up after", record.get("Name", record.get("Id")), [one_line(e)])
+            _report("cleaning up after", record.name, [one_line(e)])
     return dead
 
 
-def _reconcile(root: str, record: dict) -> bool:
-    if record["State"]["Status"] in ("exited", "dead") or state.alive(record.get("Monitor")):
+def _reconcile(root: str, record: Record) -> bool:
+    if record.said in ("exited", "dead") or state.alive(record.monitor):
         return False
     with state.locked(root):  # two reconcilers must not undo the same journal at once
-        if not os.path.exists(state.record_path(root, record["Id"])):
+        if not os.path.exists(state.record_path(root, record.id)):
             return False
-        _report("cleaning up after", record["Name"], Journal(state.journal_path(root, record["Id"])).undo())
-        record["State"].update(Status="dead", Running=False, FinishedAt=record["State"].get("FinishedAt") or now())
-        state.write_json(state.record_path(root, record["Id"]), record)
+        _report("cleaning up after", record.name, Journal(state.journal_path(root, record.id)).undo())
+        record.mark_dead()
+        record.save(root)
     return True
 
 
@@ -310,17 +258,17 @@ def _report(what: str, name: str, errors: list[str]) -> None:
         print(f"pyrun: {what} {name}: {'; '.join(errors)}", file=sys.stderr)
 
 
-def remove(root: str, record: dict) -> None:
+def remove(root: str, record: Record) -> None:
     """Remove a container that no longer runs: undo whatever its journal still names, then its directory."""
-    cdir = state.container_dir(root, record["Id"])
+    cdir = state.container_dir(root, record.id)
     with state.locked(root):
-        errors = Journal(state.journal_path(root, record["Id"])).undo()
+        errors = Journal(state.journal_path(root, record.id)).undo()
         if errors:
-            raise PyrunError("rm", f"{record['Name']}: " + "; ".join(errors))
+            raise PyrunError("rm", f"{record.name}: " + "; ".join(errors))
         try:
             tree.remove_tree(cdir)
         except OSError as e:
-            raise PyrunError("rm", f"{record['Name']}: {e}") from None
+            raise PyrunError("rm", f"{record.name}: {e}") from None
 
 
 def prune(root: str) -> list[str]:
@@ -331,12 +279,12 @@ def prune(root: str) -> list[str]:
     """
     reconcile(root)
     pruned = []
-    for record in state.all_records(root):
-        if state.alive(record.get("Monitor")):
+    for record in Record.every(root):
+        if state.alive(record.monitor):
             continue
         try:
             remove(root, record)
-            pruned.append(record["Name"])
+            pruned.append(record.name)
         except PyrunError as e:
             print(f"pyrun: prune: {e.detail}", file=sys.stderr)
     return pruned

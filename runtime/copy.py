@@ -20,6 +20,7 @@ import stat
 
 from runtime import state, syscalls
 from runtime.errors import PyrunError
+from runtime.record import Record
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
@@ -63,12 +64,11 @@ def copy(root: str, source: str, dest: str) -> None:
         os.close(inside)
 
 
-def _container_root(record: dict) -> int:
-    pid = record["Init"]["Pid"]
-    fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    if not state.alive(record["Init"]):  # the pid was reused between the check and the open
+def _container_root(record: Record) -> int:
+    fd = os.open(f"/proc/{record.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    if not state.alive(record.init):  # the pid was reused between the check and the open
         os.close(fd)
-        raise PyrunError("cp", f"container {record['Name']} is not running")
+        raise PyrunError("cp", f"container {record.name} is not running")
     return fd
 
 

@@ -4,8 +4,10 @@ Nothing is changed: the script is printed, not run. Its host-side commands
 are the shell_up() and shell_down() of the very steps `pyrun run` journals
 and runs, in the order recipe.recipe() gives them; each is numbered and
 named by its kind, as the journal names it. The container side (init.sh,
-what PID 1 does) comes from rootfs.build_shell, kept beside rootfs.build,
-and from the same spec values init.py reads. Where the kernel interface has
+what PID 1 does) is the shell() of the very actions PID 1 runs, in the
+order pid1.recipe() gives them, each [named] by its kind as --verbose traces
+it; then what init.py does once told "go", from the same spec values it
+reads. Where the kernel interface has
 no shell command (pyrun holds each published port's socket; it loads a
 seccomp filter), the script says so.
 
@@ -14,9 +16,10 @@ below the TEARDOWN line the teardown, the setup's steps undone in reverse,
 as `pyrun` does.
 """
 import os
+import re
 import shlex
 
-from runtime import init, namespaces, recipe, rootfs, state, userns
+from runtime import init, namespaces, recipe, state, userns
 from runtime.spec import ContainerSpec
 from runtime.steps import heredoc
 
@@ -27,25 +30,20 @@ _UNSHARE = {"user": "--user", "mnt": "--mount", "uts": "--uts", "ipc": "--ipc", 
 
 def explain(spec: ContainerSpec, root: str) -> str:
     spec = recipe.guard_devices(spec)  # what a run would run: the same capabilities
-    cid = os.urandom(32).hex()
+    cid, plan = recipe.would_run(spec, root)
     cdir = state.container_dir(root, cid)
-    net = address = None
-    if spec.network not in ("none", "host"):
-        from runtime.network import ipam, networks
-
-        net = networks.get(root, spec.network)
-        address = ipam.next_free(net.bridge, net.subnet)  # what a run would lease now; nothing is taken
-    id_base = userns.next_free() if spec.userns == "auto" else None  # what a run would lease now
-    plan = recipe.recipe(spec, net, root, cid, spec.name or cid[:12], address, id_base)
     steps = [(p.phase, p.step.at(PID) if p.phase == recipe.ATTACH else p.step) for p in plan]
     c, go = shlex.quote(cdir), shlex.quote(f"{cdir}/go")
 
     setup = [_section(step) for phase, step in steps if phase == recipe.CREATE]
+    made = next((step for _, step in steps if step.kind == "runtime"), None)
+    if made is not None:  # --runtime: the container side is the OCI runtime's, from the bundle's config.json
+        return _explain_runtime(spec, cid, cdir, steps, setup, made)
     setup.append(("the container's side, run in its new namespaces: rootfs, hostname, wait for \"go\", drop "
-                  "privileges, exec (runtime/rootfs.py, runtime/init.py)",
+                  "privileges, exec (runtime/pid1.py, runtime/init.py)",
                   [f"mkfifo -m 0600 {go}   # pyrun's \"go\" (runtime/sync.py): PID 1 waits for it",
                    *heredoc(f"{cdir}/init.sh", _init_script(spec, cdir, recipe.hostname(spec, cid),
-                                                             recipe.binds(spec, plan)))]))
+                                                             recipe.inside(spec, plan, cid)))]))
     unshare = "unshare --fork --kill-child " + " ".join(_UNSHARE[kind]
                                                         for kind in namespaces.kinds(spec.network, spec.userns))
     setup.append(("start it: new namespaces, and in them the first process (runtime/process.py, runtime/init.py)",
@@ -85,12 +83,28 @@ def explain(spec: ContainerSpec, root: str) -> str:
                               ["set +e   # go on past what is already gone, as pyrun's teardown does", ""])])
 
 
+def _explain_runtime(spec: ContainerSpec, cid: str, cdir: str, steps: list, setup: list, made) -> str:
+    """The script of `pyrun run --runtime R`: pyrun's host side around the runtime's create, start and delete."""
+    setup += [_section(step) for phase, step in steps if phase == recipe.SPAWN]
+    setup += [_section(step) for phase, step in steps if phase == recipe.ATTACH]
+    setup.append(("go: the runtime lets the container's process exec its command (runtime/oci/client.py)",
+                  made.shell_start()))
+    teardown = [(f"[{step.kind}] undo: {step.title()}", step.shell_down()) for _, step in reversed(steps)
+                if step.shell_down()]
+    teardown.append(("remove the container's directory", [f"rm -rf {shlex.quote(cdir)}"]))
+    what = repr(shlex.join(spec.command))[1:-1]
+    return "\n".join([_script(f"by hand, what `pyrun run --runtime {spec.runtime}` would do for {what}", cid, cdir,
+                               setup), TEARDOWN,
+                      _script("undo what the setup above did, as pyrun's teardown does", cid, cdir, teardown,
+                              ["set +e   # go on past what is already gone, as pyrun's teardown does", ""])])
+
+
 def _script(what: str, cid: str, cdir: str, sections: list, first: list[str] = ()) -> str:
     """A script that runs on its own: its header sets what its commands use."""
-    body = "\n".join([*first, *_numbered(sections)])
+    body = "\n".join([*first, *numbered(sections)])
     c = shlex.quote(cdir)
     if c == cdir:  # else the state directory needed quoting, and $C inside quotes would not be expanded
-        body, c = body.replace(cdir, "$C").replace(cid, "$CID"), cdir.replace(cid, "$CID")
+        body, c = with_variables(body, cdir, cid), cdir.replace(cid, "$CID")
     return "\n".join(["#!/bin/bash",
                       f"# pyrun run --explain: {what}",
                       "# Run as root. pyrun has changed nothing; each numbered step is one of its own, [named] as "
@@ -101,24 +115,41 @@ def _script(what: str, cid: str, cdir: str, sections: list, first: list[str] = (
                       f"export C={c}   # its state directory", "", body])
 
 
+def with_variables(body: str, cdir: str, cid: str) -> str:
+    """$C and $CID for the state directory and the id in the commands, not in a heredoc's text: a quoted heredoc
+    expands nothing, and a file such as config.json must say the paths themselves."""
+    out, end = [], None
+    for line in body.split("\n"):
+        if end is None:
+            out.append(line.replace(cdir, "$C").replace(cid, "$CID"))
+            found = re.search(r"<<'(\w+)'$", line)
+            end = found and found[1]
+        else:
+            out.append(line)
+            end = None if line == end else end
+    return "\n".join(out)
+
+
 def _section(step) -> tuple[str, list[str]]:
     source = type(step).__module__.replace(".", "/") + ".py"
     return f"[{step.kind}] {step.title()} ({source})", step.shell_up()
 
 
-def _numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
+def numbered(sections: list[tuple[str, list[str]]]) -> list[str]:
     out = []
     for number, (title, commands) in enumerate(sections, 1):
         out += [f"# {number}. {title}", *commands, ""]
     return out
 
 
-def _init_script(spec: ContainerSpec, cdir: str, hostname: str, binds: list) -> list[str]:
+def _init_script(spec: ContainerSpec, cdir: str, hostname: str, actions: list) -> list[str]:
+    """PID 1's ACTIONS (pid1.py), each [named] by its kind, then what it does once told "go"."""
     out = ["set -e", "umask 022   # the container's, as Docker's (runtime/init.py)",
-           f"exec 9<> {shlex.quote(f'{cdir}/go')}   # held open across pivot_root: the host says \"go\" in it",
-           *rootfs.build_shell(spec.rootfs, rootfs.layer_dir(cdir), spec.read_only, binds, spec.workdir, spec.tmpfs)]
-    out += [f"hostname {hostname}",
-            "read -r _ <&9; exec 9<&-   # wait for \"go\": the host has wired the network and joined the cgroup"]
+           f"exec 9<> {shlex.quote(f'{cdir}/go')}   # held open across pivot_root: the host says \"go\" in it"]
+    for before, action in zip([None, *actions], actions):  # a kind's title once, where a run of it begins
+        title = "" if type(before) is type(action) else f" {action.title()}"
+        out += [f"# [{action.kind}]{title}", *action.shell()]
+    out += ["read -r _ <&9; exec 9<&-   # wait for \"go\": the host has wired the network and joined the cgroup"]
     env = init.environment(spec, hostname)
     who = []
     if spec.user:

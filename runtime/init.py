@@ -5,16 +5,16 @@ unshares the namespaces and forks again, because a new PID namespace only
 applies to children. Its child is the container's PID 1, the *init*, which
 builds the container in this order and ends in execve(2):
 
-    namespaces -> rootfs -> hostname -> user looked up -> seccomp filter built -> ready
-    -> (pyrun: go) -> parent-death signal -> terminal -> privileges and user -> close fds
-    -> workdir -> rlimits -> seccomp filter loaded -> execve
+    namespaces -> rootfs and hostname (pid1.py's actions, in their order) -> user looked up
+    -> seccomp filter built -> ready -> (pyrun: go) -> parent-death signal -> terminal
+    -> privileges and user -> close fds -> workdir -> rlimits -> seccomp filter loaded -> execve
 
 pyrun wires the network and joins the cgroup while PID 1 builds the rootfs:
 two CPUs, two processes, and the container starts sooner.
 
 `pyrun exec` runs the same two processes, except that the intermediate joins
-a running container's namespaces with setns(2), and its child skips the
-rootfs and hostname (they are the container's already): joining a PID
+a running container's namespaces with setns(2), and its child has no
+actions to run (the rootfs and hostname are the container's already): joining a PID
 namespace, like making one, applies only to children.
 
 With --userns=auto (userns.py) the intermediate first unshares only its user
@@ -37,7 +37,7 @@ import stat
 import struct
 import sys
 
-from runtime import namespaces, rootfs, seccomp, sync, syscalls, userns, users
+from runtime import namespaces, pid1, seccomp, sync, syscalls, userns, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.security import drop_privileges, make_undumpable
 from runtime.spec import DEFAULT_PATH, ULIMITS, ContainerSpec
@@ -50,41 +50,42 @@ INIT_FORWARDS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, s
                  signal.SIGWINCH)
 
 
-def intermediate(sock: socket.socket, spec: ContainerSpec, layer: str, binds: list, hostname: str,
-                 join: int | None = None) -> None:
-    """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`), and fork."""
+def intermediate(sock: socket.socket, spec: ContainerSpec, actions: list[pid1.Action], hostname: str,
+                 join: int | None = None, trace: bool = False) -> None:
+    """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`, whose ACTIONS are
+    none), and fork. PID 1 runs ACTIONS (pid1.recipe); with TRACE it says how long each took."""
     kinds = namespaces.kinds(spec.network, spec.userns)
-    lower = spec.rootfs
 
     def enter() -> None:
-        nonlocal layer, binds, lower
         if join is not None:
             namespaces.join(join, kinds)
             if "user" in kinds:
                 userns.become_root()
             return
         if "user" in kinds:
-            layer, binds, lower = _enter_userns(sock, layer, binds)
+            _enter_userns(sock, actions)
         namespaces.unshare([k for k in kinds if k != "user"])
 
     fork_init(sock, "unshare" if join is None else "setns", enter,
-              lambda null: _init(sock, spec, layer, binds, hostname, null, build=join is None, lower=lower))
+              lambda null: _init(sock, spec, actions, hostname, null, trace))
 
 
-def _enter_userns(sock, layer: str, binds: list) -> tuple[str, list, int]:
+def _enter_userns(sock, actions: list[pid1.Action]) -> None:
     """--userns=auto: the host's paths first, then the user namespace ("userns"), then its ids ("mapped").
 
-    Returns the layer as a path from the working directory, the binds with detached copies of their mounts
-    for sources, and the idmapped rootfs pyrun sent. The working directory is the one path that needs no
-    lookup from the host's root: unshare(CLONE_NEWNS) carries it over into the new mount namespace."""
-    binds = [(syscalls.open_tree(source, recursive=True), target, readonly) for source, target, readonly in binds]
-    os.chdir(layer)
+    Gives ACTIONS the binds' sources as detached copies of their mounts, and the overlay the idmapped rootfs
+    pyrun sent, its layer a path from the working directory: this process's copy of them (pyrun's own, which
+    --verbose prints, keeps the paths). The working directory is the one path that needs no lookup from the
+    host's root: unshare(CLONE_NEWNS) carries it over into the new mount namespace."""
+    overlay = next(a for a in actions if isinstance(a, pid1.Overlay))
+    for bind in (a for a in actions if isinstance(a, pid1.Bind)):
+        bind.tree = syscalls.open_tree(bind.source, recursive=True)
+    os.chdir(overlay.layer)
     namespaces.unshare(["user"])
     sync.send(sock, "userns")
-    lower = sync.expect(sock, "mapped")["fds"][0]
+    overlay.layer, overlay.lower = ".", sync.expect(sock, "mapped")["fds"][0]
     userns.become_root()
     make_undumpable()  # a change of uid resets it to fs.suid_dumpable: say it again rather than rely on that
-    return ".", binds, lower
 
 
 def fork_init(sock: socket.socket, step: str, enter, child) -> None:
@@ -113,18 +114,18 @@ def fork_init(sock: socket.socket, step: str, enter, child) -> None:
     os._exit(0)
 
 
-def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, null: int, build: bool = True,
-          lower: str | int | None = None) -> None:
-    """PID 1 (or, without BUILD, a process joining a running container): set up, wait for go, exec.
+def _init(sock, spec: ContainerSpec, actions: list[pid1.Action], hostname: str, null: int,
+          trace: bool = False) -> None:
+    """PID 1 (or, with no ACTIONS, a process joining a running container): set up, wait for go, exec.
 
-    NULL is the host's /dev/null, for a stdin that is not kept open. LOWER is what the overlay stacks on:
-    the rootfs's path, or (--userns=auto) its idmapped mount."""
+    NULL is the host's /dev/null, for a stdin that is not kept open."""
     step = "rootfs"
     try:
-        if build:
-            rootfs.build(lower, layer, spec.read_only, binds, spec.workdir, spec.tmpfs, userns=spec.userns != "host")
-            step = "sethostname"
-            socket.sethostname(hostname)
+        took = []
+        with pid1.Build() as build:
+            for action in actions:
+                step = action.step
+                took.append([action.kind, build.run(action)])
         step = "user"
         who = users.resolve(spec.user) if spec.user else None  # in the container's root: its /etc/passwd
         tty = None
@@ -136,7 +137,7 @@ def _init(sock, spec: ContainerSpec, layer: str, binds: list, hostname: str, nul
         step = "seccomp"
         profile = seccomp.profile_for(spec.seccomp_setting, spec.seccomp)
         syscall_filter = seccomp.build(profile, spec.caps) if profile is not None else None
-        sync.send(sock, "ready")
+        sync.send(sock, "ready", **({"took": took} if trace else {}))
         if sync.recv(sock) is None:
             os._exit(EXIT_PYRUN)  # pyrun went away before saying go
         step = "prctl(PR_SET_PDEATHSIG)"

@@ -1,9 +1,9 @@
 """The commands that act on containers already made: ps, logs, exec, inspect, stop, kill, rm.
 
-Each is one plain function over the state directory (state.py) and the
+Each is one plain function over the containers' records (record.py) and the
 kernel. None of them trusts a record alone: a container is running only if
 its monitor and its PID 1 are both still the processes the record names
-(same pid, same start time), so a crash or a reused pid cannot fool `ps`.
+(same pid, same start time: Record.status), so a crash or a reused pid cannot fool `ps`.
 Signals go to PID 1; the container's monitor sees it exit and tears down.
 """
 import calendar
@@ -15,64 +15,51 @@ import time
 
 from runtime import state
 from runtime.errors import PyrunError
+from runtime.record import Record
 
 # runtime.container (and with it process, init, seccomp, spec, cgroups: ~10 ms of imports) is imported inside
 # the functions that need it, so that ps, logs, inspect, kill and stop do not pay for it.
 
-def find(root: str, ref: str) -> dict:
+def find(root: str, ref: str) -> Record:
     """The record named REF: a name, an id, or an unambiguous prefix of an id."""
-    records = state.all_records(root)
+    records = Record.every(root)
     for record in records:
-        if ref in (record["Name"], record["Id"]):
+        if ref in (record.name, record.id):
             return record
-    matches = [r for r in records if ref and r["Id"].startswith(ref)]
+    matches = [r for r in records if ref and r.id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if matches:
         raise PyrunError("no such container", f"{ref!r} is ambiguous: it begins the ids of "
-                                              f"{', '.join(r['Name'] for r in matches)}; give more of the id")
+                                              f"{', '.join(r.name for r in matches)}; give more of the id")
     raise PyrunError("no such container", f"{ref!r}: no container has this name or id (see 'pyrun ps -a')")
 
 
-def status(record: dict) -> str:
-    """created, running, stopping, exited or dead, checked against the processes themselves."""
-    said = record["State"]["Status"]
-    if said in ("exited", "dead"):
-        return said
-    if not state.alive(record.get("Monitor")):
-        return "dead"  # its pyrun was killed: `pyrun prune` or the next `pyrun run` cleans up
-    if said == "running" and not state.alive(record.get("Init")):
-        return "stopping"  # PID 1 is gone; the monitor is tearing down
-    return said
-
-
-def running(root: str, ref: str, action: str) -> dict:
+def running(root: str, ref: str, action: str) -> Record:
     record = find(root, ref)
-    now = status(record)
+    now = record.status()
     if now != "running":
-        raise PyrunError(action, f"container {record['Name']} is not running (it is {now})")
+        raise PyrunError(action, f"container {record.name} is not running (it is {now})")
     return record
 
 
-def listed(root: str, show_all: bool = False) -> list[dict]:
+def listed(root: str, show_all: bool = False) -> list[Record]:
     """The records `ps` lists: only running containers unless SHOW_ALL, newest first."""
-    return [r for r in sorted(state.all_records(root), key=lambda r: r.get("Created", ""), reverse=True)
-            if show_all or status(r) == "running"]
+    return [r for r in sorted(Record.every(root), key=lambda r: r.created, reverse=True)
+            if show_all or r.status() == "running"]
 
 
 def ps(root: str, show_all: bool = False) -> list[dict]:
     """One row per container (only running ones unless SHOW_ALL), newest first."""
     rows = []
     for record in listed(root, show_all):
-        now = status(record)
-        st = record["State"]
-        net = record.get("NetworkSettings", {})
-        rows.append({"NAME": record["Name"], "ID": record["Id"][:12],
-                     "STATUS": f"exited ({st['ExitCode']})" if now == "exited" else now,
-                     "PID": str(st.get("Pid", "")) if now == "running" else "",
-                     "IP": net.get("IPAddress", "") if now == "running" else "",
-                     "PORTS": ", ".join(state.published(record)), "COMMAND": " ".join(record.get("Config", {}).get("Cmd", [])),
-                     "CREATED": _ago(record.get("Created"))})
+        now = record.status()
+        rows.append({"NAME": record.name, "ID": record.id[:12],
+                     "STATUS": f"exited ({record.exit_code})" if now == "exited" else now,
+                     "PID": str(record.pid) if now == "running" else "",
+                     "IP": record.ip if now == "running" else "",
+                     "PORTS": ", ".join(record.published()), "COMMAND": " ".join(record.command),
+                     "CREATED": _ago(record.created)})
     return rows
 
 
@@ -88,14 +75,7 @@ def _ago(stamp: str | None) -> str:
 
 def inspect(root: str, refs: list[str]) -> list[dict]:
     """Docker's inspect shape; State.Status is checked against the kernel, as in ps."""
-    out = []
-    for ref in refs:
-        record = find(root, ref)
-        shown = {k: v for k, v in record.items() if k not in ("Monitor", "Init")}
-        now = status(record)
-        shown["State"] = {**record["State"], "Status": now, "Running": now == "running"}
-        out.append(shown)
-    return out
+    return [find(root, ref).shown() for ref in refs]
 
 
 def logs(root: str, ref: str, follow: bool = False, tail: int | None = None, timestamps: bool = False) -> None:
@@ -104,9 +84,9 @@ def logs(root: str, ref: str, follow: bool = False, tail: int | None = None, tim
     from runtime import logfile
 
     record = find(root, ref)
-    path = record["LogPath"]
-    if not os.path.exists(path):
-        raise PyrunError("logs", f"container {record['Name']} has no log: only 'pyrun run -d' keeps one "
+    path = record.log_path
+    if not path or not os.path.exists(path):
+        raise PyrunError("logs", f"container {record.name} has no log: only 'pyrun run -d' keeps one "
                                  "(a foreground container writes to the terminal)")
     out = sys.stdout.buffer
     log = _tail(logfile.files(path), tail) if tail is not None else None
@@ -234,7 +214,7 @@ def _last_lines(log, lines: int, continued: bool = False) -> tuple[int, int]:
     return 0, newlines - 1  # the file's start begins a line too
 
 
-def _still_there(root: str, record: dict) -> bool:
+def _still_there(root: str, record: Record) -> bool:
     """Is the container still being set up, running, or being torn down by a live monitor?"""
     return _status_now(root, record) in ("created", "running", "stopping")
 
@@ -259,17 +239,16 @@ def parse_timeout(value: str) -> float:
     return seconds
 
 
-def kill(root: str, ref: str, sig: signal.Signals = signal.SIGKILL) -> dict:
+def kill(root: str, ref: str, sig: signal.Signals = signal.SIGKILL) -> Record:
     """Send SIG to the running container REF's PID 1."""
     record = running(root, ref, "kill")
-    _signal(record, sig)
+    _signal(record.init, sig)
     return record
 
 
-def _signal(record: dict, sig: signal.Signals, to: str = "Init") -> None:
-    """Send SIG to the record's PID 1 (or TO: its "Monitor") if it is still that process; if it has exited
+def _signal(process: dict | None, sig: signal.Signals) -> None:
+    """Send SIG to PROCESS (a record's PID 1 or its monitor) if it is still that process; if it has exited
     meanwhile, do nothing."""
-    process = record.get(to)
     if not process:
         return
     # pidfd_open pins the process: if it died after the check below, the signal cannot reach a newcomer.
@@ -286,7 +265,7 @@ def _signal(record: dict, sig: signal.Signals, to: str = "Init") -> None:
         os.close(pidfd)
 
 
-def wait_gone(root: str, record: dict, timeout: float) -> bool:
+def wait_gone(root: str, record: Record, timeout: float) -> bool:
     """Wait until the container's monitor has finished its teardown; False if TIMEOUT passed first."""
     return _wait(lambda: not _still_there(root, record), timeout)
 
@@ -308,27 +287,27 @@ def stop(root: str, ref: str, timeout: float | None = None) -> None:
     """
     record = find(root, ref)
     if timeout is None:
-        timeout = record.get("Config", {}).get("StopTimeout", 10)
-    if status(record) == "created":
+        timeout = record.stop_timeout
+    if record.status() == "created":
         _abort_setup(root, record, timeout)
         record = _current(root, record)
-    if not record or status(record) != "running":
+    if not record or record.status() != "running":
         return
-    _signal(record, signal.SIGTERM)  # it may exit on its own meanwhile: no error then
+    _signal(record.init, signal.SIGTERM)  # it may exit on its own meanwhile: no error then
     if not wait_gone(root, record, timeout):
-        _signal(record, signal.SIGKILL)
+        _signal(record.init, signal.SIGKILL)
         wait_gone(root, record, 30)
 
 
-def _abort_setup(root: str, record: dict, timeout: float) -> None:
+def _abort_setup(root: str, record: Record, timeout: float) -> None:
     """Stop the pyrun that is still setting the container up.
 
     SIGTERM makes it undo what it has done and remove the container (signals.abort_on_signals). One that
     has not ended within TIMEOUT is killed, and its journal undone here, as any dead pyrun's is. If the
     command has started meanwhile, the container is running now, and the caller goes on to stop it."""
-    _signal(record, signal.SIGTERM, to="Monitor")
+    _signal(record.monitor, signal.SIGTERM)
     if not _wait(lambda: _status_now(root, record) != "created", timeout):
-        _signal(_current(root, record) or record, signal.SIGKILL, to="Monitor")
+        _signal((_current(root, record) or record).monitor, signal.SIGKILL)
         _wait(lambda: _status_now(root, record) != "created", 1)
     if _status_now(root, record) == "dead":
         from runtime import container
@@ -336,17 +315,17 @@ def _abort_setup(root: str, record: dict, timeout: float) -> None:
         container.reconcile(root)
 
 
-def _current(root: str, record: dict) -> dict | None:
+def _current(root: str, record: Record) -> Record | None:
     """The record as it is now; None once the container is gone."""
     try:
-        return state.read_json(state.record_path(root, record["Id"]))
+        return Record.load(root, record.id)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
-def _status_now(root: str, record: dict) -> str | None:
+def _status_now(root: str, record: Record) -> str | None:
     now = _current(root, record)
-    return status(now) if now else None
+    return now.status() if now else None
 
 
 def rm(root: str, ref: str, force: bool = False) -> None:
@@ -354,16 +333,16 @@ def rm(root: str, ref: str, force: bool = False) -> None:
     from runtime import container
 
     record = find(root, ref)
-    now = status(record)
+    now = record.status()
     if now in ("running", "created", "stopping"):
         if not force:
-            raise PyrunError("rm", f"container {record['Name']} is {now}: stop it first, or use 'pyrun rm -f'")
+            raise PyrunError("rm", f"container {record.name} is {now}: stop it first, or use 'pyrun rm -f'")
         if now == "created":
             _abort_setup(root, record, 2)
-        _signal(_current(root, record) or record, signal.SIGKILL)  # its command may have started meanwhile
+        _signal((_current(root, record) or record).init, signal.SIGKILL)  # its command may have started meanwhile
         if not wait_gone(root, record, 30):
-            raise PyrunError("rm", f"container {record['Name']} did not stop within 30 s")
-    if os.path.isdir(state.container_dir(root, record["Id"])):
+            raise PyrunError("rm", f"container {record.name} did not stop within 30 s")
+    if os.path.isdir(state.container_dir(root, record.id)):
         container.remove(root, record)
 
 
@@ -373,17 +352,17 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
     USER (default: the container's -u)."""
     from dataclasses import replace
 
-    from runtime import container, process, signals
+    from runtime import process, signals
     from runtime.cgroups import Cgroup
     from runtime.steps import Journal
 
     record = running(root, ref, "exec")
-    base = container.spec_from(record)
+    base = record.spec()
     spec = replace(base, command=tuple(command), env=base.env + tuple(env), workdir=workdir or base.workdir,
                    interactive=interactive, tty=tty, init=False, user=user or base.user)
-    journal = Journal(state.journal_path(root, record["Id"]))
+    journal = Journal(state.journal_path(root, record.id))
     signals.abort_on_signals()
-    proc = process.spawn(spec, "", [], spec.hostname, join=record["Init"]["Pid"])
+    proc = process.spawn(spec, [], spec.hostname, join=record.pid)
     try:
         for step in journal.steps():
             if isinstance(step, Cgroup):
@@ -396,17 +375,15 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
             proc.reap()
 
 
-def docker_row(record: dict) -> dict:
+def docker_row(record: Record) -> dict:
     """A container as `docker ps --format` names its fields (.ID, .Names, .Status, ...)."""
-    now, st = status(record), record["State"]
-    shown = {"running": f"Up {_ago(st.get('StartedAt')).removesuffix(' ago')}",
-             "exited": f"Exited ({st.get('ExitCode')}) {_ago(st.get('FinishedAt'))}"}.get(now, now.capitalize())
-    config = record.get("Config", {})
-    return {"ID": record["Id"][:12], "Names": record["Name"], "Image": config.get("Image", ""),
-            "Command": json.dumps(" ".join(config.get("Cmd", []))), "CreatedAt": record.get("Created", ""),
-            "RunningFor": _ago(record.get("Created")), "Ports": ", ".join(state.published(record)),
-            "Status": shown, "State": now, "Networks": record.get("HostConfig", {}).get("NetworkMode", ""),
-            "Mounts": ",".join(record.get("HostConfig", {}).get("Binds", []))}
+    now = record.status()
+    shown = {"running": f"Up {_ago(record.started_at).removesuffix(' ago')}",
+             "exited": f"Exited ({record.exit_code}) {_ago(record.finished_at)}"}.get(now, now.capitalize())
+    return {"ID": record.id[:12], "Names": record.name, "Image": record.image,
+            "Command": json.dumps(" ".join(record.command)), "CreatedAt": record.created,
+            "RunningFor": _ago(record.created), "Ports": ", ".join(record.published()),
+            "Status": shown, "State": now, "Networks": record.network, "Mounts": ",".join(record.binds)}
 
 
 PS_HEADERS = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
@@ -422,17 +399,17 @@ def wait(root: str, ref: str) -> int:
 
     record = find(root, ref)
     try:
-        code = os.open(os.path.join(state.container_dir(root, record["Id"]), container.EXIT_CODE),
+        code = os.open(os.path.join(state.container_dir(root, record.id), container.EXIT_CODE),
                        os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:  # removed since find()
         code = None
     try:
         while True:
             try:
-                record = state.read_json(state.record_path(root, record["Id"]))
+                record = Record.load(root, record.id)
             except (FileNotFoundError, json.JSONDecodeError):
                 break
-            if status(record) in ("exited", "dead"):
+            if record.status() in ("exited", "dead"):
                 break
             time.sleep(0.01)
         said = os.pread(code, 16, 0).decode().strip() if code is not None else ""
@@ -441,23 +418,23 @@ def wait(root: str, ref: str) -> int:
             os.close(code)
     if said.lstrip("-").isdigit():
         return int(said)
-    return record["State"]["ExitCode"] if status(record) == "exited" else -1  # dead: nobody saw it end
+    return record.exit_code if record.status() == "exited" else -1  # dead: nobody saw it end
 
 
-def port(record: dict, private: str | None = None) -> list[str]:
+def port(record: Record, private: str | None = None) -> list[str]:
     """`docker port`: every mapping as '8000/tcp -> 0.0.0.0:8088', or PRIVATE's host addresses."""
-    ports = record.get("NetworkSettings", {}).get("Ports", {})
     if private is None:
-        return [f"{p} -> {b['HostIp']}:{b['HostPort']}" for p, binds in ports.items() for b in binds]
+        return [f"{p} -> {ip}:{host_port}" for p, ip, host_port in record.bindings()]
     key = private if "/" in private else f"{private}/tcp"
-    if not ports.get(key):
-        raise PyrunError("port", f"no public port '{key}' published for {record['Name']}")
-    return [f"{b['HostIp']}:{b['HostPort']}" for b in ports[key]]
+    found = [f"{ip}:{host_port}" for p, ip, host_port in record.bindings() if p == key]
+    if not found:
+        raise PyrunError("port", f"no public port '{key}' published for {record.name}")
+    return found
 
 
-def pids(record: dict) -> list[int]:
+def pids(record: Record) -> list[int]:
     """The host pids of every process in the container: those in its PID 1's PID namespace."""
-    pid = record["Init"]["Pid"]
+    pid = record.pid
     try:
         ns = os.readlink(f"/proc/{pid}/ns/pid")
     except FileNotFoundError:

@@ -21,14 +21,15 @@ import termios
 import traceback
 import tty as ttymod
 
-from runtime import init, sync, userns
+from runtime import init, pid1, sync, userns
 from runtime.errors import EXIT_PYRUN, PyrunError
 from runtime.signals import FORWARDED, exit_code, forward_to
 from runtime.spec import ContainerSpec
 
 class ContainerProcess:
-    def __init__(self, pid: int, sock, tty: bool):
+    def __init__(self, pid: int, sock, tty: bool, traced: list | None = None):
         self.pid = pid
+        self.traced = traced            # --verbose: the pid1.Action list PID 1 runs, to print with its times
         self.sock = sock
         self.tty = tty
         self.status: int | None = None
@@ -47,7 +48,9 @@ class ContainerProcess:
         try:
             if self.tty:
                 self.master = sync.expect(self.sock, "pty")["fds"][0]
-            sync.expect(self.sock, "ready")
+            ready = sync.expect(self.sock, "ready")
+            if self.traced is not None:
+                pid1.trace(self.traced, ready["took"])
         except PyrunError:  # PID 1 failed and is exiting, or a signal aborts the setup while it waits for "go"
             self.kill()
             self.reap()
@@ -94,10 +97,11 @@ class ContainerProcess:
         return self.reap()
 
 
-def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int | None = None,
-          meanwhile=None, ids=None) -> ContainerProcess:
-    """Fork the container's processes; return once PID 1 exists. It builds the container while the
-    caller wires its network and cgroup, and waits for go().
+def spawn(spec: ContainerSpec, actions: list, hostname: str, join: int | None = None,
+          meanwhile=None, ids=None, trace: bool = False) -> ContainerProcess:
+    """Fork the container's processes; return once PID 1 exists. It runs ACTIONS (pid1.recipe: it builds
+    the container) while the caller wires its network and cgroup, and waits for go(); with TRACE, go()
+    prints them with the time each took.
 
     MEANWHILE, if given, is called while the intermediate makes the namespaces,
     which pyrun would otherwise spend waiting. With JOIN (`pyrun exec`), the
@@ -117,7 +121,7 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
             signal.signal(sig, signal.SIG_DFL)
         ours.close()
         try:
-            init.intermediate(theirs, spec, layer, binds, hostname, join)
+            init.intermediate(theirs, spec, actions, hostname, join, trace)
         except BaseException:  # a bug's exception must not unwind into pyrun's own code and run its teardown
             traceback.print_exc()
         os._exit(EXIT_PYRUN)
@@ -140,7 +144,7 @@ def spawn(spec: ContainerSpec, layer: str, binds: list, hostname: str, join: int
         pid = sync.expect(ours, "pid")["pid"]
     finally:
         os.waitpid(intermediate, 0)
-    proc = ContainerProcess(pid, ours, spec.tty)
+    proc = ContainerProcess(pid, ours, spec.tty, actions if trace else None)
     proc.grace, proc.timeout = spec.stop_timeout, spec.timeout
     if failed:
         proc.kill()

@@ -18,18 +18,22 @@ the first line of its docstring is its title in --explain) and add one line
 to recipe() below. Its journal record names its module, so `pyrun prune`
 can read it back; the tests take the kinds they check from this list.
 
+What PID 1 does meanwhile, in the container, is a list of its own (pid1.py, made by inside() below
+from the same values): PID 1 runs it, --verbose traces it, --explain prints it as init.sh.
+
 An OCI runtime's `create` is the three phases and the wait for "ready";
 its `start` is "go" (process.ContainerProcess.go).
 """
 import contextlib
+import os
 import sys
 from dataclasses import dataclass, replace
 
-from runtime import state, userns
+from runtime import pid1, state, userns
 from runtime.cgroups import Cgroup, CgroupJoin
 from runtime.network import dns
 from runtime.rootfs import Layer, layer_dir
-from runtime.spec import ContainerSpec
+from runtime.spec import BUILT_IN, ContainerSpec
 from runtime.steps import Journal, Step
 
 CREATE, SPAWN, ATTACH = "create", "spawn", "attach"
@@ -61,16 +65,32 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         plan.append(Planned(CREATE, ipam.Lease(net.bridge, address, cid)))  # see create()
     if spec.userns == "auto":
         plan.append(Planned(CREATE, userns.IdRange(id_base, cid)))  # see create()
-    plan += [Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)),
-             Planned(CREATE, Layer(layer, id_base)),
-             Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network))]
+    oci = spec.runtime != BUILT_IN  # an OCI runtime makes the container, its cgroup too (oci/client.py)
+    if not oci:
+        plan.append(Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)))
+    plan.append(Planned(CREATE, Layer(layer, id_base)))
+    if oci:
+        from runtime.oci import client
+
+        plan.append(Planned(CREATE, client.Overlay(spec.rootfs, layer)))
+    plan.append(Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network)))
     if net and net.user_defined:
         plan.append(Planned(CREATE, dns.HostsEntry(root, net.bridge, cid, name, address)))
+    if oci:
+        from runtime.oci import engine
+
+        bundle = os.path.join(cdir, "bundle")
+        plan.append(Planned(CREATE, client.Bundle(bundle, engine.config(spec, plan, cid, os.path.join(layer, "merged")))))
     if net:
         plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
-    # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
-    # the network is wired meanwhile.
-    plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
+    if oci:
+        plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
+                                                           client.runtime_root(root, spec.runtime), cid, bundle,
+                                                           spec.interactive, spec.tty)))
+    else:
+        # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
+        # the network is wired meanwhile.
+        plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
     if net:
         plan += [Planned(ATTACH, bridge.NetnsName(bridge.netns_name(name, root), cid=cid)),
                  Planned(ATTACH, bridge.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac,
@@ -82,6 +102,20 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         if spec.ports:
             plan.append(Planned(ATTACH, firewall.ContainerRules(cid, net.bridge, address, list(spec.ports))))
     return plan
+
+
+def would_run(spec: ContainerSpec, root: str) -> tuple[str, list[Planned]]:
+    """(a new id, the plan) of a run of SPEC now, nothing taken: the address and id range are the ones a run
+    would lease now. What --explain prints and --print-spec translates."""
+    cid = os.urandom(32).hex()
+    net = address = None
+    if spec.network not in ("none", "host"):
+        from runtime.network import ipam, networks
+
+        net = networks.get(root, spec.network)
+        address = ipam.next_free(net.bridge, net.subnet)
+    id_base = userns.next_free() if spec.userns == "auto" else None
+    return cid, recipe(spec, net, root, cid, spec.name or cid[:12], address, id_base)
 
 
 def create(journal: Journal, spec: ContainerSpec, net, root: str, cid: str, name: str) -> list[Planned]:
@@ -133,6 +167,11 @@ def hostname(spec: ContainerSpec, cid: str) -> str:
 def binds(spec: ContainerSpec, plan: list[Planned]) -> list[tuple[str, str, bool]]:
     """The bind mounts PID 1 makes, (source, target, readonly): the /etc files, then -v's."""
     return find(plan, dns.EtcFiles).binds() + [(m.source, m.target, m.readonly) for m in spec.mounts]
+
+
+def inside(spec: ContainerSpec, plan: list[Planned], cid: str) -> list[pid1.Action]:
+    """The container side of PLAN: what PID 1 does, in order, on PLAN's layer (pid1.py)."""
+    return pid1.recipe(spec, find(plan, Layer).path, binds(spec, plan), hostname(spec, cid))
 
 
 def guard_devices(spec: ContainerSpec) -> ContainerSpec:

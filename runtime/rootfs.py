@@ -1,22 +1,23 @@
 """The container's filesystem: overlay, pivot_root, and the pseudo-filesystems.
 
-Runs inside the container's new mount namespace, so every mount here
-disappears with the container and none is seen by the host. In order:
+The pieces PID 1 builds its root from, in the order pid1.py lists them (pyrun's
+PID 1) or a config.json's mounts give them (the OCI runtime's, oci/init.py).
+They run inside the container's new mount namespace, so every mount here
+disappears with the container and none is seen by the host:
 
-1. make every inherited mount private, so nothing propagates back to the host;
-2. stack a copy-on-write overlay on the rootfs (with --read-only too, made
-   read-only at the end), so the rootfs directory itself is never written;
-3. mount /proc, /dev (a tmpfs with a handful of device nodes), /sys, the
-   user's bind mounts and --tmpfs mounts, each target resolved *inside* the new root with
-   openat2(RESOLVE_IN_ROOT): a symlink in the rootfs cannot aim a mount at
-   the host (CVE-2021-30465), and the mount goes to /proc/self/fd/N, the very
-   file that was checked;
-4. pivot_root into it and detach the old root, so the host's tree is gone,
-   not merely out of sight as with chroot;
-5. hide what /proc and /sys would tell about the host (Docker's masked and
-   read-only paths).
+- every inherited mount made private, so nothing propagates back to the host;
+- a copy-on-write overlay on the rootfs (with --read-only too, made read-only
+  once every mount point exists), so the rootfs directory itself is never written;
+- every mount target resolved *inside* the new root with openat2(RESOLVE_IN_ROOT)
+  (Root): a symlink in the rootfs cannot aim a mount at the host
+  (CVE-2021-30465), and the mount goes to /proc/self/fd/N, the very file
+  that was checked;
+- pivot_root into it and the old root detached, so the host's tree is gone,
+  not merely out of sight as with chroot;
+- what /proc and /sys would tell about the host hidden (Docker's masked and
+  read-only paths).
 
-With --userns=auto (userns.py) this runs as the root of the container's
+With --userns=auto (userns.py) PID 1 is the root of the container's
 user namespace, an unprivileged uid on the host, so three things differ:
 the rootfs and the binds arrive as detached mounts that pyrun made on the
 host (the rootfs idmapped) and are attached with move_mount(2); the
@@ -48,7 +49,7 @@ MASKED = ("/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/pro
           "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
           "/sys/devices/virtual/powercap")
 READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-_SAFE = MS_NOSUID | MS_NODEV | MS_NOEXEC
+SAFE = MS_NOSUID | MS_NODEV | MS_NOEXEC  # for what holds no programs and no devices
 
 
 def _fd_path(fd: int) -> str:
@@ -210,14 +211,6 @@ def attach(tree: int, path: str) -> None:
         os.close(tree)
 
 
-def mount_dev(root: Root, userns: bool = False) -> None:
-    root.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-    make_devices(root, userns=userns)
-    root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    root.mount("shm", "/dev/shm", "tmpfs", _SAFE, "mode=1777,size=65536k")
-    root.mount("mqueue", "/dev/mqueue", "mqueue", _SAFE)
-
-
 def make_devices(root: Root, exist_ok: bool = False, userns: bool = False) -> None:
     """The device nodes and links every container's /dev has. EXIST_OK: keep those there already (an OCI
     config.json may bind its own, and the runtime adds only what is missing). USERNS: mknod(2) of a device
@@ -225,11 +218,11 @@ def make_devices(root: Root, exist_ok: bool = False, userns: bool = False) -> No
     dev = open_in_root(root.fd, "/dev", os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name, (major, minor) in DEVICES.items():
-            if userns:
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev))
-                mount(f"/dev/{name}", f"{_fd_path(dev)}/{name}", None, MS_BIND)
-                continue
             try:
+                if userns:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev))
+                    mount(f"/dev/{name}", f"{_fd_path(dev)}/{name}", None, MS_BIND)
+                    continue
                 os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
             except FileExistsError:
                 if not exist_ok:
@@ -247,7 +240,7 @@ def make_devices(root: Root, exist_ok: bool = False, userns: bool = False) -> No
 
 
 def bind(root: Root, source: str | int, target: str, readonly: bool) -> None:
-    """Bind SOURCE, a path or (--userns=auto) a detached copy of its mounts, at TARGET."""
+    """Bind SOURCE, a path or (a user namespace) a detached copy of its mounts, at TARGET."""
     if isinstance(source, int):
         directory = stat.S_ISDIR(os.fstat(source).st_mode)
         fd = root.target(target, directory)
@@ -316,92 +309,4 @@ def mask_host_paths(root: Root, masked=MASKED, read_only=READ_ONLY) -> None:
         finally:
             os.close(fd)
         # The remount must name the new bind mount, not the file under it: open the path again.
-        root.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _SAFE)
-
-
-_TMPFS_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
-
-
-def build(rootfs: str | int, layer: str, read_only: bool, binds: list[tuple[str | int, str, bool]], workdir: str,
-          tmpfs: tuple = (), *, userns: bool = False) -> None:
-    """Build the container's filesystem from ROOTFS and pivot into it. BINDS: (source, target, readonly);
-    TMPFS: spec.Tmpfs, each its own mount, so that --read-only leaves them writable. With USERNS, ROOTFS
-    and the sources are detached mounts (see the module's docstring)."""
-    make_private()
-    merged = mount_layer(rootfs, layer)
-    root = Root(merged)
-    try:
-        root.mount("proc", "/proc", "proc", _SAFE)
-        mount_dev(root, userns)
-        try:
-            root.mount("sysfs", "/sys", "sysfs", _SAFE | MS_RDONLY)
-        except PermissionError:
-            if not userns:
-                raise
-            bind(root, "/sys", "/sys", readonly=True)  # --network host: the netns is not the container's
-        for source, target, readonly in binds:
-            bind(root, source, target, readonly)
-        for t in tmpfs:
-            flags = 0
-            for name in t.flags:
-                flags |= _TMPFS_FLAGS[name]
-            root.mount("tmpfs", t.target, "tmpfs", flags, t.data or None)
-        os.close(root.target(workdir))  # Docker creates a missing working directory
-    finally:
-        root.close()
-    pivot(merged)
-    root = Root("/")
-    try:
-        mask_host_paths(root)
-    finally:
-        root.close()
-    if read_only:
-        mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-
-
-def build_shell(rootfs: str, layer: str, read_only: bool, binds: list[tuple[str, str, bool]], workdir: str,
-                tmpfs: tuple = ()) -> list[str]:
-    """What build() does, as commands run in the new mount namespace, from LAYER/merged.
-
-    The shell cannot resolve a path inside the rootfs the way openat2 does, so
-    unlike build() these commands trust the rootfs not to hold hostile symlinks.
-    """
-    merged = quote(os.path.join(layer, "merged"))
-    # overlayfs would split a path at ',' or ':': it gets the directories as open files instead.
-    out = ["mount --make-rprivate /",
-           f"exec 3< {quote(rootfs)} 4< {quote(f'{layer}/diff')} 5< {quote(f'{layer}/work')}",
-           f"mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5 "
-           f"{merged}", "exec 3<&- 4<&- 5<&-"]
-    out += [f"cd {merged}",
-            "mount -t proc -o nosuid,nodev,noexec proc proc",
-            "mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs dev"]
-    out += [f"mknod -m 666 dev/{name} c {major} {minor}" for name, (major, minor) in DEVICES.items()]
-    out += [f"ln -s {target} dev/{name}" for name, target in DEV_LINKS.items()]
-    out += ["mkdir dev/pts dev/shm dev/mqueue",
-            "mount -t devpts -o nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5 devpts dev/pts",
-            "mount -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm dev/shm",
-            "mount -t mqueue -o nosuid,nodev,noexec mqueue dev/mqueue",
-            "mount -t sysfs -o ro,nosuid,nodev,noexec sysfs sys"]
-    for source, target, readonly in binds:  # Docker creates a missing mount point, as Root.target() does
-        here = quote(f".{target}")
-        if os.path.isdir(source):
-            out.append(f"mkdir -p {here}")
-        else:
-            out.append(f"[ -e {here} ] || {{ mkdir -p {quote(f'.{os.path.dirname(target)}')}; touch {here}; }}")
-        out.append(f"mount --rbind {quote(source)} {here}")
-        if readonly:  # every mount below it too, as mount_setattr(2) with AT_RECURSIVE does
-            out.append(f"findmnt -Rno TARGET {here} | while IFS= read -r m; do mount -o remount,bind,ro \"$m\"; done")
-    for t in tmpfs:
-        out += [f"mkdir -p {quote(f'.{t.target}')}", f"mount -t tmpfs -o {t.options()} tmpfs {quote(f'.{t.target}')}"]
-    out += [f"mkdir -p {quote(f'.{workdir}')}"] if workdir != "/" else []
-    out += ["pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root",
-            "cd /"]
-    for path in MASKED:
-        out.append(f"if [ -d {path} ]; then mount -t tmpfs -o ro,size=0 tmpfs {path}; "
-                   f"elif [ -e {path} ]; then mount --bind /dev/null {path}; fi")
-    for path in READ_ONLY:
-        out.append(f"if [ -e {path} ]; then mount --rbind {path} {path} && "
-                   f"mount -o remount,bind,ro,nosuid,nodev,noexec {path}; fi")
-    if read_only:
-        out.append("mount -o remount,bind,ro /")
-    return out
+        root.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | SAFE)

@@ -296,7 +296,8 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
-def _applies(rule: dict, caps: frozenset[str]) -> bool:
+def applies(rule: dict, caps: frozenset[str]) -> bool:
+    """Whether RULE's includes/excludes (capabilities, architecture, kernel) admit it for a process with CAPS here."""
     caps = {f"CAP_{c}" for c in caps}
     inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
     if inc.get("caps") and not set(inc["caps"]) <= caps:
@@ -343,7 +344,7 @@ def build(profile: dict, caps: frozenset[str], overlaps: str = "refuse"):
     f = pyseccomp.SyscallFilter(defaction=default)
     first = {}  # system call number -> (action, unconditional, where) of each rule that names it
     for i, rule in enumerate(profile.get("syscalls") or []):
-        if not _applies(rule, caps):
+        if not applies(rule, caps):
             continue
         act = action(rule["action"], rule.get("errnoRet"))
         args = [pyseccomp.Arg(a["index"], getattr(pyseccomp, a["op"][len("SCMP_CMP_"):]), a["value"], a["valueTwo"])

@@ -65,6 +65,13 @@ def drop_privileges(caps: frozenset[str], user=None) -> None:
     prctl.set_no_new_privs(1)
 
 
+def held() -> frozenset[str]:
+    """The capabilities this process holds (effective): what --cap-add ALL gives a container here."""
+    with open("/proc/self/status") as f:
+        mask = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+    return frozenset(name for name, number in CAP_NUMBERS.items() if mask >> number & 1)
+
+
 def limit_bounding(caps: frozenset[str]) -> None:
     """Drop every capability not in CAPS from the bounding set: no execve can give it back."""
     import _prctl

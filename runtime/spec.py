@@ -16,6 +16,7 @@ from runtime.security import ALL_CAPS, DEFAULT_CAPS
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_MODES = ("bridge", "none", "host")
 USERNS_MODES = ("host", "auto")
+BUILT_IN = "pyrun"  # --runtime's default: runtime/init.py makes the container, no OCI verbs in between
 # Matched with fullmatch: "$" in re.match also matches before a trailing newline ("web\n").
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
@@ -96,6 +97,7 @@ class ContainerSpec:
     sandbox: bool = False              # --sandbox: recorded for inspect; its parts are in the fields above
     timeout: float | None = None       # --timeout: seconds the command may run; None: no limit
     userns: str = "host"               # host: root is the host's root; auto: a host uid range of its own (userns.py)
+    runtime: str = BUILT_IN            # or an OCI runtime that makes the container from a bundle (oci/client.py)
 
 
 def parse_memory(value: str) -> int:
@@ -304,6 +306,24 @@ def parse_userns(value: str) -> str:
     return value
 
 
+def parse_runtime(value: str, userns: str | None, init: bool | None, sandbox: bool) -> str:
+    """--runtime: pyrun's own, or an OCI runtime (runc, crun, pyrun-oci: oci/client.py), which config.json
+    must tell everything; what it has no field for is refused."""
+    if value == BUILT_IN:
+        return value
+    if not value or "\0" in value:
+        raise PyrunError("invalid --runtime", f"{value!r}: expected {BUILT_IN}, pyrun-oci, or an OCI runtime's name "
+                                              "or path (runc, crun)")
+    for given, what in ((sandbox, "--sandbox"), (userns == "auto", "--userns=auto"), (init, "--init")):
+        if given:
+            raise PyrunError("invalid --runtime", f"{value!r}: {what} needs pyrun's own runtime (config.json has "
+                                                  "no field for it here); drop --runtime or " + what)
+    from runtime.oci import client
+
+    client.command(value)  # a runtime that is not there is bad input: refused before anything exists
+    return value
+
+
 def build_spec(rootfs: str, command: list[str], *, name: str | None = None, hostname: str | None = None,
                env: list[str] = (), workdir: str = "/", volumes: list[str] = (), network: str | None = None,
                publish: list[str] = (), memory: str | None = None, cpus: str | None = None,
@@ -311,7 +331,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
                read_only: bool | None = None, init: bool | None = None, interactive: bool = False,
                tty: bool = False, security_opt: list[str] = (), user: str | None = None, tmpfs: list[str] = (),
                ulimit: list[str] = (), stop_timeout: str | None = None, timeout: str | None = None,
-               sandbox: bool = False, userns: str | None = None) -> ContainerSpec:
+               sandbox: bool = False, userns: str | None = None, runtime: str | None = None) -> ContainerSpec:
     """Parse the command line's strings into a ContainerSpec, or raise PyrunError.
 
     None is "not given": the default, or with SANDBOX the sandbox's (SANDBOX above), so a flag given wins."""
@@ -334,6 +354,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             raise PyrunError("invalid -p", f"host port {p.host_port}/{p.proto} is published twice ({seen[key]} and {p})")
         seen[key] = p
     check_fd_budget(ports)
+    runtime = parse_runtime(runtime or BUILT_IN, userns, init, sandbox)
     rootfs, mounts = parse_rootfs(rootfs), tuple(map(parse_volume, volumes))
     _check_bind_kinds(rootfs, mounts)
     tmpfs = tuple(map(parse_tmpfs, tmpfs))
@@ -361,7 +382,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
         stop_timeout=parse_seconds(stop_timeout, "--stop-timeout") if stop_timeout is not None else 10.0,
         timeout=parse_seconds(timeout, "--timeout") or None if timeout is not None else None,  # 0: no limit
         tmpfs=tmpfs, ulimits=tuple({u.name: u for u in map(parse_ulimit, ulimit)}.values()),  # the last one wins
-        userns=parse_userns(userns or "host"),
+        userns=parse_userns(userns or "host"), runtime=runtime,
         **parse_security_opts(security_opt, caps),
     )
 

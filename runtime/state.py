@@ -3,7 +3,7 @@
 Layout under the state root (--root, PYRUN_ROOT, default /run/pyrun):
 
     lock                      flock(2)ed while names or addresses are handed out
-    containers/ID/state.json  the container's record, replaced atomically
+    containers/ID/state.json  the container's record, replaced atomically (its shape: record.py)
     containers/ID/journal     host-side steps taken, for teardown (steps.py)
     containers/ID/...         writable layer, /etc files, log
 
@@ -122,12 +122,6 @@ def all_records(root: str) -> list[dict]:
     return records
 
 
-def published(record: dict) -> list[str]:
-    """The record's published ports as `docker ps` shows them: HOST_IP:HOST_PORT->PORT/PROTO."""
-    return [f"{b['HostIp']}:{b['HostPort']}->{port}"
-            for port, binds in record.get("NetworkSettings", {}).get("Ports", {}).items() for b in binds]
-
-
 def _stat(pid: int) -> list[str]:
     """/proc/PID/stat's fields after the command name (which may hold spaces and parentheses): state first."""
     try:
@@ -156,20 +150,3 @@ def alive(process: dict | None) -> bool:
 
 def me() -> dict:
     return {"Pid": os.getpid(), "StartTime": start_time(os.getpid())}
-
-
-def new_container(root: str, name: str | None) -> tuple[str, str]:
-    """Reserve an id and a unique name; returns (id, name). Call under locked(root)."""
-    taken = {r.get("Name") for r in all_records(root)}
-    if name in taken:
-        raise PyrunError("invalid --name", f"{name!r} is already in use by another container; "
-                                           "remove it with 'pyrun rm' or choose another name")
-    cid = os.urandom(32).hex()
-    name = name or cid[:12]
-    os.makedirs(container_dir(root, cid), 0o700)
-    try:
-        write_json(record_path(root, cid), {"Id": cid, "Name": name, "State": {"Status": "created"}, "Monitor": me()})
-    except PyrunError:
-        os.rmdir(container_dir(root, cid))
-        raise
-    return cid, name

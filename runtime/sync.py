@@ -11,7 +11,7 @@ close-on-exec, so a successful execve(2) closes it and pyrun reads EOF.
 | pyrun-oci    | {"type": "joined"}                | create has moved the intermediate into the container's cgroup |
 | intermediate | {"type": "pid", "pid": N}         | the container's PID 1 is host pid N            |
 | init         | {"type": "pty"} + the master's fd | -t: the terminal, made in the container's devpts |
-| init         | {"type": "ready"}                 | rootfs built, hostname set; waiting to be told |
+| init         | {"type": "ready"}, "took" with --verbose | rootfs built, hostname set; waiting to be told; took: [kind, ms] of each pid1.py action |
 | pyrun        | {"type": "go"}                    | network wired, cgroup joined: exec the command |
 | any child    | {"type": "error", "step", "detail", "code"} | setup failed; the child exits with code |
 | (EOF)        |                                   | the command was exec'd (or the child died)     |

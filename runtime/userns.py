@@ -143,9 +143,7 @@ def map_ids(sock, pid: int, ids: IdRange, rootfs: str) -> None:
     root filesystem, idmapped. Only a process with CAP_SYS_ADMIN over the host's filesystems may make
     that mount, and the intermediate no longer has it."""
     sync.expect(sock, "userns")
-    for name in ("uid_map", "gid_map"):  # one write each, as the kernel requires; root needs no newuidmap
-        with open(f"/proc/{pid}/{name}", "w") as f:
-            f.write(ids.id_map + "\n")
+    write_maps(pid, ids.id_map + "\n", ids.id_map + "\n")
     ns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
         tree = syscalls.open_tree(rootfs)  # one mount, not those below it: overlayfs's lowerdir has none either
@@ -161,6 +159,21 @@ def map_ids(sock, pid: int, ids: IdRange, rootfs: str) -> None:
             os.close(tree)
     finally:
         os.close(ns)
+
+
+def write_maps(pid: int, uid_map: str, gid_map: str) -> None:
+    """Give PID's new user namespace its ids, from the host (also pyrun-oci's linux.uidMappings/gidMappings).
+
+    One write each, as the kernel requires. pyrun is root with CAP_SETUID and CAP_SETGID over the parent
+    namespace, so it may map any host ids, needs no newuidmap, and leaves /proc/PID/setgroups at "allow":
+    "deny" is required only of an unprivileged writer, and would forbid the container's setgroups(2)."""
+    for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise PyrunError(f"write /proc/{pid}/{name}", f"{e.strerror}: the kernel refused "
+                                                          f"{text.strip()!r}") from None
 
 
 def become_root() -> None:

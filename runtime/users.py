@@ -47,14 +47,16 @@ def parse(value: str) -> str:
     return value
 
 
-def resolve(value: str) -> Identity:
-    """The identity -u VALUE names, in the container whose root is this process's root."""
+def resolve(value: str, root: int | None = None) -> Identity:
+    """The identity -u VALUE names, in the container whose root is this process's root, or the directory ROOT
+    (an fd: `pyrun run --print-spec` looks it up in the rootfs from the host)."""
     user, _, group = value.partition(":")
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    here = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if root is None else root
     try:
-        passwd, groups = _entries(root, "/etc/passwd"), _entries(root, "/etc/group")
+        passwd, groups = _entries(here, "/etc/passwd"), _entries(here, "/etc/group")
     finally:
-        os.close(root)
+        if root is None:
+            os.close(here)
     entry = next((e for e in passwd if len(e) >= 7 and (e[2] == user if user.isdigit() else e[0] == user)), None)
     if entry is None and not user.isdigit():
         raise PyrunError("user", f"unable to find user {user}: no matching entries in passwd file")

@@ -1,14 +1,16 @@
 """--explain and --verbose: each step as the shell command a learner would type, and the script runs as printed."""
 import os
 import subprocess
+from dataclasses import replace
 
 from conftest import HOST_IP, STATE_ROOT, fetch, pyrun, snapshot, wait_for
-from runtime import cgroups, rootfs
+from runtime import cgroups, pid1
 from runtime.cgroups import Cgroup
 from runtime.rootfs import Layer
 from runtime.explain import TEARDOWN
 from runtime.network import bridge, firewall, ipam, portguard
 from runtime.network.ports import PortMapping
+from runtime.spec import build_spec
 
 CID = "c0ffee" * 10 + "abcd"
 
@@ -106,15 +108,26 @@ def test_golden_bridge_setup_is_idempotent_shell():
 
 
 def test_golden_rootfs():
-    cmds = rootfs.build_shell("/images/deb", "/s/c/layer", False, [("/data", "/mnt", True)], "/srv")
-    assert cmds[:5] == ["mount --make-rprivate /", "exec 3< /images/deb 4< /s/c/layer/diff 5< /s/c/layer/work",
+    spec = build_spec("/", ["true"], workdir="/srv")
+    actions = pid1.recipe(spec, "/s/c/layer", [("/data", "/mnt", True)], "web")
+    assert [a.kind for a in actions] == ["private", "overlay", "proc", "dev", "sys", "bind", "workdir", "pivot", "mask",
+                                         "hostname"]
+    cmds = [c for a in actions for c in a.shell()]
+    assert cmds[:6] == ["mount --make-rprivate /", "exec 3< / 4< /s/c/layer/diff 5< /s/c/layer/work",
                         "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
-                        "workdir=/proc/self/fd/5 /s/c/layer/merged", "exec 3<&- 4<&- 5<&-", "cd /s/c/layer/merged"]
+                        "workdir=/proc/self/fd/5 /s/c/layer/merged", "exec 3<&- 4<&- 5<&-", "cd /s/c/layer/merged",
+                        "mount -t proc -o nosuid,nodev,noexec proc proc"]
     assert "mknod -m 666 dev/null c 1 3" in cmds and "ln -s pts/ptmx dev/ptmx" in cmds
     assert cmds[cmds.index("mount --rbind /data ./mnt") + 1] == \
         'findmnt -Rno TARGET ./mnt | while IFS= read -r m; do mount -o remount,bind,ro "$m"; done'
     assert cmds.index("mkdir -p ./srv") < cmds.index("pivot_root . .") < cmds.index("cd /")
     assert any(c.startswith("if [ -d /proc/kcore ]") for c in cmds[cmds.index("cd /"):])  # masked after the pivot
+    assert cmds[-1] == "hostname web"
+    userns = pid1.recipe(replace(spec, userns="auto", read_only=True), "/s/c/layer", [], "web")
+    assert [a.kind for a in userns][-2:] == ["readonly", "hostname"]
+    cmds = [c for a in userns for c in a.shell()]
+    assert "touch dev/null && mount --bind /dev/null dev/null" in cmds and not any("mknod" in c for c in cmds)
+    assert any(c.startswith("exec 3< /s/c/layer/lower ") for c in cmds)  # pyrun's idmapped mount of the rootfs
 
 
 def test_explain_changes_nothing(debian, clean_host):

@@ -10,7 +10,7 @@ def test_features_prints_runcs_fields():
     f = json.loads(r.stdout)
     assert f["ociVersionMin"] == "1.0.0" and f["ociVersionMax"].startswith("1.")
     assert {"ro", "nosuid", "rbind", "rprivate"} <= set(f["mountOptions"])
-    assert sorted(f["linux"]["namespaces"]) == ["cgroup", "ipc", "mount", "network", "pid", "uts"]
+    assert sorted(f["linux"]["namespaces"]) == ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"]
     assert "CAP_SYS_ADMIN" in f["linux"]["capabilities"]
     assert f["linux"]["cgroup"]["systemd"] is False
     assert "SCMP_ACT_ERRNO" in f["linux"]["seccomp"]["actions"] and f["linux"]["seccomp"]["enabled"]

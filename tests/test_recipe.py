@@ -26,7 +26,8 @@ USERNET = ["--network", "recipenet"]
 CASES = {"bridge with a port": ["-p", "8140:80"], "user-defined network": USERNET, "none": ["--network", "none"],
          "host": ["--network", "host"], "init": ["--init"], "volume": ["-v", "/tmp:/mnt:ro"],
          "read-only": ["--read-only"], "limits": ["--memory", "64m", "--pids-limit", "50"],
-         "userns": ["--userns", "auto"]}
+         "userns": ["--userns", "auto"], "runtime runc": ["--runtime", "runc", "-p", "8143:80"],
+         "runtime pyrun-oci": ["--runtime", "pyrun-oci", "--network", "none", "--memory", "64m"]}
 
 
 def printed_kinds(script: str) -> list[str]:
@@ -37,7 +38,7 @@ def printed_kinds(script: str) -> list[str]:
 def cli_spec(args: list[str]):
     """ARGS as `pyrun run` parses them, by the same function."""
     options = {"-p": "publish", "--network": "network", "--memory": "memory", "--pids-limit": "pids_limit",
-               "-v": "volumes", "--userns": "userns"}
+               "-v": "volumes", "--userns": "userns", "--runtime": "runtime"}
     kw, flags = {}, {"--init": "init", "--read-only": "read_only"}
     it = iter(args)
     for a in it:
@@ -167,6 +168,61 @@ def test_explain_prints_the_kinds_a_run_journals(case, busybox, recipenet, clean
     assert printed_kinds(out.stdout) == journaled
 
 
+def traced_actions(stderr: str) -> list[tuple[str, list[str]]]:
+    """What `run --verbose` says PID 1 did: (kind, commands) of each action, as PID 1 reported them."""
+    out = []
+    for line in stderr.splitlines():
+        m = re.match(r"pyrun: (\[ *[\d.]+ ms\]| +) PID 1 \[(\w+)\] (.*)$", line)
+        if m and m.group(1).startswith("["):
+            out.append((m.group(2), [m.group(3)]))
+        elif m:
+            assert out[-1][0] == m.group(2), line
+            out[-1][1].append(m.group(3))
+    return out
+
+
+def explained_actions(script: str) -> list[tuple[str, list[str]]]:
+    """The actions of the printed init.sh: (kind, commands) of each, up to the wait for "go"."""
+    init_sh = script[script.index("init.sh <<'EOF'"):]
+    out = []
+    for line in init_sh[:init_sh.index("\nread -r _ <&9")].splitlines()[4:]:
+        m = re.match(r"# \[(\w+)\]", line)
+        if m:
+            out.append((m.group(1), []))
+        else:
+            out[-1][1].append(line)
+    return out
+
+
+def ids_replaced(actions: list[tuple[str, list[str]]], cid: str) -> list[tuple[str, list[str]]]:
+    """ACTIONS with the container's id, short or long, as ID, and its state directory ($C) spelled out."""
+    def ids(command: str) -> str:
+        return command.replace("$C/", f"{STATE_ROOT}/containers/{cid}/").replace(cid, "ID").replace(cid[:12], "ID")
+
+    return [(kind, [ids(c) for c in commands]) for kind, commands in actions]
+
+
+def test_explain_prints_the_actions_pid_1_runs(busybox, tmp_path, clean_host):
+    """The container side of --explain (init.sh) is the list PID 1 runs: the kinds PID 1 reports having done
+    under --verbose, in its order, and the same commands for each, but for the ids."""
+    (tmp_path / "file").write_text("x")
+    cases = [["-v", f"{tmp_path}:/mnt", "-v", f"{tmp_path}/file:/etc/conf:ro", "-w", "/work/here"],
+             ["--read-only", "--tmpfs", "/run:size=1m", "--tmpfs", "/scratch", "-v", f"{tmp_path}:/data"],
+             ["-u", "1000:1000", "--init", "--hostname", "box"],
+             ["--userns", "auto", "--network", "host", "-v", f"{tmp_path}:/mnt:ro", "--read-only"]]
+    for args in cases:
+        args = ["--network", "none", *args] if "--network" not in args else args
+        r = pyrun("run", "--rm", "--verbose", *args, busybox, "true")
+        assert r.returncode == 0, r.stderr
+        ran = ids_replaced(traced_actions(r.stderr), re.search(r"containers/([0-9a-f]{64})/layer", r.stderr)[1])
+        script = pyrun("run", "--explain", *args, busybox, "true").stdout
+        printed = ids_replaced(explained_actions(script), script_id(script))
+        assert [k for k, _ in ran] == [k for k, _ in printed], args
+        assert ran == printed, args
+        assert "pivot" in dict(ran) and ("readonly" in dict(ran)) == ("--read-only" in args)
+        assert len([k for k, _ in ran if k == "bind"]) == 3 + args.count("-v")  # the /etc files, then -v's
+
+
 def host_state(cid: str) -> dict:
     """What pyrun changes on the host, with CID (and its 12-character short form) replaced by ID, and what the
     kernel numbers or picks on its own (interface indexes, netns ids, counters, timers, a veth's host-end MAC)
@@ -219,7 +275,7 @@ def script_id(script: str) -> str:
     return re.search(r"^export CID=([0-9a-f]{64})", script, re.M).group(1)
 
 
-@pytest.mark.parametrize("case", ["bridge with a port", "user-defined network", "init"])
+@pytest.mark.parametrize("case", ["bridge with a port", "user-defined network", "init", "runtime runc"])
 def test_the_explained_scripts_leave_the_host_as_pyrun_does(case, debian, recipenet, clean_host):
     """The setup script leaves what a running container leaves; the teardown script what pyrun's teardown does."""
     args = [*CASES[case], "--memory", "64m"]

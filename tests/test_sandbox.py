@@ -79,6 +79,7 @@ def host_status(pid: int) -> dict:
 def test_a_hostile_script_under_sandbox_is_held_and_killed_at_its_timeout(busybox, clean_host):
     world, host = Listener(INTERNET_IP, 7777, "world"), Listener(HOST_IP, 7778)
     from runtime import lifecycle
+    from runtime.record import Record
 
     p = pyrun_bg("run", "--rm", "--sandbox", "--name", "hostile", "--timeout", "8", "--stop-timeout", "1", busybox,
                  "sh", "-c", HOSTILE.format(internet=INTERNET_IP, host=HOST_IP))
@@ -87,7 +88,7 @@ def test_a_hostile_script_under_sandbox_is_held_and_killed_at_its_timeout(busybo
         lines = iter(p.stdout.readline, "")
         assert next(lines) == "tmp-ok\n"
         assert next(lines) == "bombed\n"  # the fork bomb ran into its limit and the script went on
-        pids = lifecycle.pids(record)
+        pids = lifecycle.pids(Record(record))
         assert 10 < len(pids) <= 64  # --pids-limit 64: the bomb forked, but only so far
         base = int(record["HostConfig"]["IDMappings"]["UidMap"][0].split()[1])  # --userns=auto
         assert base >= 65536

@@ -30,9 +30,10 @@ def detached(*args: str, name: str) -> dict:
 def in_container(record: dict, marker: str) -> int:
     """The host pid of the process in RECORD's container whose command line is MARKER (not pyrun before exec)."""
     from runtime import lifecycle
+    from runtime.record import Record
 
     def find():
-        for pid in lifecycle.pids(record):
+        for pid in lifecycle.pids(Record(record)):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if f.read().rstrip(b"\0") == marker.encode():

@@ -38,6 +38,7 @@ from runtime.namespaces import CLONE_NEWNET
 from runtime.network import firewall, host, networks, rtnl
 from runtime.network.networks import Network
 from runtime.network.ports import PortMapping
+from runtime.record import Record
 from runtime.steps import Step
 
 NETNS_DIR = "/run/netns"
@@ -218,7 +219,7 @@ def remove_network(root: str, name: str) -> None:
         net = networks.get(root, name, None)
         users = networks.holders(net)
         if users:
-            known = {r["Id"]: r["Name"] for r in state.all_records(root)}
+            known = {r.id: r.name for r in Record.every(root)}
             names = [known.get(cid, f"{cid[:12]} (of another --root)") for cid in users]
             raise PyrunError("network rm", f"network {name} is in use by {', '.join(names)}; remove them first")
         remove_bridge(net)
@@ -514,8 +515,3 @@ def check_published(spec, net: Network) -> None:
         raise PyrunError("invalid -p", f"{spec.ports[0]}: network {net.name} is --internal: nothing reaches its "
                                        "containers from outside; publish on another network")
 
-
-def settings(net: Network, address: str, netns: str) -> dict:
-    """The container's side of the wiring, as `docker inspect` shows it under NetworkSettings."""
-    return {"IPAddress": address, "IPPrefixLen": net.prefixlen, "Gateway": net.gateway,
-            "MacAddress": mac_address(address), "SandboxKey": os.path.join(NETNS_DIR, netns)}

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 
 from runtime import state
+from runtime.record import Record
 from runtime.steps import Step, heredoc
 
 NAMES = ("hostname", "hosts", "resolv.conf")
@@ -132,10 +133,10 @@ class HostsEntry(Step):
             if cid == self.cid:
                 continue
             try:
-                record = state.read_json(state.record_path(self.root, cid))
+                name = Record.load(self.root, cid).name
             except (FileNotFoundError, ValueError):
                 continue
-            out.append((os.path.join(etc_dir(state.container_dir(self.root, cid)), "hosts"), address, record["Name"]))
+            out.append((os.path.join(etc_dir(state.container_dir(self.root, cid)), "hosts"), address, name))
         return out
 
     def _own(self) -> str:

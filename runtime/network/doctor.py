@@ -29,9 +29,9 @@ import os
 import socket
 import subprocess
 
-from runtime import state
 from runtime.errors import PyrunError
 from runtime.network import firewall
+from runtime.record import Record
 
 _FOREIGN = ("ufw", "DOCKER", "FORWARD_", "f2b", "CILIUM", "KUBE")
 
@@ -44,14 +44,11 @@ def _sysctl(name: str) -> str:
         return "missing"
 
 
-def _publisher(root: str, port: int) -> tuple[dict, str, str]:
-    from runtime.lifecycle import status
-
-    for record in state.all_records(root):
-        for container_port, binds in record.get("NetworkSettings", {}).get("Ports", {}).items():
-            for b in binds:
-                if int(b["HostPort"]) == port and status(record) == "running":
-                    return record, container_port, b["HostIp"]
+def _publisher(root: str, port: int) -> tuple[Record, str, str]:
+    for record in Record.every(root):
+        for container_port, host_ip, host_port in record.bindings():
+            if host_port == port and record.status() == "running":
+                return record, container_port, host_ip
     raise PyrunError("doctor", f"no running container publishes port {port} (see 'pyrun ps')")
 
 
@@ -103,15 +100,15 @@ def _ip(args: list[str], pid: int | None = None) -> list:
     return json.loads(out.stdout or "[]") if out.returncode == 0 else []
 
 
-def _link_checks(root: str, record: dict, bridge: str) -> list[tuple[bool, str, str]]:
+def _link_checks(root: str, record: Record, bridge: str) -> list[tuple[bool, str, str]]:
     """The wire: the bridge, the veth pair and the container's side of it, as `ip link` shows them."""
     from runtime.network.bridge import host_end, netns_name
 
-    end, pid, inside = host_end(record["Id"]), record["State"]["Pid"], f"ip netns exec {netns_name(record['Name'], root)}"
+    end, pid, inside = host_end(record.id), record.pid, f"ip netns exec {netns_name(record.name, root)}"
     br = (_ip(["link", "show", "dev", bridge]) or [{}])[0]
     veth = (_ip(["link", "show", "dev", end]) or [{}])[0]
     eth0 = (_ip(["link", "show", "dev", "eth0"], pid) or [{}])[0]
-    gateway = record["NetworkSettings"].get("Gateway", "")
+    gateway = record.gateway
     default = [r for r in _ip(["route", "show", "default"], pid) if r.get("gateway") == gateway]
     return [
         ("UP" in br.get("flags", []), f"the bridge {bridge} is up",
@@ -173,8 +170,8 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
     from runtime.network.bridge import netns_name
 
     record, container_port, host_ip = _publisher(root, port)
-    net = networks.get(root, record["HostConfig"]["NetworkMode"])
-    address = record["NetworkSettings"]["IPAddress"]
+    net = networks.get(root, record.network)
+    address = record.ip
     cport, proto = container_port.split("/")
     tables = firewall.save()
     nat, filt = tables.get("nat", []), tables.get("filter", [])
@@ -192,9 +189,9 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
     foreign = [line for line in filt if line.startswith(("-A PYRUN-FORWARD ", "-A PYRUN-PUBLISHED "))
                and "pyrun" not in line.split("--comment", 1)[-1] and ("DROP" in line or "REJECT" in line)]
     dnat = [line for line in nat if line.startswith("-A PYRUN-DNAT") and f"--dport {port} " in line
-            and firewall.container_tag(record["Id"]) in line]
+            and firewall.container_tag(record.id) in line]
     checks = [
-        (True, f"container {record['Name']} publishes {host_ip}:{port} -> {address}:{container_port}; "
+        (True, f"container {record.name} publishes {host_ip}:{port} -> {address}:{container_port}; "
                f"{holder(port, proto)} holds the port (ss -lnp 'sport = :{port}')", ""),
         (all(f"-A {c} {r}" in nat for t, c, r in firewall.JUMPS if t == "nat" and c in ("PREROUTING", "OUTPUT")),
          "nat PREROUTING and OUTPUT jump to PYRUN-DNAT for local destinations",
@@ -224,12 +221,12 @@ def walk(root: str, port: int) -> list[tuple[bool, str]]:
     for ok, good, bad in checks:
         if not hop(ok, good, bad):
             return steps
-    listening = _listening(record["State"]["Pid"], int(cport), proto)
+    listening = _listening(record.pid, int(cport), proto)
     reachable = listening & {"0.0.0.0", "::", address}
     hop(bool(reachable), f"the container listens on {', '.join(sorted(reachable))}:{cport}/{proto}",
         f"in the container {('only ' + ', '.join(sorted(listening)) + ' listens') if listening else 'nothing listens'}"
         f" on port {cport}/{proto}: a server must listen on 0.0.0.0 (or {address}) to be reached through "
-        f"the bridge; see ip netns exec {netns_name(record['Name'], root)} ss -lnt")
+        f"the bridge; see ip netns exec {netns_name(record.name, root)} ss -lnt")
     if not reachable or proto != "tcp":
         return steps  # a UDP server need not answer anything doctor could send
     specific = host_ip not in ("", "0.0.0.0")

@@ -6,8 +6,8 @@ the peer's ifindex inside the container: `ip -d link` prints it as
 pvXXX@if2), the addresses, and pyrun's iptables rules with their packet and
 byte counters (`iptables-save -c`), which show which rule a packet matched.
 """
-from runtime import state
 from runtime.network import networks
+from runtime.record import Record
 
 
 def gather(root: str, name: str) -> dict:
@@ -15,7 +15,7 @@ def gather(root: str, name: str) -> dict:
     from runtime.network.doctor import holder
 
     net = networks.get(root, name, None)
-    records = {r["Id"]: r for r in state.all_records(root)}
+    records = {r.id: r for r in Record.every(root)}
     containers = []
     with netlink() as nl:
         for cid in networks.holders(net):
@@ -24,17 +24,14 @@ def gather(root: str, name: str) -> dict:
                 continue
             end = host_end(cid)
             link = nl.link(end)
-            settings = record.get("NetworkSettings", {})
             containers.append({
-                "name": record["Name"], "id": cid[:12], "host_end": end,
+                "name": record.name, "id": cid[:12], "host_end": end,
                 "host_ifindex": link["index"] if link else None,
                 "peer_ifindex": link.get_attr("IFLA_LINK") if link else None,
-                "netns": netns_name(record["Name"], root), "ip": settings.get("IPAddress", ""),
-                "mac": settings.get("MacAddress", ""),
-                "ports": state.published(record),
+                "netns": netns_name(record.name, root), "ip": record.ip, "mac": record.mac,
+                "ports": record.published(),
                 # who holds each host port, as `ss -lnp` names it
-                "held_by": [holder(int(b["HostPort"]), port.split("/")[1])
-                            for port, binds in settings.get("Ports", {}).items() for b in binds]})
+                "held_by": [holder(host_port, port.split("/")[1]) for port, _, host_port in record.bindings()]})
     return {"network": net.name, "bridge": net.bridge, "subnet": net.subnet, "gateway": net.gateway,
             **net.policy, "options": net.options, "containers": containers, "rules": _rules(net, containers)}
 

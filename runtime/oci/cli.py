@@ -10,7 +10,7 @@ line to say why a container did not start).
 
     pyrun-oci [--root DIR] [--log FILE] [--log-format text|json] [--debug] VERB ...
       spec [--bundle B]                  write a default config.json
-      create --bundle B [--pid-file F] [--console-socket S] [--preserve-fds N] [--no-pivot] [--no-new-keyring] ID
+      create --bundle B [--pid-file F] [--console-socket S] [--preserve-fds N] [--no-pivot] [--no-new-keyring] [--explain] ID
       start ID | state ID | kill [--all] ID [SIGNAL] | delete [--force] ID
       exec [--process FILE] [--detach] [--pid-file F] [--tty] [--console-socket S] [--preserve-fds N]
            [--cwd D] [--env K=V]... [--user UID[:GID]] [--cap CAP]... [--no-new-privs] ID [ARGS...]
@@ -78,7 +78,8 @@ _PID_FILE, _CONSOLE, _PRESERVE = (("--pid-file",), "value", None), (("--console-
 _VERBS = {
     "spec": ([(("--bundle", "-b"), "value", "."), (("--rootless",), "flag", False)], []),
     "create": ([(("--bundle", "-b"), "value", "."), _PID_FILE, _CONSOLE, _PRESERVE,
-                (("--no-pivot",), "flag", False), (("--no-new-keyring",), "flag", False)], ["id"]),
+                (("--no-pivot",), "flag", False), (("--no-new-keyring",), "flag", False),
+                (("--explain",), "flag", False)], ["id"]),  # --explain: print what create and start would do
     **{verb: ([], ["id"]) for verb in ("start", "state", "pause", "resume")},
     "exec": ([(("--process", "-p"), "value", None), (("--detach", "-d"), "flag", False), _PID_FILE,
               (("--tty", "-t"), "flag", False), _CONSOLE, _PRESERVE, (("--cwd",), "value", None),
@@ -200,6 +201,10 @@ def run(args, log: Log) -> int | None:
         with open(path, "w") as f:
             json.dump(config.default(), f, indent="\t")
             f.write("\n")
+    elif args.verb == "create" and args.explain:
+        from runtime.oci import explain
+
+        print(explain.explain(root, args.id, args.bundle))
     elif args.verb == "create":
         if args.preserve_fds < 0:
             raise PyrunError("invalid --preserve-fds", f"{args.preserve_fds}: expected 0 or more")

@@ -31,7 +31,10 @@ CLONE_NEWCGROUP = 0x02000000
 DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks for it asks for nothing
 # The spec's namespace names -> unshare(2) flags (namespaces.py has pyrun's own, by /proc/PID/ns names).
 NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ipc": 0x08000000,
-              "uts": 0x04000000, "cgroup": CLONE_NEWCGROUP}
+              "uts": 0x04000000, "cgroup": CLONE_NEWCGROUP, "user": 0x10000000}
+# user_namespaces(7): at most 340 lines in one uid_map or gid_map, written at once in under a page; ids are
+# 0 .. 4294966294 on both sides, as (uid_t)-1 means "no id".
+MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, (1 << 32) - 2
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 MS_SLAVE, MS_SHARED, MS_UNBINDABLE = 0x80000, 0x100000, 0x20000
 # mount(8)'s option words as mount(2) flags: (set, clear). runc's table, less what pyrun does not do.
@@ -99,6 +102,8 @@ class Mount:
     flags: int = 0               # mount(2) flags from the options, MS_BIND|MS_REC for rbind
     data: str = ""               # the options that are the filesystem's own (mode=755, size=64k)
     propagation: int = 0
+    cleared: int = 0             # what the options clear (rw, suid, ...): in a user namespace, a host mount's
+                                 # read-only, nosuid, nodev, noexec are locked, and asking to clear one is an error
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ class Bundle:
     hostname: str | None = None
     mounts: tuple[Mount, ...] = ()
     namespaces: tuple[tuple[str, str | None], ...] = ()   # (type, path to join or None to make one)
+    uid_map: tuple[tuple[int, int, int], ...] = ()   # linux.uidMappings: (containerID, hostID, size)
+    gid_map: tuple[tuple[int, int, int], ...] = ()
     cgroup_parent: str = cgroups.PARENT
     cgroup_name: str = ""
     resources: Resources = field(default_factory=Resources)
@@ -127,11 +134,21 @@ class Bundle:
         return any(self.hooks.get(name) for name in ("prestart", "createRuntime", "createContainer",
                                                      "startContainer"))
 
+    def cgroup(self):
+        """The Cgroup step create journals for this bundle (pyrun-oci adds freezer, for pause and resume)."""
+        return cgroups.Cgroup(self.cgroup_name, self.resources.memory, self.resources.cpus, self.resources.pids_limit,
+                              parent=self.cgroup_parent, devices=self.devices,
+                              controllers=(*cgroups.CONTROLLERS, "freezer"))
+
     def makes(self, kind: str) -> bool:
         return (kind, None) in self.namespaces
 
     def has(self, kind: str) -> bool:
         return any(k == kind for k, _ in self.namespaces)
+
+    def map_text(self, kind: str) -> str:
+        """uid_map's or gid_map's content: one "inside outside count" line a mapping."""
+        return "".join(f"{inside} {outside} {size}\n" for inside, outside, size in getattr(self, f"{kind}_map"))
 
 
 def bad(where: str, why: str) -> PyrunError:
@@ -164,13 +181,14 @@ def load(bundle: str, cid: str) -> Bundle:
     if not os.path.isdir(rootfs):
         raise bad("root.path", f"{rootfs} is not a directory")
     linux = _expect(config.get("linux", {}), dict, "linux", "an object")
-    _refuse(linux, "linux", ("uidMappings", "gidMappings", "devices", "intelRdt", "personality", "mountLabel",
+    _refuse(linux, "linux", ("devices", "intelRdt", "personality", "mountLabel",
                              "rootfsPropagation", "timeOffsets"), "pyrun does not do it yet")
     namespaces = _namespaces(linux.get("namespaces") or [])
     hostname = config.get("hostname") or None
     if hostname and ("uts", None) not in namespaces:
         raise bad("hostname", "setting a hostname needs a new uts namespace (the spec says so)")
     process = _process(_expect(config.get("process"), dict, "process", "an object"))
+    uid_map, gid_map = _id_maps(linux, namespaces, process)
     limits, devices = resources(linux.get("resources") or {})
     if not resources_need_no_devices(process.caps.bounding):
         raise bad("process.capabilities", "CAP_MKNOD needs the cgroup v1 devices controller, which this host "
@@ -188,7 +206,8 @@ def load(bundle: str, cid: str) -> Bundle:
     return Bundle(
         path=path, rootfs=rootfs, readonly=bool(root.get("readonly")), process=process, hostname=hostname,
         mounts=tuple(_mount(m, f"mounts[{i}]", path) for i, m in enumerate(config.get("mounts") or [])),
-        namespaces=namespaces, cgroup_parent=parent, cgroup_name=name, resources=limits, devices=devices,
+        namespaces=namespaces, uid_map=uid_map, gid_map=gid_map, cgroup_parent=parent, cgroup_name=name,
+        resources=limits, devices=devices,
         masked=tuple(_paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(_paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
@@ -347,8 +366,6 @@ def _namespaces(entries: list) -> tuple:
     for i, ns in enumerate(_expect(entries, list, "linux.namespaces", "a list")):
         where = f"linux.namespaces[{i}]"
         kind = _expect(ns, dict, where, "an object with type").get("type")
-        if kind == "user":
-            raise bad(where, "user namespaces are not supported by pyrun yet; leave it out")
         if kind not in NAMESPACES:
             raise bad(f"{where}.type", f"{kind!r}: expected one of {', '.join(NAMESPACES)}")
         if any(k == kind for k, _ in out):
@@ -363,6 +380,46 @@ def _namespaces(entries: list) -> tuple:
     if ("mount", None) not in out:
         raise bad("linux.namespaces", "pyrun needs a new mount namespace (type mount) to build the root in")
     return tuple(out)
+
+
+def _id_maps(linux: dict, namespaces, process: Process) -> tuple[tuple, tuple]:
+    """linux.uidMappings and gidMappings, checked as the kernel will check them when create writes them, and
+    against the ids process.user needs: a mistake is an error naming the field, not a failed write later."""
+    maps = {}
+    for kind in ("uid", "gid"):
+        where = f"linux.{kind}Mappings"
+        entries = _expect(linux.get(f"{kind}Mappings") or [], list, where, "a list of containerID, hostID, size")
+        if entries and not any(k == "user" for k, _ in namespaces):
+            raise bad(where, "mappings need a user namespace: add {\"type\": \"user\"} to linux.namespaces")
+        if not entries and ("user", None) in namespaces:
+            raise bad(where, "a new user namespace needs its mappings, such as [{\"containerID\": 0, \"hostID\": "
+                             "100000, \"size\": 65536}]")
+        if len(entries) > MAX_MAP_LINES:
+            raise bad(where, f"{len(entries)} mappings: the kernel takes at most {MAX_MAP_LINES}")
+        out = []
+        for i, entry in enumerate(entries):
+            entry = _expect(entry, dict, f"{where}[{i}]", "an object with containerID, hostID and size")
+            inside, outside, size = (_expect(entry.get(k), int, f"{where}[{i}].{k}", "a number")
+                                     for k in ("containerID", "hostID", "size"))
+            for name, first in (("containerID", inside), ("hostID", outside)):
+                if first < 0 or size < 1 or first + size - 1 > MAX_ID:
+                    raise bad(f"{where}[{i}]", f"{name} {first} and size {size}: expected ids within 0-{MAX_ID} "
+                                               "and a size of at least 1")
+            for j, (other_in, other_out, other_size) in enumerate(out):
+                for name, a, b in (("containerID", inside, other_in), ("hostID", outside, other_out)):
+                    if a < b + other_size and b < a + size:
+                        raise bad(f"{where}[{i}]", f"its {name} range {a}-{a + size - 1} overlaps "
+                                                   f"{where}[{j}]'s {b}-{b + other_size - 1}")
+            out.append((inside, outside, size))
+        if len("".join(f"{a} {b} {c}\n" for a, b, c in out)) > MAX_MAP_BYTES:
+            raise bad(where, f"the mappings come to more than the {MAX_MAP_BYTES} bytes the kernel reads at once")
+        maps[kind] = tuple(out)
+    for kind, ids in (("uid", [process.uid]), ("gid", [process.gid, *process.additional_gids])):
+        for n in ids if maps[kind] else ():
+            if not any(inside <= n < inside + size for inside, _, size in maps[kind]):
+                raise bad(f"linux.{kind}Mappings", f"no mapping holds container {kind} {n}, which process.user "
+                                                   "runs as")
+    return maps["uid"], maps["gid"]
 
 
 def _mount(m, where: str, bundle: str) -> Mount:
@@ -396,7 +453,8 @@ def _mount(m, where: str, bundle: str) -> Mount:
         source = os.path.join(bundle, source)  # a relative source is the bundle's (the spec's rule)
         if not os.path.exists(source):
             raise bad(f"{where}.source", f"{source} does not exist")
-    return Mount(os.path.normpath(dest), kind, source, flags & ~clear, ",".join(data), propagation)
+    _refuse(m, where, ("uidMappings", "gidMappings"), "pyrun makes no idmapped mounts from a config.json")
+    return Mount(os.path.normpath(dest), kind, source, flags & ~clear, ",".join(data), propagation, clear)
 
 
 def resources(r: dict) -> tuple[Resources, tuple]:

@@ -9,7 +9,8 @@ and then waits on the exec FIFO: opening a FIFO for writing blocks until
 someone opens it for reading, and that someone is `start` (as runc's
 exec.fifo). Until then, nothing of the user's has run.
 
-    join namespaces by path -> make the rest -> fork PID 1 (runtime/init.fork_init)
+    join namespaces by path -> [new user namespace: create writes its maps] -> make the rest
+    -> fork PID 1 (runtime/init.fork_init)
     PID 1: mounts in config order -> devices -> [create: prestart, createRuntime hooks; createContainer hooks]
     -> pivot_root -> hostname, lo, sysctl -> masked paths
     -> keyring, oom_score_adj, rlimits -> terminal -> look up the program -> seccomp built
@@ -33,17 +34,18 @@ import platform
 import resource
 import signal
 import socket
+import stat
 import struct
 import sys
 
 import _prctl  # noqa: F401  (security.py's: imported now, as after pivot_root the host's modules are gone)
 import prctl
 
-from runtime import init, rootfs, seccomp, sync, syscalls
+from runtime import init, rootfs, seccomp, sync, syscalls, userns
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
 from runtime.oci import hooks
 from runtime.oci.config import NAMESPACES, RLIMITS, SECCOMP_OVERLAPS, Bundle, Mount, Process
-from runtime.security import limit_bounding, set_capabilities
+from runtime.security import limit_bounding, make_undumpable, set_capabilities
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, mount
 
 MS_MOVE = 0x2000
@@ -51,8 +53,10 @@ _KEYCTL = {"x86_64": 250, "aarch64": 219}[platform.machine()]
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
-# The spec's namespace names -> their files under /proc/PID/ns, which `exec` joins.
-PROC_NS = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt"}
+# The spec's namespace names -> their files under /proc/PID/ns, which `exec` joins: the user namespace last,
+# as until then the host's root may enter them all, whichever user namespace owns them.
+PROC_NS = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt",
+           "user": "user"}
 
 
 def _join_cgroup(dirs: list[str]) -> None:
@@ -65,23 +69,61 @@ def _join_cgroup(dirs: list[str]) -> None:
 def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
                  keyring: str | None) -> None:
     """Once create has moved us into the cgroup, join the namespaces the config names by path, make the
-    others, fork PID 1."""
+    others, fork PID 1.
+
+    With a user namespace, in runc's order: join those given by path (the user namespace last of them:
+    until then the host's root may enter any), unshare a new user namespace and wait while create writes
+    its maps, become its root, and make the other namespaces, which it then owns. Its root is an
+    unprivileged host uid that may not even reach the bundle: the rootfs and the bind mounts' sources are
+    taken first, as detached mounts (open_tree(2)), and the rootfs is attached over the working directory,
+    which unshare(CLONE_NEWNS) carries into the new mount namespace (runtime/init.py's _enter_userns)."""
+    trees = {}
+
     def enter() -> None:
         sync.expect(sock, "joined")  # first: PID 1 is born in the cgroup, and a new cgroup namespace is rooted there
-        for kind, path in bundle.namespaces:  # joined first: how a pod's containers share one netns
-            if path:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    syscalls.setns(fd, NAMESPACES[kind], path)
-                finally:
-                    os.close(fd)
+        if bundle.has("user"):
+            trees["/"] = syscalls.open_tree(bundle.rootfs, recursive=True)
+            for i, m in enumerate(bundle.mounts):
+                if m.type == "bind":
+                    trees[i] = syscalls.open_tree(m.source, recursive=bool(m.flags & MS_REC))
+                elif m.type == "cgroup":  # the container's cgroup directories are root's, mode 0700
+                    trees[i] = [(path, _is_v1(path), syscalls.open_tree(path)) for path in cgroup_dirs]
+            os.chdir(bundle.rootfs)
+        # Opened before any is joined; joined first: how a pod's containers share one netns.
+        joins = [(kind, path, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+                 for kind, path in sorted(bundle.namespaces, key=lambda ns: ns[0] == "user") if path]
+        for kind, path, fd in joins:
+            try:
+                syscalls.setns(fd, NAMESPACES[kind], path)
+            finally:
+                os.close(fd)
+        if bundle.makes("user"):
+            syscalls.unshare(NAMESPACES["user"])
+            sync.send(sock, "userns")
+            sync.expect(sock, "mapped")
+        elif bundle.has("user"):
+            _check_joined_maps(bundle)
+        if bundle.has("user"):
+            userns.become_root()
+            make_undumpable()  # a change of uid resets it to fs.suid_dumpable
         flags = 0
         for kind, path in bundle.namespaces:
-            flags |= NAMESPACES[kind] if path is None else 0
+            flags |= NAMESPACES[kind] if path is None and kind != "user" else 0
         syscalls.unshare(flags)
 
     init.fork_init(sock, "namespaces", enter,
-                   lambda _null: _pid1(sock, bundle, fifo, preserve_fds, cgroup_dirs, pivot, keyring))
+                   lambda _null: _pid1(sock, bundle, fifo, preserve_fds, cgroup_dirs, pivot, keyring, trees))
+
+
+def _check_joined_maps(b: Bundle) -> None:
+    """A user namespace joined by path has its maps already: the config's, if it gives any, must be them."""
+    for kind in ("uid", "gid"):
+        given = b.map_text(kind)
+        with open(f"/proc/self/{kind}_map") as f:  # read from inside: the ids are the host's
+            actual = "".join(" ".join(line.split()) + "\n" for line in f)
+        if given and given != actual:
+            raise PyrunError(f"linux.{kind}Mappings", f"the user namespace joined maps {actual.strip()!r}, not the "
+                                                      f"config's {given.strip()!r}")
 
 
 class _At:
@@ -92,7 +134,7 @@ class _At:
 
 
 def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
-          keyring: str | None) -> None:
+          keyring: str | None, trees: dict) -> None:
     p = b.process
     at = _At("rootfs", sock)
     hook_state = {}
@@ -107,7 +149,7 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         at.step = "rootfs"
 
     try:
-        _build_root(b, cgroup_dirs, pivot, create_container_hooks if b.syncs_hooks() else None)
+        _build_root(b, cgroup_dirs, pivot, create_container_hooks if b.syncs_hooks() else None, trees)
         if b.hostname:
             at.step = "sethostname"
             socket.sethostname(b.hostname)
@@ -122,11 +164,11 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         root = rootfs.Root("/")
         try:
             rootfs.mask_host_paths(root, b.masked, b.readonly_paths)
+            if b.readonly:
+                at.step = "root.readonly"
+                _remount(root, "/", MS_RDONLY, 0 if b.has("user") else None)
         finally:
             root.close()
-        if b.readonly:
-            at.step = "root.readonly"
-            mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         if keyring:
             at.step = "keyctl(JOIN_SESSION_KEYRING)"
             _join_keyring(keyring)
@@ -155,9 +197,15 @@ def exec_intermediate(sock, target: int, p: Process, profile: dict | None, prese
                for kind, name in PROC_NS.items()]
         root = os.open(f"/proc/{target}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            ours = {kind: os.stat(f"/proc/self/ns/{name}").st_ino for kind, name in PROC_NS.items()}
+            joined = set()
             for kind, fd in fds:
-                if os.fstat(fd).st_ino != os.stat(f"/proc/self/ns/{PROC_NS[kind]}").st_ino:
+                if os.fstat(fd).st_ino != ours[kind]:
                     syscalls.setns(fd, NAMESPACES[kind], f"/proc/{target}/ns/{PROC_NS[kind]}")
+                    joined.add(kind)
+            if "user" in joined:  # host root's uid is nobody there: be the namespace's root, as PID 1 was
+                userns.become_root()
+                make_undumpable()
             # The container's root as PID 1 sees it (with --no-pivot too, where the namespace's root is not it).
             os.fchdir(root)
             os.chroot(".")
@@ -251,58 +299,136 @@ def _failed(at: _At, e: Exception) -> None:
     init._fail(at.sock, at.step, e, code)
 
 
-def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool, before_pivot=None) -> None:
-    """The config's mounts, in its order, resolved inside the root (rootfs.Root), BEFORE_PIVOT, then pivot_root."""
+def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool, before_pivot=None, trees: dict | None = None) -> None:
+    """The config's mounts, in its order, resolved inside the root (rootfs.Root), BEFORE_PIVOT, then pivot_root.
+
+    TREES (a user namespace): the detached rootfs ("/") and bind sources (by index) the intermediate took."""
+    trees = trees or {}
+    userns = b.has("user")
     rootfs.make_private()
-    mount(b.rootfs, b.rootfs, None, MS_BIND | MS_REC)  # pivot_root needs the new root to be a mount
-    root = rootfs.Root(b.rootfs)
+    if "/" in trees:  # attached over the working directory, the rootfs (see intermediate()); named through its fd
+        here = os.open(".", os.O_PATH | os.O_CLOEXEC)
+        try:
+            syscalls.move_mount(trees["/"], here, b.rootfs)
+        finally:
+            os.close(here)
+        new_root = f"/proc/self/fd/{trees['/']}"
+    else:
+        mount(b.rootfs, b.rootfs, None, MS_BIND | MS_REC)  # pivot_root needs the new root to be a mount
+        new_root = b.rootfs
+    root = rootfs.Root(new_root)
     try:
-        for m in b.mounts:
-            if m.type == "cgroup":
-                _mount_cgroup(root, m, cgroup_dirs)
-            elif m.type == "bind":
-                _bind(root, m)
-            else:
-                root.mount(m.source, m.destination, m.type, m.flags, m.data or None)
-            if m.propagation:
-                root.mount(None, m.destination, None, m.propagation, directory=os.path.isdir(m.source))
+        for i, m in enumerate(b.mounts):
+            try:
+                _mount(root, m, i, cgroup_dirs, trees, userns)
+            except PermissionError as e:
+                if not userns:
+                    raise
+                raise PyrunError(f"mount {m.destination}", f"{m.destination}: {e.strerror}: the user namespace's root "
+                                 f"is host uid {_host_id(b.uid_map)} and may not make (or reach) this mount point; "
+                                 "the engine chowns the rootfs to the mapped ids, or makes the mount points") from None
+
         os.close(root.target("/dev"))
-        rootfs.make_devices(root, exist_ok=True)  # the spec's default devices, where the config has none
+        rootfs.make_devices(root, exist_ok=True, userns=userns)  # the spec's default devices, where the config has none
         os.close(root.target(b.process.cwd))      # runc creates a missing cwd, as Docker does
     finally:
         root.close()
     if before_pivot:
         before_pivot()
     if pivot:
-        rootfs.pivot(b.rootfs)
+        rootfs.pivot(new_root)
     else:  # --no-pivot, for a root on ramfs (pivot_root refuses it): weaker, the old root is only out of sight
-        os.chdir(b.rootfs)
-        mount(b.rootfs, "/", None, MS_MOVE)
+        os.chdir(new_root)
+        mount(".", "/", None, MS_MOVE)
         os.chroot(".")
         os.chdir("/")
+    if "/" in trees:
+        os.close(trees["/"])
 
 
-def _bind(root: rootfs.Root, m: Mount) -> None:
-    directory = os.path.isdir(m.source)
-    root.mount(m.source, m.destination, None, m.flags & (MS_BIND | MS_REC), directory=directory)
+def _mount(root: rootfs.Root, m: Mount, i: int, cgroup_dirs: list[str], trees: dict, userns: bool) -> None:
+    """config.json's mounts[I]."""
+    if m.type == "cgroup":
+        _mount_cgroup(root, m, trees.get(i) or [(path, _is_v1(path), None) for path in cgroup_dirs], userns)
+    elif m.type == "bind":
+        _bind(root, m, trees.get(i), userns)
+    elif m.type == "sysfs" and userns:
+        try:
+            root.mount(m.source, m.destination, m.type, m.flags, m.data or None)
+        except PermissionError:  # the network namespace is not the container's: the host's /sys, as runc binds it
+            _bind(root, Mount(m.destination, "bind", "/sys", MS_BIND | MS_REC | m.flags), None, userns)
+    else:
+        root.mount(m.source, m.destination, m.type, m.flags, m.data or None)
+    if m.propagation:
+        root.mount(None, m.destination, None, m.propagation, directory=os.path.isdir(m.source))
+
+
+def _host_id(id_map: tuple) -> str:
+    """Which host id container id 0 is, for a message."""
+    return next((str(outside) for inside, outside, _ in id_map if inside == 0), "(none: 0 is not mapped)")
+
+
+def _bind(root: rootfs.Root, m: Mount, tree: int | None = None, userns: bool = False) -> None:
+    """A bind mount: of M.source, or (a user namespace) of TREE, the detached copy of it the intermediate took."""
+    if tree is None:
+        directory = os.path.isdir(m.source)
+        root.mount(m.source, m.destination, None, m.flags & (MS_BIND | MS_REC), directory=directory)
+    else:
+        directory = stat.S_ISDIR(os.fstat(tree).st_mode)
+        rootfs.bind(root, tree, m.destination, readonly=False)
     extra = m.flags & ~(MS_BIND | MS_REC)
-    if extra:  # a bind mount takes its flags only from a second, remounting call
-        root.mount(None, m.destination, None, MS_BIND | MS_REMOUNT | extra, directory=directory)
+    if extra or (userns and m.cleared):  # a bind mount takes its flags only from a second, remounting call
+        _remount(root, m.destination, extra, m.cleared if userns else None, directory)
     if m.flags & MS_RDONLY and m.flags & MS_REC:
         rootfs.read_only_tree(root, m.destination, directory)  # rbind,ro: read-only all the way down
 
 
-def _mount_cgroup(root: rootfs.Root, m: Mount, cgroup_dirs: list[str]) -> None:
-    """The container's own cgroup, as a tree like the host's /sys/fs/cgroup (cgroup v1: one per controller)."""
+# statvfs(3)'s flags a user namespace may not clear on a mount it was handed (mount_namespaces(7), "locked"),
+# and the atime ones, of which a remount must name the one the mount has: as mount(2) flags.
+_LOCKED = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC))
+_MS_NOATIME, _MS_RELATIME, _MS_STRICTATIME = 0x400, 0x200000, 0x1000000
+
+
+def _remount(root: rootfs.Root, path: str, flags: int, cleared: int | None, directory: bool = True) -> None:
+    """Bind-remount PATH with FLAGS. With CLEARED (in a user namespace) keep the flags the mount has that the
+    kernel locks, as runc keeps them, and refuse to clear one (CLEARED: the config's rw, suid, dev, exec)."""
+    if cleared is not None:
+        fd = root.target(path, directory)
+        try:
+            has = os.fstatvfs(fd).f_flag
+        finally:
+            os.close(fd)
+        for st, ms in _LOCKED:
+            if has & st and cleared & ms:
+                raise PyrunError(f"mount {path}", "the host's mount under it is read-only, nosuid, nodev or noexec, "
+                                                  "which a user namespace cannot undo; drop rw, suid, dev, exec")
+            flags |= ms if has & st else 0
+        if not flags & (_MS_NOATIME | _MS_RELATIME | _MS_STRICTATIME):
+            flags |= (_MS_NOATIME if has & os.ST_NOATIME else _MS_RELATIME if has & os.ST_RELATIME
+                      else _MS_STRICTATIME)
+    root.mount(None, path, None, MS_BIND | MS_REMOUNT | flags, directory=directory)
+
+
+def _is_v1(cgroup_dir: str) -> bool:
+    return not os.path.exists(os.path.join(cgroup_dir, "cgroup.controllers"))
+
+
+def _mount_cgroup(root: rootfs.Root, m: Mount, sources: list[tuple[str, bool, int | None]],
+                  userns: bool = False) -> None:
+    """The container's own cgroup, as a tree like the host's /sys/fs/cgroup (cgroup v1: one per controller).
+    SOURCES: each cgroup directory, whether it is v1, and (a user namespace) its detached copy, bound instead."""
     flags = m.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    v1 = [path for path in cgroup_dirs if not os.path.exists(os.path.join(path, "cgroup.controllers"))]
+    v1 = any(is_v1 for _, is_v1, _ in sources)
     if v1:
         root.mount("tmpfs", m.destination, "tmpfs", flags, "mode=755")
-    for path in cgroup_dirs:
+    for path, is_v1, tree in sources:
         controller = os.path.relpath(path, "/sys/fs/cgroup").split("/")[0]
-        target = f"{m.destination}/{controller}" if path in v1 else m.destination
-        root.mount(path, target, None, MS_BIND)
-        root.mount(None, target, None, MS_BIND | MS_REMOUNT | flags | (m.flags & MS_RDONLY))
+        target = f"{m.destination}/{controller}" if is_v1 else m.destination
+        if tree is None:
+            root.mount(path, target, None, MS_BIND)
+        else:
+            rootfs.bind(root, tree, target, readonly=False)
+        _remount(root, target, flags | (m.flags & MS_RDONLY), m.cleared if userns else None)
     if v1 and m.flags & MS_RDONLY:
         root.mount(None, m.destination, None, MS_REMOUNT | flags | MS_RDONLY, "mode=755")
 
@@ -346,8 +472,10 @@ def _look_up(name: str, path: str) -> str:
     for candidate in [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
+    if "/" in name and os.path.isfile(name):  # there, but not executable: runc's "permission denied", 126
+        raise PyrunError(f"exec {name}", "permission denied", EXIT_NOT_EXECUTABLE)
     if "/" in name:
-        raise PyrunError(f"exec {name}", "no such file or directory, or not executable", EXIT_NOT_FOUND)
+        raise PyrunError(f"exec {name}", "no such file or directory", EXIT_NOT_FOUND)
     raise PyrunError(f"exec {name}", "executable file not found in $PATH", EXIT_NOT_FOUND)
 
 

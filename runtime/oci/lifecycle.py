@@ -35,7 +35,6 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
            preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None) -> None:
     from runtime import sync
-    from runtime.cgroups import CONTROLLERS, Cgroup
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
     from runtime.steps import Journal
 
@@ -61,8 +60,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         os.mkfifo(fifo_path, 0o600)
         os.chmod(fifo_path, 0o622)  # PID 1 may open it after becoming process.user
         state.write_json(oci_state.config_path(root, cid), b.config)  # exec's process comes from it
-        cgroup = Cgroup(b.cgroup_name, b.resources.memory, b.resources.cpus, b.resources.pids_limit,
-                        parent=b.cgroup_parent, devices=b.devices, controllers=(*CONTROLLERS, "freezer"))
+        cgroup = b.cgroup()
         journal.run(cgroup)
         record["freezer"] = oci_state.freezer_file(cgroup)
         fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
@@ -75,7 +73,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
                 from runtime.oci import init as oci_init
 
                 oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(), pivot, keyring)
-            pid, sock = _spawn(intermediate, cgroup)
+            pid, sock = _spawn(intermediate, cgroup, map_ids=_map_ids(b) if b.makes("user") else None)
         finally:
             os.close(fifo)
         with sock:
@@ -108,10 +106,18 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         raise
 
 
-def _spawn(intermediate_does, cgroup=None):
+def _map_ids(b):
+    """The host's side of a new user namespace: its maps, written from here (userns.write_maps)."""
+    from runtime.userns import write_maps
+
+    return lambda intermediate: write_maps(intermediate, b.map_text("uid"), b.map_text("gid"))
+
+
+def _spawn(intermediate_does, cgroup=None, map_ids=None):
     """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
     forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
-    engine's once the intermediate has exited.
+    engine's once the intermediate has exited. With MAP_IDS, the intermediate stops once it has unshared its
+    user namespace ("userns") until MAP_IDS(its pid) has written the namespace's maps ("mapped").
 
     With CGROUP, the intermediate is moved into it from here, as runc's parent moves its child, and told
     "joined": on cgroup v1 the kernel makes the first move wait out an RCU grace period (~12 ms), and the
@@ -137,6 +143,10 @@ def _spawn(intermediate_does, cgroup=None):
         if cgroup is not None:
             cgroup.join(intermediate)
             sync.send(ours, "joined")
+        if map_ids:
+            sync.expect(ours, "userns")
+            map_ids(intermediate)
+            sync.send(ours, "mapped")
         return sync.expect(ours, "pid")["pid"], ours
     except BaseException:
         ours.close()

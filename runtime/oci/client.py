@@ -1,0 +1,277 @@
+"""pyrun run as an engine: the container handed to an OCI runtime's create, start and delete (runtime.md).
+
+    pyrun run --runtime runc -p 8088:8000 ./rootfs python -m http.server
+
+takes pyrun's own host-side steps (recipe.py: ports, address, writable
+layer, /etc files, bridge, veth, rules) and hands the container itself to
+an OCI runtime, as Docker hands it to runc through containerd. The runtime
+is runc, crun, pyrun's own `pyrun-oci`, or any program with runc's command
+line. What changes in the recipe:
+
+    create   Overlay: the writable layer mounted on the host, the bundle's root
+             Bundle: config.json, pyrun's flags as the runtime reads them (engine.py)
+             (no Cgroup step: the runtime makes the cgroup config.json names)
+    spawn    RuntimeContainer: `RUNTIME create --bundle B --pid-file F ID`, which returns with
+             the container's process set up and blocked before execve
+    attach   netns name, veth, port guard, published ports, into that process's network
+             namespace, as for pyrun's own PID 1 (CNI plugins do the same after runc create)
+    go       `RUNTIME start ID`
+    teardown the journal backwards, `RUNTIME delete --force ID` among it
+
+pyrun makes itself a child subreaper before create, as podman's conmon and
+containerd's shim do: when the runtime's own processes exit, the
+container's process is re-parented to pyrun, which waits for it, so the
+exit status pyrun reads is the program's own.
+"""
+import errno
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from runtime import rootfs
+from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
+from runtime.process import ContainerProcess
+from runtime.signals import forward_to
+from runtime.spec import BUILT_IN
+from runtime.steps import Step, heredoc
+from runtime.syscalls import MNT_DETACH, umount2
+
+_HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def command(runtime: str) -> list[str]:
+    """The command line that runs RUNTIME: pyrun-oci from this checkout, or a program on PATH or at a path."""
+    if runtime == "pyrun-oci":  # this checkout's, whatever the working directory
+        return ["env", f"PYTHONPATH={_HERE}", sys.executable, "-m", "runtime.oci"]
+    found = shutil.which(runtime)
+    if found is None:
+        raise PyrunError("invalid --runtime", f"{runtime!r}: not found; expected {BUILT_IN} (the default), "
+                                              "pyrun-oci, or an OCI runtime's name on PATH or path (runc, crun)")
+    return [os.path.abspath(found)]
+
+
+def runtime_root(state_root: str, runtime: str) -> str:
+    """The runtime's --root: under pyrun's own, so that two state roots' containers never meet (Docker's
+    /run/docker/runtime-runc/moby)."""
+    return os.path.join(state_root, "runtimes", os.path.basename(runtime))
+
+
+@dataclass
+class Overlay(Step):
+    """The writable layer over the rootfs, mounted on the host: the bundle's root for the runtime"""
+
+    kind = "overlay"
+    rootfs: str
+    layer: str
+
+    @property
+    def merged(self) -> str:
+        return os.path.join(self.layer, "merged")
+
+    def up(self) -> None:
+        rootfs.mount_layer(self.rootfs, self.layer)
+
+    def down(self) -> None:
+        try:
+            umount2(self.merged, MNT_DETACH)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
+                raise
+
+    def shell_up(self) -> list[str]:
+        q = shlex.quote
+        return [f"exec 3< {q(self.rootfs)} 4< {q(self.layer + '/diff')} 5< {q(self.layer + '/work')}",
+                "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
+                f"workdir=/proc/self/fd/5 {q(self.merged)}", "exec 3<&- 4<&- 5<&-"]
+
+    def shell_down(self) -> list[str]:
+        return [f"umount -l {shlex.quote(self.merged)}"]
+
+
+@dataclass
+class Bundle(Step):
+    """The bundle: config.json, the container as the runtime will read it (made by runtime/oci/engine.py)"""
+
+    kind = "bundle"
+    path: str
+    config: dict
+
+    def up(self) -> None:
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        with open(os.open(os.path.join(self.path, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                          0o600), "w") as f:
+            json.dump(self.config, f, indent=2)
+
+    def down(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def shell_up(self) -> list[str]:
+        return [f"mkdir -p -m 0700 {shlex.quote(self.path)}",
+                *heredoc(os.path.join(self.path, "config.json"), json.dumps(self.config, indent=2).splitlines())]
+
+    def shell_down(self) -> list[str]:
+        return [f"rm -rf {shlex.quote(self.path)}"]
+
+
+@dataclass
+class RuntimeContainer(Step):
+    """The container, made by the OCI runtime: created now, started at "go", deleted at teardown"""
+
+    kind = "runtime"
+    runtime: list[str]     # the command line that runs it (command())
+    root: str              # its --root
+    cid: str
+    bundle: str
+    interactive: bool = False
+    tty: bool = False
+    pid: int | None = field(default=None, compare=False)
+    master: int | None = field(default=None, compare=False, repr=False)  # -t: the console, from the runtime
+
+    def _verb(self, *args: str) -> list[str]:
+        return [*self.runtime, "--root", self.root, "--log", self._log, "--log-format", "json", *args]
+
+    @property
+    def _log(self) -> str:
+        return os.path.join(os.path.dirname(self.bundle), "runtime.log")
+
+    @property
+    def _pid_file(self) -> str:
+        return os.path.join(os.path.dirname(self.bundle), "runtime.pid")
+
+    @property
+    def _console(self) -> str:
+        return os.path.join(os.path.dirname(self.bundle), "console.sock")
+
+    def up(self) -> None:
+        args = ["create", "--bundle", self.bundle, "--pid-file", self._pid_file]
+        listener = None
+        if self.tty:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(self._console)
+            listener.listen(1)
+            args += ["--console-socket", self._console]
+        try:
+            # The container inherits create's stdio: pyrun's own, but stdin without -i is /dev/null.
+            create = subprocess.Popen(self._verb(*args, self.cid), stdout=None, stderr=None,
+                                      stdin=None if self.interactive or self.tty else subprocess.DEVNULL)
+            if listener is not None:
+                self.master = _receive_console(listener, create)
+            code = create.wait()
+        finally:
+            if listener is not None:
+                listener.close()
+                os.unlink(self._console)
+        if code != 0:
+            if self.master is not None:
+                os.close(self.master)
+            raise _failed("create", self._log, code)
+        with open(self._pid_file) as f:
+            self.pid = int(f.read())
+
+    def start(self) -> None:
+        code = subprocess.run(self._verb("start", self.cid), stdin=subprocess.DEVNULL).returncode
+        if code != 0:
+            raise _failed("start", self._log, code)
+
+    def down(self) -> None:
+        # --force: kills what is still running; a container the runtime does not know is already gone (runc's
+        # and pyrun-oci's delete --force exit 0 then).
+        r = subprocess.run(self._verb("delete", "--force", self.cid), stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise _failed("delete", self._log, r.returncode)
+
+    def shell_up(self) -> list[str]:
+        tty = f" --console-socket {shlex.quote(self._console)}" if self.tty else ""
+        log = shlex.quote(os.path.join(os.path.dirname(self.bundle), "container.log"))
+        return ["# the container's stdio is create's: here a log, as a detached pyrun's (a terminal: the socket's)",
+                f"{shlex.join([*self.runtime, '--root', self.root])} create --bundle {shlex.quote(self.bundle)} "
+                f"--pid-file {shlex.quote(self._pid_file)}{tty} {self.cid} > {log} 2>&1 < /dev/null",
+                f"PID=$(cat {shlex.quote(self._pid_file)})   # its process, blocked before execve until start"]
+
+    def shell_start(self) -> list[str]:
+        return [f"{shlex.join([*self.runtime, '--root', self.root])} start {self.cid}"]
+
+    def shell_down(self) -> list[str]:
+        return [f"{shlex.join([*self.runtime, '--root', self.root])} delete --force {self.cid}"]
+
+
+def _receive_console(listener: socket.socket, create: subprocess.Popen) -> int | None:
+    """The pty master the runtime sends over the console socket (SCM_RIGHTS), while create runs; None if create
+    exits without sending one (its error is in the log)."""
+    listener.settimeout(0.05)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except socket.timeout:
+            if create.poll() is not None:
+                return None
+            continue
+        with conn:
+            conn.settimeout(10)
+            _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        if fds:
+            return fds[0]
+
+
+def _failed(verb: str, log: str, code: int) -> PyrunError:
+    """The runtime's own last error (its json log, as engines read it), with Docker's exit codes: 127 for a
+    command not found, 126 for one that cannot run, 125 for anything else."""
+    message = f"exited {code}"
+    try:
+        with open(log) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal"):
+                    message = entry.get("msg", message)
+    except FileNotFoundError:
+        pass
+    lowered = message.lower()
+    exit_code = 125
+    if "executable file not found" in lowered or "no such file or directory" in lowered and "exec" in lowered:
+        exit_code = EXIT_NOT_FOUND
+    elif "permission denied" in lowered and "exec" in lowered:
+        exit_code = EXIT_NOT_EXECUTABLE
+    return PyrunError(f"runtime {verb}", " ".join(message.split()), exit_code)
+
+
+class RuntimeProcess(ContainerProcess):
+    """The container's process as the runtime made it: pyrun waits for it as for its own PID 1."""
+
+    def __init__(self, made: RuntimeContainer, tty: bool):
+        super().__init__(made.pid, None, tty)
+        self.made = made
+        self.master = made.master
+
+    def go(self) -> None:
+        forward_to(self.pid, self.grace, self.timeout)
+        try:
+            self.made.start()
+        except PyrunError:
+            self.kill()
+            self.reap()
+            raise
+
+    def reported_error(self) -> None:
+        return None
+
+
+def spawn(plan: list, run_spawn, spec) -> RuntimeProcess:
+    """The spawn phase (RUN_SPAWN: the bridge, then the runtime's create), pyrun as a subreaper meanwhile."""
+    import prctl
+
+    from runtime.recipe import find
+
+    prctl.set_child_subreaper(1)
+    run_spawn()
+    proc = RuntimeProcess(find(plan, RuntimeContainer), spec.tty)
+    proc.grace, proc.timeout = spec.stop_timeout, spec.timeout
+    return proc

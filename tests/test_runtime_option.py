@@ -1,0 +1,131 @@
+"""pyrun run --runtime: pyrun as the engine, an OCI runtime (runc, pyrun-oci) making the container.
+
+The same `pyrun run` command lines, with the container handed to a runtime
+through a bundle: the published port answers the host and the world, exec,
+exit codes, -t and -i behave as with pyrun's own runtime, no runtime process
+stays between pyrun's monitor and the container, and a pyrun killed at any
+step leaves nothing once pruned, the runtime's own state included.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import (HOST_IP, REPO, STATE_ROOT, fetch, pty_session, pyrun, pyrun_bg, running_record, snapshot,
+                      wait_for)
+
+pytestmark = pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed: scripts/setup-engines")
+RUNTIMES = ["runc", "pyrun-oci"]
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_published_server_exec_and_rm_through_the_runtime(runtime, debian, clean_host):
+    r = pyrun("run", "-d", "--name", f"web-{runtime}", "--runtime", runtime, "-p", "8150:8000", debian,
+              "python3", "-m", "http.server", "8000")
+    assert r.returncode == 0, r.stderr
+    try:
+        record = wait_for(lambda: running_record(f"web-{runtime}"), what="the record")
+        assert record["HostConfig"]["Runtime"] == runtime
+        pid = record["State"]["Pid"]
+        assert _parent(pid) == record["Monitor"]["Pid"]  # pyrun's monitor, not a runtime process, is its parent
+        monitor = record["Monitor"]["Pid"]
+        with open(f"/proc/{monitor}/task/{monitor}/children") as f:
+            assert f.read().split() == [str(pid)]  # and nothing of the runtime's stays beside it
+        assert "Directory listing" in wait_for(lambda: fetch(f"http://{HOST_IP}:8150/"), what="the host to reach it")
+        assert "Directory listing" in (fetch(f"http://{HOST_IP}:8150/", netns="world") or "")
+        e = pyrun("exec", f"web-{runtime}", "sh", "-c", "cat /etc/hostname; id -u; grep -c . /proc/net/dev")
+        assert e.returncode == 0, e.stderr
+        hostname, uid, links = e.stdout.split()
+        assert (hostname, uid, links) == (record["Id"][:12], "0", "4")  # two header lines, lo and eth0
+        with open(os.path.join(STATE_ROOT, "containers", record["Id"], "journal")) as f:
+            kinds = [json.loads(line)["kind"] for line in f]
+        assert {"overlay", "bundle", "runtime", "veth"} <= set(kinds) and "cgroup" not in kinds
+    finally:
+        assert pyrun("rm", "-f", f"web-{runtime}").returncode == 0
+    assert not os.path.exists(pid_dir := f"/proc/{pid}") or "zombie" in open(f"{pid_dir}/status").read().lower()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exit_codes_are_the_commands_and_dockers(runtime, busybox, clean_host):
+    base = ["run", "--rm", "--runtime", runtime, "--network", "none", busybox]
+    assert pyrun(*base, "sh", "-c", "exit 3").returncode == 3
+    missing = pyrun(*base, "no-such-program")
+    assert missing.returncode == 127 and "no-such-program" in missing.stderr.splitlines()[-1]
+    assert pyrun(*base, "/etc/passwd").returncode == 126
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_stdin_only_with_i(runtime, busybox, clean_host):
+    base = ["run", "--rm", "--runtime", runtime, "--network", "none"]
+    given = pyrun(*base, "-i", busybox, "cat", input="through stdin\n")
+    assert (given.returncode, given.stdout) == (0, "through stdin\n"), given.stderr
+    closed = pyrun(*base, busybox, "cat", input="not for it\n")
+    assert (closed.returncode, closed.stdout) == (0, "")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_t_gives_the_container_its_own_terminal(runtime, busybox, clean_host):
+    s = pty_session("run", "--rm", "-it", "--runtime", runtime, "--network", "none", busybox, "sh")
+    assert s.read_until(b"# "), s.out
+    s.write(b"tty; echo term=$TERM; exit 4\n")
+    assert s.wait() == 4
+    assert b"/dev/pts/0" in s.out and b"term=xterm" in s.out
+
+
+def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host):
+    before = snapshot()
+    for args, says in ((["--runtime", "no-such-runtime"], "'no-such-runtime': not found"),
+                       (["--runtime", "runc", "--init"], "--init needs pyrun's own runtime"),
+                       (["--runtime", "runc", "--userns", "auto"], "--userns=auto needs pyrun's own runtime")):
+        r = pyrun("run", *args, "--network", "none", busybox, "true")
+        assert r.returncode == 125 and r.stdout == "", r
+        assert len(r.stderr.splitlines()) == 1 and says in r.stderr, r.stderr
+    assert snapshot() == before
+
+
+def _kinds() -> list[str]:
+    """The kinds a --runtime run journals, from the recipe itself."""
+    from runtime import recipe
+    from runtime.network.networks import Network
+    from runtime.spec import build_spec
+
+    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc")
+    return [p.step.kind for p in recipe.recipe(spec, Network("bridge", "pyrun0", "10.199.0.0/16"), STATE_ROOT,
+                                                "0" * 64, "fault", "10.199.0.2")]
+
+
+@pytest.mark.parametrize("kind", _kinds() if shutil.which("runc") else [])
+def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(kind, busybox):
+    before = snapshot()
+    p = pyrun_bg("run", "--name", f"rtfault-{kind}", "--runtime", "runc", "-p", "8151:8000", busybox, "sleep", "7283",
+                 env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
+    assert p.stderr.readline() == f"pyrun: paused after {kind} (PYRUN_DEBUG_PAUSE_AFTER)\n"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    r = pyrun("prune")
+    assert r.returncode == 0 and r.stdout == f"rtfault-{kind}\n", r.stderr
+    wait_for(lambda: snapshot() == before, timeout=5, what="the host to be as before")
+    listed = subprocess.run(["runc", "--root", os.path.join(STATE_ROOT, "runtimes", "runc"), "list", "-q"],
+                            capture_output=True, text=True)
+    assert listed.stdout == "", listed  # runc's own state for the container went with it
+    wait_for(lambda: not any(b"sleep\x007283" in open(f"/proc/{pid}/cmdline", "rb").read()
+                             for pid in filter(str.isdigit, os.listdir("/proc")) if os.path.exists(f"/proc/{pid}")),
+             timeout=5, what="the container's process to be gone")
+
+
+def test_explain_shows_the_runtimes_verbs(busybox):
+    """--explain --runtime prints the engine's side around `runc create` and `runc start`, and the bundle."""
+    out = subprocess.run([sys.executable, "-m", "runtime", "run", "--explain", "--runtime", "runc", "--network",
+                          "none", busybox, "true"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert " create --bundle " in out.stdout and " start $CID" in out.stdout and " delete --force $CID" in out.stdout
+    config = out.stdout.split("config.json <<'EOF'\n")[1].split("\nEOF\n")[0]
+    assert json.loads(config)["process"]["args"] == ["true"]  # config.json, as the runtime will read it
