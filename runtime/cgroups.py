@@ -24,7 +24,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from runtime.steps import Step
+from runtime.steps import Action, Step
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CONTROLLERS = ("memory", "cpu", "pids", "devices")
@@ -109,15 +109,22 @@ class Cgroup(Step):
                 out += [(path, "devices.allow", rule) for rule in DEVICE_RULES[1:]]
         return out
 
-    def up(self) -> None:
-        for controller, (version, path) in self.dirs().items():
-            if version == 2:
-                for directory, value in self._enable_v2(controller):
-                    os.makedirs(directory, exist_ok=True)
-                    _write(os.path.join(directory, "cgroup.subtree_control"), value)
-            os.makedirs(path, exist_ok=True)
-        for path, name, value in self._limits():
-            _write(os.path.join(path, name), value)
+    def actions(self) -> list[Action]:
+        """On v2, the ancestors enable each controller first; then a directory per hierarchy, and the limits."""
+        out, made = [], {CGROUP_ROOT}
+        for controller, (version, _) in self.dirs().items():
+            for directory, value in self._enable_v2(controller) if version == 2 else []:
+                if directory not in made:
+                    made.add(directory)
+                    out.append((f"mkdir -p {shlex.quote(directory)}",
+                                lambda d=directory: os.makedirs(d, exist_ok=True)))
+                control = os.path.join(directory, "cgroup.subtree_control")
+                out.append((f"echo {value} > {shlex.quote(control)}", lambda f=control, v=value: _write(f, v)))
+        for path in sorted({path for _, path in self.dirs().values()}):  # controllers sharing v2's share one
+            out.append((f"mkdir -p {shlex.quote(path)}", lambda p=path: os.makedirs(p, exist_ok=True)))
+        return out + [(f"echo {shlex.quote(str(value))} > {shlex.quote(f'{path}/{name}')}",
+                       lambda f=os.path.join(path, name), v=value: _write(f, v))
+                      for path, name, value in self._limits()]
 
     def _enable_v2(self, controller: str) -> list[tuple[str, str]]:
         """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control:
@@ -132,6 +139,7 @@ class Cgroup(Step):
         return sorted({path for _, path in self.dirs().values()})
 
     def join(self, pid: int) -> None:
+        """PID into each of its directories (pyrun exec; a run's PID 1 joins by the CgroupJoin step)."""
         for path in self.paths():
             _write(os.path.join(path, "cgroup.procs"), pid)
 
@@ -145,26 +153,13 @@ class Cgroup(Step):
             return False
         return int(counts.get("oom_kill", 0)) > 0
 
-    def down(self) -> None:
-        for path in self.paths():
-            remove(path)
-
-    def shell_up(self) -> list[str]:
-        cmds = []
-        for controller, (version, _) in self.dirs().items():
-            if version == 2:
-                cmds += [f"mkdir -p {shlex.quote(d)}; echo {v} > {shlex.quote(f'{d}/cgroup.subtree_control')}"
-                         for d, v in self._enable_v2(controller)]
-        cmds += [f"mkdir -p {shlex.quote(path)}" for path in self.paths()]
-        cmds += [f"echo {shlex.quote(str(value))} > {shlex.quote(f'{path}/{name}')}" for path, name, value in self._limits()]
-        return cmds
-
-    def shell_down(self) -> list[str]:
+    def undo_actions(self) -> list[Action]:
         """Kill what is left inside (the kernel refuses to remove a cgroup with members), then remove it."""
         out = []
         for path in self.paths():
-            out += [f"xargs -r kill -9 < {shlex.quote(f'{path}/cgroup.procs')}",
-                    f"for i in $(seq 100); do rmdir {shlex.quote(path)} 2>/dev/null && break; sleep 0.05; done"]
+            out += [(f"xargs -r kill -9 < {shlex.quote(f'{path}/cgroup.procs')}", lambda p=path: _kill_members(p)),
+                    (f"for i in $(seq 100); do rmdir {shlex.quote(path)} 2>/dev/null && break; sleep 0.05; done",
+                     lambda p=path: remove(p))]
         return out
 
 
@@ -177,15 +172,9 @@ class CgroupJoin(Step):
     pid: int | str | None = None
     parent: str = PARENT
 
-    def up(self) -> None:
-        Cgroup(self.cid, parent=self.parent).join(self.pid)
-
-    def down(self) -> None:
-        """Nothing: a process leaves its cgroup by dying, and Cgroup's undo kills what is left."""
-
-    def shell_up(self) -> list[str]:
-        return [f"echo {self.pid} > {shlex.quote(os.path.join(path, 'cgroup.procs'))}"
-                for path in Cgroup(self.cid, parent=self.parent).paths()]
+    def actions(self) -> list[Action]:
+        procs = [os.path.join(path, "cgroup.procs") for path in Cgroup(self.cid, parent=self.parent).paths()]
+        return [(f"echo {self.pid} > {shlex.quote(f)}", lambda f=f: _write(f, self.pid)) for f in procs]
 
 
 def remove(path: str, seconds: float = 1.0) -> None:

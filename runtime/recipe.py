@@ -1,7 +1,7 @@
 """The recipe of a run: every host-side step, in order, each with its phase. One list, three uses.
 
     container.start   journals and runs it             (steps.Journal: each undo written down first)
-    run --verbose     traces it as it runs             (each step's commands, with the time it took)
+    run --verbose     traces it as it runs             (each command, with the time its own action took)
     run --explain     prints it as a bash script       (explain.py: the setup, and the teardown)
 
     phase     when                                           the steps
@@ -13,9 +13,9 @@
               (each step gets PID 1's pid: Step.at)          netns name, veth, port guard, published ports
     teardown  the journal, newest first (Journal.undo)       each step's down()
 
-To add a host-side step, write its Step class (up, down, shell_up, shell_down;
-the first line of its docstring is its title in --explain) and add one line
-to recipe() below. Its journal record names its module, so `pyrun prune`
+To add a host-side step, write its Step class (actions and undo_actions, its
+work as (command, function) pairs; the first line of its docstring is its
+title in --explain) and add one line to recipe() below. Its journal record names its module, so `pyrun prune`
 can read it back; the tests take the kinds they check from this list.
 
 What PID 1 does meanwhile, in the container, is a list of its own (pid1.py, made by inside() below
@@ -87,6 +87,7 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
                                                            client.runtime_root(root, spec.runtime), cid, bundle,
                                                            spec.interactive, spec.tty)))
+        plan.append(Planned(ATTACH, client.Unexposed(os.path.join(layer, "merged"))))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
         # the network is wired meanwhile.

@@ -37,7 +37,7 @@ from shlex import quote
 
 from runtime import tree
 from runtime.errors import PyrunError
-from runtime.steps import Step
+from runtime.steps import Action, Step
 from runtime.syscalls import (MNT_DETACH, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                               MS_RDONLY, MS_REC, MS_REMOUNT, mount, mount_setattr, move_mount, open_in_root,
                               pivot_root, umount2)
@@ -132,36 +132,40 @@ class Layer(Step):
         dirs = (("", 0o700), ("diff", 0o755), ("work", 0o700), ("merged", 0o700))
         return dirs if self.owner is None else dirs + (("lower", 0o700),)
 
-    def up(self) -> None:
-        for sub, mode in self._dirs():
+    def actions(self) -> list[Action]:
+        path, sub = quote(self.path), lambda d: quote(os.path.join(self.path, d))
+        out = [(f"mkdir -p -m 0700 {path}", lambda: self._make(0o700, "")),
+               (f"mkdir -m 0755 {sub('diff')}", lambda: self._make(0o755, "diff")),
+               (f"mkdir -m 0700 {sub('work')} {sub('merged')}", lambda: self._make(0o700, "work", "merged"))]
+        if self.owner is not None:
+            subs = [d for d, _ in self._dirs() if d]
+            out += [(f"mkdir -m 0700 {sub('lower')}", lambda: self._make(0o700, "lower")),
+                    (f"chown {self.owner}:{self.owner} {path} {' '.join(map(sub, subs))}   # the container's root "
+                     "on the host", lambda: self._chown("", *subs))]
+        return out + [(f"mount --bind {path} {path}", lambda: mount(self.path, self.path, None, MS_BIND)),
+                      (f"mount -o remount,bind,nosuid,nodev {path}",
+                       lambda: mount(None, self.path, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV))]
+
+    def _make(self, mode: int, *subs: str) -> None:
+        for sub in subs:
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
             os.chmod(os.path.join(self.path, sub), mode)  # diff's mode is the container's / mode: not the umask's
-            if self.owner is not None:
-                os.chown(os.path.join(self.path, sub), self.owner, self.owner)
-        mount(self.path, self.path, None, MS_BIND)
-        mount(None, self.path, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
 
-    def down(self) -> None:
+    def _chown(self, *subs: str) -> None:
+        for sub in subs:
+            os.chown(os.path.join(self.path, sub), self.owner, self.owner)
+
+    def undo_actions(self) -> list[Action]:
+        path = quote(self.path)
+        # The container filled it: no depth, link or name of its may stop the removal.
+        return [(f"umount -l {path}", self._unmount), (f"rm -rf {path}", lambda: tree.remove_tree(self.path))]
+
+    def _unmount(self) -> None:
         try:
             umount2(self.path, MNT_DETACH)
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
                 raise
-        tree.remove_tree(self.path)  # the container filled it: no depth, link or name of its may stop this
-
-    def shell_up(self) -> list[str]:
-        path = quote(self.path)
-        out = [f"mkdir -p -m 0700 {path}", f"mkdir -m 0755 {quote(self.path + '/diff')}",
-               f"mkdir -m 0700 {quote(self.path + '/work')} {quote(self.path + '/merged')}"]
-        if self.owner is not None:
-            subs = " ".join(quote(f"{self.path}/{d}") for d, _ in self._dirs() if d)
-            out += [f"mkdir -m 0700 {quote(self.path + '/lower')}",
-                    f"chown {self.owner}:{self.owner} {path} {subs}   # the container's root on the host"]
-        return out + [f"mount --bind {path} {path}", f"mount -o remount,bind,nosuid,nodev {path}"]
-
-    def shell_down(self) -> list[str]:
-        path = quote(self.path)
-        return [f"umount -l {path}", f"rm -rf {path}"]
 
 
 def make_private() -> None:

@@ -8,9 +8,15 @@ killed at any point, the journal still names everything that may exist, and
 gone" is success, as in CNI's DEL), undoing a step that never happened, or
 undoing twice, is harmless.
 
-The same objects are printed as shell commands (`--explain`) and traced
-while running (`-v`), so the explanation cannot drift from what runs; their
-order is written once, in recipe.py.
+A step's work is a list of actions, each paired with the shell command a
+learner would type for it (Step.actions, Step.undo_actions). The same pairs
+run the step, print it (`--explain`) and trace it while it runs
+(`--verbose`: each command with the time its own action took), so the
+explanation cannot drift from what runs; the steps' order is written once,
+in recipe.py. Where pyrun does several changes as one kernel operation (an
+iptables-restore batch, one netlink request with several attributes), the
+pair's command is that one operation too, so that no line claims a time it
+did not take.
 
 A journal record is the step's fields, its kind, and the module that defines
 it: `pyrun prune` replays journals without having run a container, and
@@ -25,11 +31,15 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterable
 
 from runtime.errors import PyrunError
 
+Action = tuple[str, Callable[[], object]]   # (command, what does it): its function may return a finisher
+Trace = Callable[[str, float], None] | None  # told each command done, with the seconds it took
+
 KINDS: dict[str, type["Step"]] = {}
+_PRINTING = threading.Lock()   # a step run beside the others traces from its thread: one line at a time
 
 
 class Step:
@@ -56,23 +66,27 @@ class Step:
             return dataclasses.replace(self, pid=pid)
         return self
 
-    def up(self) -> None:
+    def actions(self) -> list[Action]:
+        """What up() does, as (command, function) pairs, in order: each function does what its command does."""
         raise NotImplementedError
 
-    def down(self) -> Callable[[], None] | None:
+    def undo_actions(self) -> list[Action]:
+        """What down() does, likewise; idempotent, each of them."""
+        return []
+
+    def up(self, trace: Trace = None) -> None:
+        perform(self.actions(), trace)
+
+    def down(self, trace: Trace = None) -> Callable[[], None] | None:
         """Undo up(). A step that has left the work to a child process returns the function that waits for it."""
-        raise NotImplementedError
+        return perform(self.undo_actions(), trace)
 
     def shell_up(self) -> list[str]:
         """The commands a learner would type to do what up() does."""
-        return []
+        return [command for command, _ in self.actions()]
 
     def shell_down(self) -> list[str]:
-        return []
-
-    def traced(self) -> list[str]:
-        """What --verbose prints once up() has run: the commands for what it did (by default, all of them)."""
-        return self.shell_up()
+        return [command for command, _ in self.undo_actions()]
 
     def record(self) -> dict:
         return {"kind": self.kind, "module": type(self).__module__, **dataclasses.asdict(self)}
@@ -110,9 +124,7 @@ class Journal:
             raise PyrunError("journal", f"cannot write {self.path}: {e.strerror}") from None
 
     def _up(self, step: Step) -> None:
-        started = time.monotonic()
-        step.up()
-        self._trace(started, step.traced(), "")
+        step.up(self._tracer(""))
         if os.environ.get("PYRUN_DEBUG_PAUSE_AFTER") == step.kind:
             _pause(step.kind)
 
@@ -137,14 +149,19 @@ class Journal:
                 raise failed[0]
         return wait
 
-    def _trace(self, started: float, commands: list[str], prefix: str) -> None:
-        """A step's commands, its time on the first: a batch (iptables-restore) or a netlink session does
-        them as one, and repeating the time on each line would count it again for each."""
-        if self.trace:
-            took = f"[{(time.monotonic() - started) * 1000:6.1f} ms]"
-            for command in commands:
-                print(f"pyrun: {took} {prefix}{command}", file=sys.stderr, flush=True)
-                took = " " * len(took)
+    def _tracer(self, prefix: str) -> Trace:
+        """With --verbose, the function that prints each command done with its time; the lines of one command
+        (a heredoc) after the first are indented under it."""
+        if not self.trace:
+            return None
+
+        def trace(command: str, seconds: float) -> None:
+            took = f"[{seconds * 1000:6.1f} ms]"
+            first, *rest = command.split("\n")
+            lines = [f"pyrun: {took} {prefix}{first}"] + [f"pyrun: {' ' * len(took)} {line}" for line in rest]
+            with _PRINTING:
+                print("\n".join(lines), file=sys.stderr, flush=True)
+        return trace
 
     def steps(self) -> list[Step]:
         return [step for step in self._read() if isinstance(step, Step)]
@@ -174,24 +191,20 @@ class Journal:
         A step still finishing in a child process (iptables-restore) is waited for at the end: the kernel
         makes both an nftables rule deletion and a veth pair's deletion wait out an RCU grace period
         (~15 ms each), and done side by side they wait for one."""
-        errors, unfinished = [], []
+        errors, unfinished, trace = [], [], self._tracer("undo: ")
         for step in reversed(self._read()):
             if not isinstance(step, Step):
                 errors.append(step)
                 continue
-            started = time.monotonic()
             try:
-                finish = step.down()
+                finish = step.down(trace)
                 if finish:
-                    unfinished.append((step, started, finish))
-                else:
-                    self._trace(started, step.shell_down(), "undo: ")
+                    unfinished.append((step, finish))
             except Exception as e:  # whatever one undo meets, the others still run
                 errors.append(f"undo {step.kind}: {one_line(e)}")
-        for step, started, finish in unfinished:
+        for step, finish in unfinished:
             try:
                 finish()
-                self._trace(started, step.shell_down(), "undo: ")
             except Exception as e:
                 errors.append(f"undo {step.kind}: {one_line(e)}")
         if not errors:
@@ -202,14 +215,52 @@ class Journal:
         return errors
 
 
+def perform(actions: Iterable[Action], trace: Trace = None) -> Callable[[], None] | None:
+    """Do ACTIONS in order, telling TRACE each command with the time its own function took. A function that
+    returns a finisher (a child process still at work) is timed until it is finished: the returned function
+    finishes them all, or is None when none was left."""
+    unfinished = []
+    for command, do in actions:
+        started = time.monotonic()
+        finish = do()
+        if callable(finish):
+            unfinished.append((command, started, finish))
+        elif trace:
+            trace(command, time.monotonic() - started)
+    if not unfinished:
+        return None
+
+    def wait() -> None:
+        for command, started, finish in unfinished:
+            finish()
+            if trace:
+                trace(command, time.monotonic() - started)
+    return wait
+
+
+def fed(command: str, lines: list[str], comment: str = "") -> str:
+    """COMMAND reading LINES from a heredoc: one command, however many lines. COMMENT goes at the end of its
+    first line (before the heredoc's marker, it would hide the marker too).
+
+    Lines that hold nothing the shell expands get a plain marker: the same lines, and in a script of
+    explain.py's, where the container's id is written $CID, the id again. Others get a quoted one."""
+    quoted = any(c in line for line in lines for c in "$`\\")
+    return "\n".join(_heredoc(command, lines, comment, quoted))
+
+
 def heredoc(path: str, lines: list[str]) -> list[str]:
-    """The command that writes LINES to PATH, as they are: a quoted delimiter expands nothing in them."""
+    """The command that writes LINES to PATH, as they are, as lines."""
     import shlex
 
+    return _heredoc(f"cat > {shlex.quote(path)}", lines)
+
+
+def _heredoc(command: str, lines: list[str], comment: str = "", quoted: bool = True) -> list[str]:
     end = "EOF"
     while end in "\n".join(lines).split("\n"):  # a line equal to the delimiter would end it; the rest would run
         end += "_"
-    return [f"cat > {shlex.quote(path)} <<'{end}'", *lines, end]
+    marker = f"'{end}'" if quoted else end   # quoted, the shell expands nothing in the lines
+    return [f"{command} <<{marker}{comment and '   # ' + comment}", *lines, end]
 
 
 def one_line(e: Exception) -> str:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from runtime import leasefile, state, sync, syscalls
 from runtime.errors import PyrunError
-from runtime.steps import Step
+from runtime.steps import Action, Step
 
 USERS_DIR = "/run/pyrun-users"
 SIZE = 65536
@@ -116,19 +116,13 @@ class IdRange(Step):
         """uid_map's and gid_map's line: inside, outside, count."""
         return f"0 {self.base} {self.size}"
 
-    def up(self) -> None:
-        leasefile.take(self.path, self.cid, 0o600)
+    def actions(self) -> list[Action]:
+        return [(f"mkdir -p -m 0700 {USERS_DIR}", lambda: os.makedirs(USERS_DIR, mode=0o700, exist_ok=True)),
+                (f"echo {self.cid} > {shlex.quote(self.path)}   # host ids {self.base}-{self.base + self.size - 1}: "
+                 "the file is the lease", lambda: leasefile.take(self.path, self.cid, 0o600))]
 
-    def down(self) -> None:
-        leasefile.release(self.path, self.cid)
-
-    def shell_up(self) -> list[str]:
-        return [f"mkdir -p -m 0700 {USERS_DIR}",
-                f"echo {self.cid} > {shlex.quote(self.path)}   # host ids {self.base}-{self.base + self.size - 1}: "
-                "the file is the lease"]
-
-    def shell_down(self) -> list[str]:
-        return [f"rm {shlex.quote(self.path)}"]
+    def undo_actions(self) -> list[Action]:
+        return [(f"rm {shlex.quote(self.path)}", lambda: leasefile.release(self.path, self.cid))]
 
 
 def lease(cid: str, journal) -> IdRange:

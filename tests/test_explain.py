@@ -57,10 +57,10 @@ def test_golden_netns_and_veth():
                        bridge.mac_address("10.199.0.7"), pid=4242)
     inside = "nsenter --net=/proc/4242/ns/net"
     assert veth.shell_up() == [
-        "ip link add pvc0ffeec0ffee type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
+        "ip link add pvc0ffeec0ffee master pyrun0 type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
         "sysctl -qw net.ipv6.conf.pvc0ffeec0ffee.disable_ipv6=1",
-        "ip link set pvc0ffeec0ffee master pyrun0 up",
-        "bridge link set dev pvc0ffeec0ffee hairpin on   # back out of its own port: its published ports",
+        "ip link set pvc0ffeec0ffee up type bridge_slave hairpin on   # hairpin: back out of its own port, to its "
+        "published ports",
         f"{inside} sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1",
         f"{inside} ip link set lo up", f"{inside} ip addr add 10.199.0.7/16 dev eth0",
         f"{inside} ip link set eth0 up", f"{inside} ip route add default via 10.199.0.1"]
@@ -70,28 +70,33 @@ def test_golden_netns_and_veth():
 def test_golden_port_guard():
     guard = portguard.PortGuard(CID, "pvc0ffeec0ffee", "02:42:0a:c7:00:07", "10.199.0.7")
     chain = f"PYRUN-{CID[:12]}"
-    assert guard.shell_up() == [
-        f"ebtables -t nat -N {chain} -P RETURN",
-        f"ebtables -t nat -A {chain} -s 02:42:0a:c7:00:07 -p ARP --arp-mac-src 02:42:0a:c7:00:07 "
-        "--arp-ip-src 10.199.0.7 -j RETURN",
-        f"ebtables -t nat -A {chain} -s 02:42:0a:c7:00:07 -p IPv4 --ip-src 10.199.0.7 -j RETURN",
-        f"ebtables -t nat -A {chain} -j DROP",
-        f"ebtables -t nat -A PREROUTING -i pvc0ffeec0ffee -j {chain}"]
-    assert guard.shell_down() == [f"ebtables -t nat -D PREROUTING -i pvc0ffeec0ffee -j {chain}",
-                                  f"ebtables -t nat -F {chain}", f"ebtables -t nat -X {chain}"]
+    # One batch, one command: ebtables-restore applies it as one change, as pyrun does.
+    assert guard.shell_up() == ["\n".join([
+        "ebtables-restore --noflush <<EOF", "*nat", f":{chain} RETURN",
+        f"-A {chain} -s 02:42:0a:c7:00:07 -p ARP --arp-mac-src 02:42:0a:c7:00:07 --arp-ip-src 10.199.0.7 -j RETURN",
+        f"-A {chain} -s 02:42:0a:c7:00:07 -p IPv4 --ip-src 10.199.0.7 -j RETURN",
+        f"-A {chain} -j DROP",
+        f"-A PREROUTING -i pvc0ffeec0ffee -j {chain}", "COMMIT", "EOF"])]
+    assert guard.shell_down() == ["\n".join([
+        "ebtables-restore --noflush <<EOF   # one gone already? pyrun then removes what is left", "*nat",
+        f"-D PREROUTING -i pvc0ffeec0ffee -j {chain}", f"-F {chain}", f"-X {chain}", "COMMIT", "EOF"])]
 
 
 def test_golden_published_port_rules():
     rules = firewall.ContainerRules(CID, "pyrun0", "10.199.0.7", [PortMapping(None, 8088, 8000, "tcp"),
                                                                  PortMapping("127.0.0.1", 5353, 53, "udp")])
     tag = f"-m comment --comment pyrun:{CID}"
-    assert rules.shell_up() == [
-        f"iptables -t nat -A PYRUN-DNAT -p tcp -m tcp --dport 8088 {tag} -j DNAT --to-destination 10.199.0.7:8000",
-        f"iptables -t filter -A PYRUN-PUBLISHED -d 10.199.0.7/32 -o pyrun0 -p tcp -m tcp --dport 8000 "
-        f"-m conntrack --ctstate DNAT {tag} -j ACCEPT",
-        f"iptables -t nat -A PYRUN-DNAT -d 127.0.0.1/32 -p udp -m udp --dport 5353 {tag} "
-        f"-j DNAT --to-destination 10.199.0.7:53"]  # loopback only: no FORWARD accept
-    assert rules.shell_down() == [line.replace(" -A ", " -D ", 1) for line in rules.shell_up()]
+    added = ["*filter",
+             f"-A PYRUN-PUBLISHED -d 10.199.0.7/32 -o pyrun0 -p tcp -m tcp --dport 8000 -m conntrack --ctstate DNAT "
+             f"{tag} -j ACCEPT", "COMMIT",
+             "*nat",
+             f"-A PYRUN-DNAT -p tcp -m tcp --dport 8088 {tag} -j DNAT --to-destination 10.199.0.7:8000",
+             f"-A PYRUN-DNAT -d 127.0.0.1/32 -p udp -m udp --dport 5353 {tag} -j DNAT --to-destination 10.199.0.7:53",
+             "COMMIT"]  # loopback only: no FORWARD accept
+    assert rules.shell_up() == ["\n".join(["iptables-restore --noflush --wait <<EOF", *added, "EOF"])]
+    assert rules.shell_down() == ["\n".join([
+        f"iptables-restore --noflush --wait <<EOF   # one gone already? pyrun then deletes those still tagged "
+        f"pyrun:{CID}", *[line.replace("-A ", "-D ", 1) for line in added], "EOF"])]
 
 
 def test_golden_bridge_setup_is_idempotent_shell():
@@ -164,4 +169,5 @@ def test_verbose_prints_each_step_with_its_time(busybox, clean_host):
     lines = r.stderr.splitlines()
     assert any(" ms] ip link add pv" in line for line in lines)
     assert any(" ms] undo: ip link del pv" in line for line in lines)
-    assert any(" ms] iptables -t nat -A PYRUN-DNAT" in line for line in lines)
+    batch = lines.index(next(line for line in lines if " ms] iptables-restore --noflush --wait <<EOF" in line))
+    assert any(line.endswith(" -j DNAT --to-destination 10.199.0.2:80") for line in lines[batch:])  # under it

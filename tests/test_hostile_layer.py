@@ -88,7 +88,7 @@ def test_one_broken_teardown_does_not_stop_the_others(busybox, clean_host):
         ids[name] = r.stdout.strip()
     cdir = os.path.join(STATE_ROOT, "containers", ids["broken"])
     with open(os.path.join(cdir, "journal"), "a") as f:
-        # Not JSON; a kind nobody knows; a step whose undo raises AttributeError, not OSError.
+        # Not JSON; a kind nobody knows; a step whose undo raises TypeError, not OSError.
         f.write('{"kind": "layer", "pa\n{"kind": "nosuch"}\n{"kind": "layer", "path": 7}\n')
     for name in ids:  # their monitors die unannounced: the next command's reconcile undoes the journals
         record = json.load(open(os.path.join(STATE_ROOT, "containers", ids[name], "state.json")))
@@ -99,7 +99,7 @@ def test_one_broken_teardown_does_not_stop_the_others(busybox, clean_host):
     assert r.returncode == 0 and r.stdout == "still works\n", r.stderr
     [line] = r.stderr.splitlines()  # one line, naming the container, saying each failure
     assert line.startswith("pyrun: cleaning up after broken: ") and line.count("journal line") == 2, line
-    assert "undo layer: AttributeError" in line
+    assert "undo layer: TypeError" in line
     # Every step the journal could name was undone, the broken container's as well as the other's.
     after = snapshot()
     assert {k: after[k] for k in ("iptables", "leases", "cgroups", "netns")} == \
@@ -110,7 +110,7 @@ def test_one_broken_teardown_does_not_stop_the_others(busybox, clean_host):
     r = pyrun("rm", "fine")
     assert r.returncode == 0 and r.stderr == "", r.stderr
     r = pyrun("rm", "broken")
-    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1 and "pyrun: rm: broken: undo layer: AttributeError" in r.stderr
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1 and "pyrun: rm: broken: undo layer: TypeError" in r.stderr
     r = pyrun("prune")
     assert r.returncode == 0 and r.stdout == "" and r.stderr.startswith("pyrun: prune: broken: "), r.stderr
     sh(f"rm -r {cdir}")  # what the error leaves to the admin

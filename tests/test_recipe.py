@@ -11,12 +11,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import user_network, CGROUP_PARENT, REPO, STATE_ROOT, pyrun, sh, snapshot, wait_for
 from runtime import cgroups, explain, recipe, steps
 from runtime.explain import TEARDOWN
+from runtime.network import bridge
 from runtime.network.networks import Network
 from runtime.spec import build_spec
 
@@ -317,22 +319,115 @@ def test_the_explained_script_stops_at_a_port_already_taken(busybox, clean_host)
         pyrun("rm", "-f", "holder")
 
 
+TIMED = re.compile(r"pyrun: \[ *(\d+\.\d) ms\] (.*)")
+UNDER = "pyrun: " + " " * 12   # a heredoc's lines after its first, under the command
+
+
+def traced(stderr: str) -> list[tuple[float, str]]:
+    """(milliseconds, command) for each host-side command --verbose printed, a heredoc one command with its
+    lines. (What PID 1 did, "PID 1 [kind] ...", is pid1.py's, traced and tested there.)"""
+    out = []
+    for line in stderr.splitlines():
+        timed = TIMED.match(line)
+        if timed and not timed.group(2).startswith("PID 1 ["):
+            out.append((float(timed.group(1)), timed.group(2)))
+        elif timed or line.startswith(UNDER + "PID 1 ["):
+            out.append((0.0, "PID 1"))   # ends the command before it
+        elif line.startswith(UNDER) and out:
+            out[-1] = (out[-1][0], out[-1][1] + "\n" + line[len(UNDER):])
+    return [(ms, command) for ms, command in out if command != "PID 1"]
+
+
+def explained(script: str) -> list[tuple[str, list[str]]]:
+    """(kind, commands) of each numbered [kind] section of SCRIPT, a heredoc one command with its lines."""
+    sections, current, marker = [], None, None
+    for line in script.splitlines():
+        if marker:
+            if current is not None:
+                current[-1] += "\n" + line
+            marker = None if line == marker else marker
+            continue
+        header = re.match(r"# \d+\. (?:\[(\w+)\])?", line)
+        if header or line == "":
+            current = [] if header and header.group(1) else None
+            if current is not None:
+                sections.append((header.group(1), current))
+        elif current is not None:
+            current.append(line)
+        opened = re.search(r"<<'?(EOF_*)\b", line)
+        marker = opened.group(1) if opened and not header else None
+    return sections
+
+
+def same_commands(trace: list[str], sections: list[tuple[str, list[str]]]) -> None:
+    """TRACE holds each section's commands, in the section's order, and nothing else. (A step run beside the
+    others, and an undo finished at the end, interleave with the rest: each step keeps its own order.)"""
+    printed = [command for _, commands in sections for command in commands]
+    assert sorted(trace) == sorted(printed), {"traced only": [c for c in trace if c not in printed],
+                                              "printed only": [c for c in printed if c not in trace]}
+    assert len(set(printed)) == len(printed)
+    for kind, commands in sections:
+        assert [c for c in trace if c in commands] == commands, kind
+
+
+@pytest.mark.parametrize("case", ["bridge with a port", "user-defined network", "userns"])
+def test_verbose_traces_each_command_explain_prints_with_its_own_time(case, busybox, recipenet, clean_host):
+    """Each command --verbose prints has its own time, and a step's traced commands, up and undo, are the ones
+    --explain prints for it, in its order. (The bridge is there already: it traces that it is, and its kept
+    undo.)"""
+    args = [*CASES[case], "--name", "traced", "--hostname", "traced"]
+    network = ["--network", "recipenet"] if "recipenet" in args else []
+    assert pyrun("run", "-d", "--name", "peer", *network, busybox, "sleep", "300").returncode == 0
+    try:
+        script = pyrun("run", "--explain", *args, busybox, "true").stdout
+        started = time.monotonic()
+        r = pyrun("run", "--rm", "--verbose", *args, busybox, "true")
+        took = (time.monotonic() - started) * 1000
+    finally:
+        pyrun("rm", "-f", "peer")
+    assert r.returncode == 0, r.stderr
+    lines = traced(r.stderr)
+    # (a) a line without its own time is only ever a heredoc's, under the command that has it
+    for _, command in lines:
+        assert "\n" not in command or re.search(r"<<'?(EOF_*)\b.*\n(.*\n)*\1$", command), command
+    setup = [c for ms, c in lines if not c.startswith("undo: ")]
+    assert sum(ms for ms, c in lines) < took  # no time counted twice
+    # (b) with the run's own id, state directory and PID 1 named as the script names them
+    cid = re.search(r"\b[0-9a-f]{64}\b", r.stderr).group(0)
+    pid = re.search(r"mount --bind /proc/(\d+)/ns/net", r.stderr).group(1)
+
+    def named(command: str) -> str:
+        command = command.replace(os.path.join(STATE_ROOT, "containers", cid), "$C").replace(cid, "$CID")
+        command = command.replace(cid[:12], script_id(script)[:12])   # the veth's and the chain's names
+        return re.sub(rf"(/proc/|echo |netns ){pid}\b", r"\1$PID", command)
+
+    there = [c for c in setup if re.match(r"# \S+, its address and pyrun's chains and rules are there already$", c)]
+    assert len(there) == 1
+    up, down = script.split(TEARDOWN)
+    same_commands([named(c) for c in setup if c not in there], [s for s in explained(up) if s[0] != "bridge"])
+    same_commands([named(c[len("undo: "):]) for _, c in lines if c.startswith("undo: ")], explained(down))
+
+
 def test_verbose_shows_the_bridge_made_on_a_fresh_host_and_a_detached_teardown(busybox, clean_host):
     assert pyrun("network", "rm", "bridge").returncode == 0  # as on a host pyrun has never run on
     r = pyrun("run", "--rm", "--verbose", busybox, "true")
     assert r.returncode == 0, r.stderr
-    lines = r.stderr.splitlines()
-    made = [line for line in lines if re.match(r"pyrun: \[ *[\d.]+ ms\] ip link add pyrun0 address ", line)]
-    assert made and any("iptables -t nat -A PYRUN-POSTROUTING -s 10.199.0.0/16 ! -o pyrun0" in line for line in lines)
+    made = [c for _, c in traced(r.stderr)]
+    mac = bridge.bridge_mac("pyrun0")
+    # Each change with its own time; the chains and rules one iptables-restore batch, applied as one.
+    assert made[made.index(f"ip link add pyrun0 address {mac} type bridge"):][:5] == [
+        f"ip link add pyrun0 address {mac} type bridge", "sysctl -qw net.ipv6.conf.pyrun0.disable_ipv6=1",
+        "ip addr add 10.199.0.1/16 dev pyrun0", "ip link set pyrun0 up",
+        "sysctl -qw net.ipv4.conf.pyrun0.route_localnet=1"]
+    batch = next(c for c in made if c.startswith("iptables-restore --noflush --wait <<EOF\n*filter\n"))
+    assert "\n-A PYRUN-POSTROUTING -s 10.199.0.0/16 ! -o pyrun0 " in batch
     again = pyrun("run", "--rm", "--verbose", busybox, "true").stderr
     assert "pyrun0, its address and pyrun's chains and rules are there already" in again
     assert "ip link add pyrun0" not in again
-    # Each step's time once, on its first command: the veth's other commands have none of their own.
-    veth = [line for line in lines if "ip link add pv" in line or "nsenter" in line]
-    assert re.match(r"pyrun: \[", veth[0]) and all(line.startswith("pyrun:         ") for line in veth[1:])
-    # run -d: the monitor traces the teardown into the container's log.
+    # run -d: the monitor traces the teardown into the container's log, each command with its time.
     cid = pyrun("run", "-d", "--verbose", "--name", "traced", busybox, "true").stdout.strip()
     wait_for(lambda: pyrun("inspect", "traced").stdout.count('"exited"'), what="the container to exit")
     log = open(os.path.join(STATE_ROOT, "containers", cid, "container.log")).read()
-    assert re.search(r"ms\] undo: ip link del pv", log), log
+    undone = [c for _, c in traced(log) if c.startswith("undo: ")]
+    assert f"undo: ip link del pv{cid[:12]}" in undone and any(c.startswith("undo: ebtables-restore") for c in undone)
     assert pyrun("rm", "traced").returncode == 0

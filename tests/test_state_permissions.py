@@ -7,11 +7,16 @@ tells the `-e` values (secrets) it was given. The attacker here is a real
 unprivileged host user (uid 65534); the container is a real busybox one.
 """
 import os
+import shutil
 import stat
 import subprocess
 
+import pytest
+
 from conftest import STATE_ROOT, pyrun, running_record, wait_for
 
+# --runtime runc: the same attacks on a container an OCI runtime made from pyrun's bundle (oci/client.py).
+RUNTIMES = ["pyrun", *(["runc"] if shutil.which("runc") else [])]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SECRET = "hunter2-db-password"
 # The container makes a setuid-root copy of a binary (coreutils' id, bound in read-only: busybox drops
@@ -25,9 +30,9 @@ def as_nobody(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([*NOBODY, *argv], capture_output=True, text=True, timeout=10)
 
 
-def _start(busybox: str, name: str) -> dict:
+def _start(busybox: str, name: str, runtime: str = "pyrun") -> dict:
     # umask 0: pyrun's modes must not depend on the umask it was started with.
-    r = pyrun("run", "-d", "--name", name, "--network", "none", "-e", f"SECRET={SECRET}",
+    r = pyrun("run", "-d", "--name", name, "--runtime", runtime, "--network", "none", "-e", f"SECRET={SECRET}",
               "-v", "/usr/bin/id:/hostid:ro", busybox, "sh", "-c", PLANT, preexec_fn=lambda: os.umask(0))
     assert r.returncode == 0, r.stderr
     record = wait_for(lambda: running_record(name), what=f"{name} to run")
@@ -42,20 +47,27 @@ def _attack(record: dict) -> list[str]:
     got = []
     hosts = [os.path.join(d, "hosts") for d in (cdir, os.path.join(cdir, "layer"))
              if os.path.exists(os.path.join(d, "hosts"))]
-    for path in [os.path.join(cdir, "layer", "diff", "suid"), *hosts]:
+    # --runtime: the overlay was mounted on the host, at layer/merged, for the runtime to take as its root
+    merged = [os.path.join(cdir, "layer", "merged", name) for name in ("suid", "zero")]
+    for path in [os.path.join(cdir, "layer", "diff", "suid"), merged[0], *hosts]:
         r = as_nobody(path, "-u")
         if r.returncode == 0 and r.stdout.strip() != "65534":
             got.append(f"ran the container's setuid binary {os.path.basename(path)} as uid {r.stdout.strip()}")
-    r = as_nobody("head", "-c", "4", os.path.join(cdir, "layer", "diff", "zero"))
-    if r.returncode == 0:
-        got.append("opened the container's device node")
-    for name in ("state.json", "container.log", "journal"):
+    for path in (os.path.join(cdir, "layer", "diff", "zero"), merged[1]):
+        r = as_nobody("head", "-c", "4", path)
+        if r.returncode == 0:
+            got.append(f"opened the container's device node {path}")
+    for name in ("state.json", "container.log", "journal", "bundle/config.json"):
         r = as_nobody("cat", os.path.join(cdir, name))
         if r.returncode == 0:
             got.append(f"read {name}" + (" and the secret in it" if SECRET in r.stdout else ""))
     r = as_nobody("ls", os.path.join(STATE_ROOT, "containers"))
     if r.returncode == 0:
         got.append("listed the containers")
+    for name in os.listdir(os.path.join(STATE_ROOT, "runtimes")) if os.path.isdir(os.path.join(STATE_ROOT, "runtimes")) else []:
+        r = as_nobody("cat", os.path.join(STATE_ROOT, "runtimes", name, record["Id"], "state.json"))
+        if r.returncode == 0:
+            got.append(f"read {name}'s state" + (" and the secret in it" if SECRET in r.stdout else ""))
     return got
 
 
@@ -63,11 +75,12 @@ def _private(path: str) -> bool:
     return stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
 
 
-def test_a_local_user_gets_nothing_from_the_state_root(busybox, clean_host):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_local_user_gets_nothing_from_the_state_root(runtime, busybox, clean_host):
     os.makedirs(os.path.join(STATE_ROOT, "containers"), exist_ok=True)
     os.chmod(STATE_ROOT, 0o755)  # as an earlier pyrun left it
     os.chmod(os.path.join(STATE_ROOT, "containers"), 0o755)
-    record = _start(busybox, "planter")
+    record = _start(busybox, "planter", runtime)
     try:
         assert _attack(record) == []
         cdir = os.path.join(STATE_ROOT, "containers", record["Id"])
@@ -82,12 +95,15 @@ def test_a_local_user_gets_nothing_from_the_state_root(busybox, clean_host):
         assert pyrun("rm", "-f", "planter").returncode == 0
 
 
-def test_the_layer_is_nosuid_and_nodev_even_if_its_parents_are_opened(busybox, clean_host):
-    """Directory modes are one lock; the layer's own nosuid,nodev mount is a second one."""
-    record = _start(busybox, "planter2")
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_layer_is_nosuid_and_nodev_even_if_its_parents_are_opened(runtime, busybox, clean_host):
+    """Directory modes are one lock; the layer's own nosuid,nodev mount is a second one. With --runtime, the
+    overlay the runtime took as its root is no longer mounted on the host once the runtime holds it."""
+    record = _start(busybox, "planter2", runtime)
     try:
         cdir = os.path.join(STATE_ROOT, "containers", record["Id"])
-        for path in (STATE_ROOT, os.path.join(STATE_ROOT, "containers"), cdir, os.path.join(cdir, "layer")):
+        for path in (STATE_ROOT, os.path.join(STATE_ROOT, "containers"), cdir, os.path.join(cdir, "layer"),
+                     os.path.join(cdir, "layer", "merged")):
             os.chmod(path, 0o755)  # an admin "fixing" permissions
         got = _attack(record)
         assert not [g for g in got if "setuid" in g or "device" in g], got

@@ -29,6 +29,7 @@ import ipaddress
 import os
 import shlex
 import socket
+import time
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -39,7 +40,7 @@ from runtime.network import firewall, host, networks, rtnl
 from runtime.network.networks import Network
 from runtime.network.ports import PortMapping
 from runtime.record import Record
-from runtime.steps import Step
+from runtime.steps import Action, Step, Trace, perform
 
 NETNS_DIR = "/run/netns"
 _NSFS = os.stat("/proc/self/ns/net")  # every namespace file is on nsfs: its st_dev tells one from a plain file
@@ -122,45 +123,48 @@ def bridge_mac(name: str) -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-def ensure_bridge(network: Network) -> list[str]:
+def ensure_bridge(network: Network) -> list[tuple[str, float]]:
     """Create the bridge, its address and its firewall chains if missing, under the host's lock; return
-    what was missing, as the commands that made it."""
+    what was missing, as the commands that made it, each with the seconds it took."""
     with host.locked():
         return _ensure_bridge(network)
 
 
-def _ensure_bridge(network: Network) -> list[str]:
+def _ensure_bridge(network: Network) -> list[tuple[str, float]]:
     name, subnet, gateway = network.bridge, network.subnet, network.gateway
     mac, done = bridge_mac(name), []
+
+    def did(command: str, seconds: float) -> None:
+        done.append((command, seconds))
+
     with netlink() as nl:
         link = nl.link(name)
         addresses = nl.addresses(link["index"]) if link is not None else []
         _check_subnet(network, addresses, [ipaddress.IPv4Network(f"{dst}/{prefixlen}")
                                            for dst, prefixlen in nl.routes() if prefixlen])
         if link is None:
-            nl.add_bridge(name, mac)
-            link = nl.link(name)
-            done += [f"ip link add {name} address {mac} type bridge", no_ipv6_shell(name)]
-        elif link.get_attr("IFLA_ADDRESS") != mac:
-            nl.set_address(link["index"], mac)   # a bridge made by an older pyrun
-            done.append(f"ip link set {name} address {mac}")
-        index = link["index"]
-        no_ipv6(name)   # a bridge made by an older pyrun gets it too (dropping what IPv6 it took)
+            perform([(f"ip link add {name} address {mac} type bridge", lambda: nl.add_bridge(name, mac)),
+                     (no_ipv6_shell(name), lambda: no_ipv6(name))], did)
+        else:
+            if link.get_attr("IFLA_ADDRESS") != mac:  # a bridge made by an older pyrun
+                perform([(f"ip link set {name} address {mac}", lambda: nl.set_address(link["index"], mac))], did)
+            no_ipv6(name)   # a bridge made by an older pyrun gets it too (dropping what IPv6 it took)
+        index = link["index"] if link is not None else nl.index(name)
         if gateway not in addresses:
-            nl.add_address(index, gateway, network.prefixlen)
-            done += [f"ip addr add {gateway}/{network.prefixlen} dev {name}", f"ip link set {name} up"]
-        nl.up(index)
+            perform([(f"ip addr add {gateway}/{network.prefixlen} dev {name}",
+                      lambda: nl.add_address(index, gateway, network.prefixlen)),
+                     (f"ip link set {name} up", lambda: nl.up(index))], did)
+        else:
+            nl.up(index)
     # Lets the host's 127.0.0.1 be DNAT'd to a container; on this bridge only, never on 'all'.
     if _read_sysctl(f"net/ipv4/conf/{name}/route_localnet") != "1":
-        _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
-        done.append(f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1")
+        perform([(f"sysctl -qw net.ipv4.conf.{name}.route_localnet=1",
+                  lambda: _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1"))], did)
     current = firewall.save()
     missing = firewall.missing_bridge_setup(current, name, subnet, network.policy)
-    firewall.restore(missing)
-    done += [f"iptables -t {table} -N {line[1:].split()[0]}" if line.startswith(":") else f"iptables -t {table} {line}"
-             for table, line in missing]
-    if enable_forwarding(current):
-        done += ["iptables -P FORWARD DROP", "sysctl -qw net.ipv4.ip_forward=1"]
+    if missing:  # one batch: its one time
+        perform([(firewall.restore_shell(missing), lambda: firewall.restore(missing))], did)
+    enable_forwarding(current, did)
     return done
 
 
@@ -226,8 +230,8 @@ def remove_network(root: str, name: str) -> None:
         networks.forget(root, net)
 
 
-def enable_forwarding(current: dict[str, list[str]]) -> bool:
-    """Turn ip_forward on, which a bridge network needs (CURRENT: an iptables-save).
+def enable_forwarding(current: dict[str, list[str]], trace: Trace = None) -> bool:
+    """Turn ip_forward on, which a bridge network needs (CURRENT: an iptables-save); TRACE is told the commands.
 
     If it was off, pyrun is what makes this host a router, and it does what
     Docker does then: FORWARD's policy becomes DROP. The host then forwards
@@ -239,8 +243,9 @@ def enable_forwarding(current: dict[str, list[str]]) -> bool:
     if _read_sysctl("net/ipv4/ip_forward") == "1":
         return False
     state.write_json(FORWARDING, {"ip_forward": "0", "forward_policy": firewall.policy(current, "FORWARD")})
-    firewall.set_policy("FORWARD", "DROP")  # before forwarding starts: never a moment as an open router
-    _sysctl("net/ipv4/ip_forward", "1")
+    # The policy first, before forwarding starts: never a moment as an open router.
+    perform([("iptables -P FORWARD DROP", lambda: firewall.set_policy("FORWARD", "DROP")),
+             ("sysctl -qw net.ipv4.ip_forward=1", lambda: _sysctl("net/ipv4/ip_forward", "1"))], trace)
     return True
 
 
@@ -269,20 +274,18 @@ class Bridge(Step):
     icc: bool = True
     host_access: bool = True
 
-    def __post_init__(self):
-        self.done: list[str] = []
-
     def net(self) -> Network:
         return Network(self.network, self.bridge, self.subnet, self.internal, self.icc, self.host_access)
 
-    def up(self) -> None:
-        self.done = ensure_bridge(self.net())
-
-    def down(self) -> None:
-        """Nothing: the bridge stays for the next container, as docker0 does; `pyrun network rm` removes it."""
-
-    def traced(self) -> list[str]:
-        return self.done or [f"# {self.bridge}, its address and pyrun's chains and rules are there already"]
+    def up(self, trace: Trace = None) -> None:
+        """What was missing, each command with its time; if nothing was, the time the looking took."""
+        started = time.monotonic()
+        done = ensure_bridge(self.net())
+        for command, seconds in done if trace else ():
+            trace(command, seconds)
+        if trace and not done:
+            trace(f"# {self.bridge}, its address and pyrun's chains and rules are there already",
+                  time.monotonic() - started)
 
     def shell_up(self) -> list[str]:
         """What ensure_bridge() does, as commands that, like it, change only what is missing."""
@@ -306,9 +309,10 @@ class Bridge(Step):
                     "sysctl -qw net.ipv4.ip_forward=1; }   # pyrun turns it on: not a router for anyone else")
         return cmds
 
-    def shell_down(self) -> list[str]:
-        return [f"# {self.bridge} stays, with its rules and pyrun's chains, as Docker keeps docker0: "
-                f"'pyrun network rm {self.network}' removes it"]
+    def undo_actions(self) -> list[Action]:
+        """Nothing: the bridge stays for the next container, as docker0 does; `pyrun network rm` removes it."""
+        return [(f"# {self.bridge} stays, with its rules and pyrun's chains, as Docker keeps docker0: "
+                 f"'pyrun network rm {self.network}' removes it", lambda: None)]
 
 
 @dataclass
@@ -334,8 +338,14 @@ class NetnsName(Step):
     def path(self) -> str:
         return os.path.join(NETNS_DIR, self.name)
 
-    def up(self) -> None:
-        os.makedirs(NETNS_DIR, exist_ok=True)
+    def actions(self) -> list[Action]:
+        path = shlex.quote(self.path)
+        return [(f"mkdir -p {NETNS_DIR}", lambda: os.makedirs(NETNS_DIR, exist_ok=True)),
+                (f"touch {path}", self._take),
+                (f"mount --bind /proc/{self.pid}/ns/net {path}",
+                 lambda: syscalls.mount(f"/proc/{self.pid}/ns/net", self.path, None, syscalls.MS_BIND))]
+
+    def _take(self) -> None:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         except FileExistsError:
@@ -343,20 +353,25 @@ class NetnsName(Step):
                                       "(of another --root?) or by 'ip netns add'; choose another --name") from None
         with os.fdopen(fd, "w") as f:
             f.write(self.cid)
-        syscalls.mount(f"/proc/{self.pid}/ns/net", self.path, None, syscalls.MS_BIND)
 
-    def down(self) -> None:
+    def undo_actions(self) -> list[Action]:
+        path = shlex.quote(self.path)
+        return [(f"umount {path}", self._unmount), (f"rm {path}", self._remove)]
+
+    def _unmount(self) -> None:
         try:
             mounted = os.stat(self.path)
         except FileNotFoundError:
             return
         if self.netns and f"net:[{mounted.st_ino}]" == self.netns and mounted.st_dev == _NSFS.st_dev:
             syscalls.umount2(self.path, syscalls.MNT_DETACH)
+
+    def _remove(self) -> None:
         try:
             with open(self.path) as f:
                 ours = f.read() == self.cid != ""
         except OSError:
-            ours = False  # a namespace still mounted there (not ours) reads as EINVAL
+            ours = False  # gone, or a namespace still mounted there (not ours), which reads as EINVAL
         if ours:
             os.unlink(self.path)
 
@@ -364,14 +379,6 @@ class NetnsName(Step):
         """Its undo unmounts only this namespace: the one PID 1 is in, named before the name is taken."""
         netns = os.readlink(f"/proc/{pid}/ns/net") if isinstance(pid, int) else ""
         return replace(self, pid=pid, netns=netns)
-
-    def shell_up(self) -> list[str]:
-        path = shlex.quote(self.path)
-        return [f"mkdir -p {NETNS_DIR}", f"touch {path}", f"mount --bind /proc/{self.pid}/ns/net {path}"]
-
-    def shell_down(self) -> list[str]:
-        path = shlex.quote(self.path)
-        return [f"umount {path}", f"rm {path}"]
 
 
 @dataclass
@@ -391,40 +398,40 @@ class Veth(Step):
     isolated: bool = False
     pid: int | str | None = None
 
-    def up(self) -> None:
-        with netlink() as nl:
-            nl.add_veth(self.host_end, nl.index(self.bridge), "eth0", self.mac, self.pid)
-            no_ipv6(self.host_end)
-            nl.up_hairpin(nl.index(self.host_end), self.isolated)
+    def up(self, trace: Trace = None) -> None:
+        """A netlink session on each side, the container's opened from inside its namespace."""
+        with netlink() as self._host, netlink_in(self.pid) as self._inside:
+            super().up(trace)
+
+    def actions(self) -> list[Action]:
+        """Each a netlink request of its own: the pair is made with its host end on the bridge already, and that
+        end comes up with its port's flags in one."""
+        ns, end = f"nsenter --net=/proc/{self.pid}/ns/net", self.host_end
+        host, inside = (lambda: self._host), (lambda: self._inside)   # the sessions up() opens: none to explain
+        port = "hairpin on" + (" isolated on" if self.isolated else "")
+        return [(f"ip link add {end} master {self.bridge} type veth peer name eth0 address {self.mac} netns {self.pid}",
+                 lambda: host().add_veth(end, host().index(self.bridge), "eth0", self.mac, self.pid)),
+                (no_ipv6_shell(end), lambda: no_ipv6(end)),
+                (f"ip link set {end} up type bridge_slave {port}   # hairpin: back out of its own port, to its "
+                 "published ports" + ("; isolated (icc=false): no frame to another such port" if self.isolated else ""),
+                 lambda: host().up_hairpin(host().index(end), self.isolated)),
+                (f"{ns} {no_ipv6_shell('eth0')}", self._no_ipv6_inside),
+                (f"{ns} ip link set lo up", lambda: inside().up(inside().index("lo"))),
+                (f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
+                 lambda: inside().add_address(inside().index("eth0"), self.address, self.prefixlen)),
+                (f"{ns} ip link set eth0 up", lambda: inside().up(inside().index("eth0"))),
+                (f"{ns} ip route add default via {self.gateway}", lambda: inside().add_default_route(self.gateway))]
+
+    def _no_ipv6_inside(self) -> None:
         with in_netns(self.pid):
             no_ipv6("eth0")
-        with netlink_in(self.pid) as nl:
-            nl.up(nl.index("lo"))
-            eth0 = nl.index("eth0")
-            nl.add_address(eth0, self.address, self.prefixlen)
-            nl.up(eth0)
-            nl.add_default_route(self.gateway)
 
-    def down(self) -> None:
+    def undo_actions(self) -> list[Action]:
+        return [(f"ip link del {self.host_end}", self._delete)]
+
+    def _delete(self) -> None:
         with netlink() as nl:
             nl.delete(self.host_end)
-
-    def shell_up(self) -> list[str]:
-        ns = f"nsenter --net=/proc/{self.pid}/ns/net"
-        return [f"ip link add {self.host_end} type veth peer name eth0 address {self.mac} netns {self.pid}",
-                no_ipv6_shell(self.host_end),
-                f"ip link set {self.host_end} master {self.bridge} up",
-                f"bridge link set dev {self.host_end} hairpin on   # back out of its own port: its published ports",
-                *([f"bridge link set dev {self.host_end} isolated on   # icc=false: no frame to another such port"]
-                  if self.isolated else []),
-                f"{ns} {no_ipv6_shell('eth0')}",
-                f"{ns} ip link set lo up",
-                f"{ns} ip addr add {self.address}/{self.prefixlen} dev eth0",
-                f"{ns} ip link set eth0 up",
-                f"{ns} ip route add default via {self.gateway}"]
-
-    def shell_down(self) -> list[str]:
-        return [f"ip link del {self.host_end}"]
 
 
 def host_end(cid: str) -> str:
@@ -459,53 +466,48 @@ class Ports(Step):
     def mappings(self) -> list[PortMapping]:
         return [PortMapping(**p) if isinstance(p, dict) else p for p in self.ports]
 
-    def up(self) -> None:
+    def up(self, trace: Trace = None) -> None:
         """Bind every published host port, as Docker does, and hold the sockets while the container lives.
 
         The bind is the check: it fails if a host process or another container
         holds the port, or if the host has no such address.
         """
-        ports = self.mappings()
         try:
-            for p in ports:
-                try:
-                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
-                except OSError as e:
-                    raise PyrunError("invalid -p", f"cannot hold {len(ports)} published ports, one socket each: "
-                                                   f"{e.strerror} (ulimit -n)") from None
-                self.sockets.append(sock)
-                try:
-                    sock.bind((p.host_ip or "0.0.0.0", p.host_port))
-                    if p.proto == "tcp":
-                        # Listening shows the reservation to `ss -ltnp` with its owner, as docker-proxy does.
-                        # It never gets a connection: the DNAT rules send every one to the container first.
-                        sock.listen(0)
-                except OSError as e:
-                    why = {98: "is already in use (by a host process or another container)",
-                           99: "cannot be bound: the host has no such address"}.get(e.errno, e.strerror)
-                    raise PyrunError("invalid -p", f"{p}: host port {p.host_ip or '0.0.0.0'}:{p.host_port}/"
-                                                   f"{p.proto} {why}") from None
+            super().up(trace)
         except BaseException:  # whatever failed, the sockets go: undoing the rest needs file descriptors too
             self.down()
             raise
 
-    def down(self) -> None:
-        """Close the sockets: a pyrun that has died has closed them already."""
-        while self.sockets:
-            self.sockets.pop().close()
-
-    def shell_up(self) -> list[str]:
+    def actions(self) -> list[Action]:
         """A shell cannot hold a socket: the script checks the ports are free, pyrun's own among them (its
         monitor listens on each TCP port it publishes; a UDP port shows as bound)."""
-        out = []
-        for p in self.mappings():
-            out.append(f"if ss -H -l{'t' if p.proto == 'tcp' else 'u'}n 'sport = :{p.host_port}' | grep -q .; then "
-                       f"echo 'host port {p.host_port}/{p.proto} is already in use (ss -lnp shows by whom)' >&2; "
-                       f"exit 1; fi")
-        return out
+        return [(f"if ss -H -l{'t' if p.proto == 'tcp' else 'u'}n 'sport = :{p.host_port}' | grep -q .; then "
+                 f"echo 'host port {p.host_port}/{p.proto} is already in use (ss -lnp shows by whom)' >&2; exit 1; fi",
+                 lambda p=p: self._hold(p)) for p in self.mappings()]
 
-    def shell_down(self) -> list[str]:
-        return []
+    def _hold(self, p: PortMapping) -> None:
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
+        except OSError as e:
+            raise PyrunError("invalid -p", f"cannot hold {len(self.ports)} published ports, one socket each: "
+                                           f"{e.strerror} (ulimit -n)") from None
+        self.sockets.append(sock)
+        try:
+            sock.bind((p.host_ip or "0.0.0.0", p.host_port))
+            if p.proto == "tcp":
+                # Listening shows the reservation to `ss -ltnp` with its owner, as docker-proxy does.
+                # It never gets a connection: the DNAT rules send every one to the container first.
+                sock.listen(0)
+        except OSError as e:
+            why = {98: "is already in use (by a host process or another container)",
+                   99: "cannot be bound: the host has no such address"}.get(e.errno, e.strerror)
+            raise PyrunError("invalid -p", f"{p}: host port {p.host_ip or '0.0.0.0'}:{p.host_port}/"
+                                           f"{p.proto} {why}") from None
+
+    def down(self, trace: Trace = None) -> None:
+        """Close the sockets (no command: a shell holds none); a pyrun that has died has closed them already."""
+        while self.sockets:
+            self.sockets.pop().close()
 
 
 def check_published(spec, net: Network) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from runtime import state
 from runtime.record import Record
-from runtime.steps import Step, heredoc
+from runtime.steps import Action, Step, Trace, heredoc
 
 NAMES = ("hostname", "hosts", "resolv.conf")
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
@@ -72,16 +72,24 @@ def etc_dir(container_dir: str) -> str:
 
 
 def write_files(directory: str, hostname: str, address: str | None, network: str) -> None:
-    """Write the three files into DIRECTORY."""
-    texts, fell_back = files(hostname, address, network)
+    """Write the three files into DIRECTORY, as the EtcFiles step does."""
+    EtcFiles(directory, hostname, address, network).up()
+
+
+def _warn_fallback(fell_back: bool, network: str) -> None:
     if fell_back and network != "none":
         print(f"pyrun: the host's resolv.conf names no resolver reachable from a container; "
               f"using {', '.join(FALLBACK_NAMESERVERS)}", file=sys.stderr)
-    for name, text in texts.items():
-        path = os.path.join(directory, name)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o644)  # the container's own users read them; their 0700 directory keeps host users out
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _append(path: str, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.writelines(lines)
 
 
 @dataclass
@@ -98,18 +106,18 @@ class EtcFiles(Step):
         """The bind mounts (source, target, readonly) that put them over the rootfs's own."""
         return [(os.path.join(self.directory, name), f"/etc/{name}", False) for name in NAMES]
 
-    def up(self) -> None:
-        write_files(self.directory, self.hostname, self.address, self.network)
+    def up(self, trace: Trace = None) -> None:
+        _warn_fallback(files(self.hostname, self.address, self.network)[1], self.network)
+        super().up(trace)
 
-    def down(self) -> None:
-        """Nothing to do: they live in the layer, which goes with its own undo."""
-
-    def shell_up(self) -> list[str]:
-        texts, _ = files(self.hostname, self.address, self.network)
+    def actions(self) -> list[Action]:
+        """Each file written, then opened to the container's own users (their 0700 directory keeps host users
+        out)."""
         out = []
-        for name, text in texts.items():
-            out += heredoc(os.path.join(self.directory, name), text.rstrip("\n").splitlines())
-            out.append(f"chmod 0644 {shlex.quote(os.path.join(self.directory, name))}")
+        for name, text in files(self.hostname, self.address, self.network)[0].items():
+            path = os.path.join(self.directory, name)
+            out += [("\n".join(heredoc(path, text.rstrip("\n").splitlines())), lambda p=path, t=text: _write(p, t)),
+                    (f"chmod 0644 {shlex.quote(path)}", lambda p=path: os.chmod(p, 0o644))]
         return out
 
 
@@ -142,34 +150,37 @@ class HostsEntry(Step):
     def _own(self) -> str:
         return os.path.join(etc_dir(state.container_dir(self.root, self.cid)), "hosts")
 
-    def up(self) -> None:
-        with state.locked(self.root):
-            peers = self._peers()
-            with open(self._own(), "a") as f:
-                f.writelines(f"{address}\t{name}\n" for _, address, name in peers)
-            for path, _, _ in peers:
-                with open(path, "a") as f:
-                    f.write(f"{self.address}\t{self.name}\n")
+    def up(self, trace: Trace = None) -> None:
+        with state.locked(self.root):  # the peers are read and written under it, in actions()
+            super().up(trace)
 
-    def down(self) -> None:
-        mine = f"{self.address}\t{self.name}\n"
+    def down(self, trace: Trace = None) -> None:
         with state.locked(self.root):
-            for path, _, _ in self._peers():
-                try:
-                    with open(path, "r+") as f:
-                        lines = [line for line in f if line != mine]
-                        f.seek(0)
-                        f.writelines(lines)
-                        f.truncate()
-                except FileNotFoundError:
-                    pass
+            super().down(trace)
 
-    def shell_up(self) -> list[str]:
+    def actions(self) -> list[Action]:
+        """Its peers, all in one printf, appended to its own file; then it, to each of theirs."""
         peers = self._peers()
-        return ([f"printf '%s\\t%s\\n' {address} {name} >> {shlex.quote(self._own())}" for _, address, name in peers] +
-                [f"printf '%s\\t%s\\n' {self.address} {self.name} >> {shlex.quote(path)}" for path, _, _ in peers])
+        own = [(f"printf '%s\\t%s\\n' {' '.join(f'{address} {name}' for _, address, name in peers)} "
+                f">> {shlex.quote(self._own())}",
+                lambda: _append(self._own(), [f"{address}\t{name}\n" for _, address, name in peers]))] if peers else []
+        return own + [(f"printf '%s\\t%s\\n' {self.address} {self.name} >> {shlex.quote(path)}",
+                       lambda p=path: _append(p, [f"{self.address}\t{self.name}\n"])) for path, _, _ in peers]
 
-    def shell_down(self) -> list[str]:
+    def undo_actions(self) -> list[Action]:
+        """Its line out of each peer's file, rewritten in place: the file is bind-mounted."""
         line = f"$(printf '%s\\t%s' {self.address} {self.name})"
-        return [f'grep -vx "{line}" {p} > {p}.new; cat {p}.new > {p}; rm {p}.new   '
-                f'# in place: the file is bind-mounted' for p in (shlex.quote(path) for path, _, _ in self._peers())]
+        return [(f'grep -vx "{line}" {p} > {p}.new; cat {p}.new > {p}; rm {p}.new   # in place: the file is '
+                 'bind-mounted', lambda path=path: self._forget(path))
+                for path, p in ((path, shlex.quote(path)) for path, _, _ in self._peers())]
+
+    def _forget(self, path: str) -> None:
+        mine = f"{self.address}\t{self.name}\n"
+        try:
+            with open(path, "r+") as f:
+                lines = [line for line in f if line != mine]
+                f.seek(0)
+                f.writelines(lines)
+                f.truncate()
+        except FileNotFoundError:
+            pass

@@ -55,7 +55,7 @@ from typing import Callable
 
 from runtime.errors import PyrunError
 from runtime.network.ports import PortMapping
-from runtime.steps import Step
+from runtime.steps import Action, Step, fed
 
 CHAINS = {"filter": ("PYRUN-FORWARD", "PYRUN-INTERNAL", "PYRUN-ISOLATION-1", "PYRUN-ISOLATION-2", "PYRUN-PUBLISHED",
                      "PYRUN-INPUT"),
@@ -179,14 +179,28 @@ def restore(lines: list[tuple[str, str]]) -> None:
     start_restore(lines)()
 
 
+RESTORE = ["iptables-restore", "--noflush", "--wait"]
+
+
 def start_restore(lines: list[tuple[str, str]]) -> Callable[[], str]:
     """restore() in the background: returns the function that waits for it and raises if it failed."""
-    text = ""
+    text = "".join(f"{line}\n" for line in _batch(lines))
+    return _start(RESTORE, text) if text else lambda: ""
+
+
+def restore_shell(lines: list[tuple[str, str]], comment: str = "") -> str:
+    """restore(LINES) as one command: iptables-restore reading the batch from a heredoc."""
+    return fed(" ".join(RESTORE), _batch(lines), comment)
+
+
+def _batch(lines: list[tuple[str, str]]) -> list[str]:
+    """iptables-restore's input for (table, line) pairs: each table's lines, then COMMIT, which applies them."""
+    out = []
     for table in ("filter", "nat"):
         body = [line for t, line in lines if t == table]
         if body:
-            text += f"*{table}\n" + "\n".join(body) + "\nCOMMIT\n"
-    return _start(["iptables-restore", "--noflush", "--wait"], text) if text else lambda: ""
+            out += [f"*{table}", *body, "COMMIT"]
+    return out
 
 
 def missing_bridge_setup(current: dict[str, list[str]], bridge: str, subnet: str,
@@ -241,15 +255,22 @@ class ContainerRules(Step):
     def mappings(self) -> list[PortMapping]:
         return [PortMapping(**p) if isinstance(p, dict) else p for p in self.ports]
 
-    def up(self) -> None:
-        restore(container_rules(self.cid, self.bridge, self.address, self.mappings()))
+    def _rules(self, undo: bool = False) -> list[tuple[str, str]]:
+        rules = container_rules(self.cid, self.bridge, self.address, self.mappings())
+        return [(t, r.replace("-A ", "-D ", 1)) for t, r in rules] if undo else rules
 
-    def down(self) -> Callable[[], None]:
-        """Start deleting the rules up() added, in one batch, and return the function that waits for it. If any
-        is gone already (the batch then deletes nothing), that function deletes whatever still carries the
-        container's tag instead, as CNI's DEL forgives what is missing."""
-        batch = start_restore([(t, r.replace("-A ", "-D ", 1)) for t, r in
-                               container_rules(self.cid, self.bridge, self.address, self.mappings())])
+    def actions(self) -> list[Action]:
+        return [(restore_shell(self._rules()), lambda: restore(self._rules()))]
+
+    def undo_actions(self) -> list[Action]:
+        """Delete the rules up() added, in one batch, in the background: a finisher waits for it. If any is gone
+        already (the batch then deletes nothing), the finisher deletes whatever still carries the container's
+        tag instead, as CNI's DEL forgives what is missing."""
+        return [(restore_shell(self._rules(undo=True), "one gone already? pyrun then deletes "
+                                                       f"those still tagged {container_tag(self.cid)}"), self._delete)]
+
+    def _delete(self) -> Callable[[], None]:
+        batch = start_restore(self._rules(undo=True))
 
         def finish() -> None:
             try:
@@ -257,11 +278,3 @@ class ContainerRules(Step):
             except PyrunError:
                 restore(rules_tagged(save(), container_tag(self.cid)))
         return finish
-
-    def shell_up(self) -> list[str]:
-        return [f"iptables -t {t} {r}" for t, r in container_rules(self.cid, self.bridge, self.address,
-                                                                    self.mappings())]
-
-    def shell_down(self) -> list[str]:
-        return [f"iptables -t {t} {r.replace('-A ', '-D ', 1)}" for t, r in
-                container_rules(self.cid, self.bridge, self.address, self.mappings())]

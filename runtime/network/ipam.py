@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from runtime import leasefile
 from runtime.errors import PyrunError
 from runtime.network import host
-from runtime.steps import Step
+from runtime.steps import Action, Step
 
 
 def gateway(subnet: str) -> ipaddress.IPv4Address:
@@ -67,16 +67,11 @@ class Lease(Step):
     def path(self) -> str:
         return os.path.join(lease_dir(self.network), self.address)
 
-    def up(self) -> None:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        leasefile.take(self.path, self.cid)
+    def actions(self) -> list[Action]:
+        return [(f"mkdir -p {shlex.quote(lease_dir(self.network))}",
+                 lambda: os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)),
+                (f"echo {self.cid} > {shlex.quote(self.path)}   # lease {self.address}: the file is the lease",
+                 lambda: leasefile.take(self.path, self.cid))]
 
-    def down(self) -> None:
-        leasefile.release(self.path, self.cid)
-
-    def shell_up(self) -> list[str]:
-        return [f"mkdir -p {shlex.quote(lease_dir(self.network))}",
-                f"echo {self.cid} > {shlex.quote(self.path)}   # lease {self.address}: the file is the lease"]
-
-    def shell_down(self) -> list[str]:
-        return [f"rm {shlex.quote(self.path)}"]
+    def undo_actions(self) -> list[Action]:
+        return [(f"rm {shlex.quote(self.path)}", lambda: leasefile.release(self.path, self.cid))]

@@ -27,12 +27,18 @@ from typing import Callable
 
 from runtime.errors import PyrunError
 from runtime.network.firewall import _start
-from runtime.steps import Step
+from runtime.steps import Action, Step, fed
+
+RESTORE = ["ebtables-restore", "--noflush"]
 
 
 def _restore(lines: list[str]) -> Callable[[], str]:
     """Start one atomic ebtables-restore batch into the nat table that flushes nothing; returns its waiter."""
-    return _start(["ebtables-restore", "--noflush"], "*nat\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n")
+    return _start(RESTORE, "".join(f"{line}\n" for line in _batch(lines)))
+
+
+def _batch(lines: list[str]) -> list[str]:
+    return ["*nat", *lines, "COMMIT"]
 
 
 @dataclass
@@ -61,13 +67,20 @@ class PortGuard(Step):
     def _undo(self) -> list[str]:
         return [f"-D PREROUTING -i {self.port} -j {self.chain}", f"-F {self.chain}", f"-X {self.chain}"]
 
-    def up(self) -> None:
-        _restore([f":{self.chain} RETURN"] + self.rules())()
+    def _setup(self) -> list[str]:
+        return [f":{self.chain} RETURN"] + self.rules()
 
-    def down(self) -> Callable[[], None]:
-        """Start removing the jump and the chain in one batch; the returned function waits for it. If either is
-        gone already (the batch then changes nothing), it removes whichever is still there, as CNI's DEL
-        forgives what is missing."""
+    def actions(self) -> list[Action]:
+        return [(fed(" ".join(RESTORE), _batch(self._setup())), lambda: _restore(self._setup())())]
+
+    def undo_actions(self) -> list[Action]:
+        """Remove the jump and the chain in one batch, in the background: a finisher waits for it. If either is
+        gone already (the batch then changes nothing), the finisher removes whichever is still there, as CNI's
+        DEL forgives what is missing."""
+        return [(fed(" ".join(RESTORE), _batch(self._undo()), "one gone already? pyrun then removes what is left"),
+                 self._remove)]
+
+    def _remove(self) -> Callable[[], None]:
         batch = _restore(self._undo())
 
         def finish() -> None:
@@ -82,9 +95,3 @@ class PortGuard(Step):
                 if left:
                     _restore(left)()
         return finish
-
-    def shell_up(self) -> list[str]:
-        return [f"ebtables -t nat -N {self.chain} -P RETURN"] + [f"ebtables -t nat {r}" for r in self.rules()]
-
-    def shell_down(self) -> list[str]:
-        return [f"ebtables -t nat {r}" for r in self._undo()]

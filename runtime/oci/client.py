@@ -13,7 +13,8 @@ line. What changes in the recipe:
              (no Cgroup step: the runtime makes the cgroup config.json names)
     spawn    RuntimeContainer: `RUNTIME create --bundle B --pid-file F ID`, which returns with
              the container's process set up and blocked before execve
-    attach   netns name, veth, port guard, published ports, into that process's network
+    attach   Unexposed: the overlay unmounted from the host, the container's mount namespace keeps it;
+             netns name, veth, port guard, published ports, into that process's network
              namespace, as for pyrun's own PID 1 (CNI plugins do the same after runc create)
     go       `RUNTIME start ID`
     teardown the journal backwards, `RUNTIME delete --force ID` among it
@@ -38,7 +39,7 @@ from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
 from runtime.process import ContainerProcess
 from runtime.signals import forward_to
 from runtime.spec import BUILT_IN
-from runtime.steps import Step, heredoc
+from runtime.steps import Action, Step, heredoc
 from runtime.syscalls import MNT_DETACH, umount2
 
 _HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,24 +74,44 @@ class Overlay(Step):
     def merged(self) -> str:
         return os.path.join(self.layer, "merged")
 
-    def up(self) -> None:
-        rootfs.mount_layer(self.rootfs, self.layer)
-
-    def down(self) -> None:
-        try:
-            umount2(self.merged, MNT_DETACH)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
-                raise
-
-    def shell_up(self) -> list[str]:
+    def actions(self) -> list[Action]:
+        """One mount, on directories opened for it and closed after it (mount_layer): one command of three
+        lines."""
         q = shlex.quote
-        return [f"exec 3< {q(self.rootfs)} 4< {q(self.layer + '/diff')} 5< {q(self.layer + '/work')}",
-                "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
-                f"workdir=/proc/self/fd/5 {q(self.merged)}", "exec 3<&- 4<&- 5<&-"]
+        return [("\n".join([f"exec 3< {q(self.rootfs)} 4< {q(self.layer + '/diff')} 5< {q(self.layer + '/work')}",
+                            "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
+                            f"workdir=/proc/self/fd/5 {q(self.merged)}", "exec 3<&- 4<&- 5<&-"]),
+                 lambda: rootfs.mount_layer(self.rootfs, self.layer))]
 
-    def shell_down(self) -> list[str]:
-        return [f"umount -l {shlex.quote(self.merged)}"]
+    def undo_actions(self) -> list[Action]:
+        return [(f"umount -l {shlex.quote(self.merged)}", lambda: _unmount(self.merged))]
+
+
+def _unmount(path: str) -> None:
+    try:
+        umount2(path, MNT_DETACH)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
+            raise
+
+
+@dataclass
+class Unexposed(Step):
+    """The container's root taken off the host's tree, now that the runtime holds it in the container's mount
+    namespace: a setuid file the container makes is no way to root for a host user who reaches the layer
+
+    The overlay was mounted on the host only for the runtime to find it at root.path. Left there, it would
+    be a suid mount of the container's files under the state directory; detached, its only mounts are the
+    container's own, and what the container writes is on the host only in the layer's diff/, a nosuid,nodev
+    mount (rootfs.Layer)."""
+
+    kind = "unexposed"
+    merged: str
+
+    def actions(self) -> list[Action]:
+        """Its undo is nothing: there is nothing on the host to put back."""
+        return [(f"umount -l {shlex.quote(self.merged)}   # the container's own mount namespace keeps its root",
+                 lambda: _unmount(self.merged))]
 
 
 @dataclass
@@ -101,21 +122,19 @@ class Bundle(Step):
     path: str
     config: dict
 
-    def up(self) -> None:
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
+    def actions(self) -> list[Action]:
+        config = heredoc(os.path.join(self.path, "config.json"), json.dumps(self.config, indent=2).splitlines())
+        return [(f"mkdir -p -m 0700 {shlex.quote(self.path)}",
+                 lambda: os.makedirs(self.path, mode=0o700, exist_ok=True)),
+                ("\n".join(config), self._write)]
+
+    def _write(self) -> None:
         with open(os.open(os.path.join(self.path, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                           0o600), "w") as f:
             json.dump(self.config, f, indent=2)
 
-    def down(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-    def shell_up(self) -> list[str]:
-        return [f"mkdir -p -m 0700 {shlex.quote(self.path)}",
-                *heredoc(os.path.join(self.path, "config.json"), json.dumps(self.config, indent=2).splitlines())]
-
-    def shell_down(self) -> list[str]:
-        return [f"rm -rf {shlex.quote(self.path)}"]
+    def undo_actions(self) -> list[Action]:
+        return [(f"rm -rf {shlex.quote(self.path)}", lambda: shutil.rmtree(self.path, ignore_errors=True))]
 
 
 @dataclass
@@ -147,7 +166,17 @@ class RuntimeContainer(Step):
     def _console(self) -> str:
         return os.path.join(os.path.dirname(self.bundle), "console.sock")
 
-    def up(self) -> None:
+    def actions(self) -> list[Action]:
+        tty = f" --console-socket {shlex.quote(self._console)}" if self.tty else ""
+        log = shlex.quote(os.path.join(os.path.dirname(self.bundle), "container.log"))
+        return [("# the container's stdio is create's: here a log, as a detached pyrun's (a terminal: the socket's)",
+                 lambda: None),
+                (f"{shlex.join([*self.runtime, '--root', self.root])} create --bundle {shlex.quote(self.bundle)} "
+                 f"--pid-file {shlex.quote(self._pid_file)}{tty} {self.cid} > {log} 2>&1 < /dev/null", self._create),
+                (f"PID=$(cat {shlex.quote(self._pid_file)})   # its process, blocked before execve until start",
+                 self._read_pid)]
+
+    def _create(self) -> None:
         args = ["create", "--bundle", self.bundle, "--pid-file", self._pid_file]
         listener = None
         if self.tty:
@@ -170,6 +199,8 @@ class RuntimeContainer(Step):
             if self.master is not None:
                 os.close(self.master)
             raise _failed("create", self._log, code)
+
+    def _read_pid(self) -> None:
         with open(self._pid_file) as f:
             self.pid = int(f.read())
 
@@ -178,7 +209,10 @@ class RuntimeContainer(Step):
         if code != 0:
             raise _failed("start", self._log, code)
 
-    def down(self) -> None:
+    def undo_actions(self) -> list[Action]:
+        return [(f"{shlex.join([*self.runtime, '--root', self.root])} delete --force {self.cid}", self._delete)]
+
+    def _delete(self) -> None:
         # --force: kills what is still running; a container the runtime does not know is already gone (runc's
         # and pyrun-oci's delete --force exit 0 then).
         r = subprocess.run(self._verb("delete", "--force", self.cid), stdin=subprocess.DEVNULL,
@@ -186,19 +220,9 @@ class RuntimeContainer(Step):
         if r.returncode != 0:
             raise _failed("delete", self._log, r.returncode)
 
-    def shell_up(self) -> list[str]:
-        tty = f" --console-socket {shlex.quote(self._console)}" if self.tty else ""
-        log = shlex.quote(os.path.join(os.path.dirname(self.bundle), "container.log"))
-        return ["# the container's stdio is create's: here a log, as a detached pyrun's (a terminal: the socket's)",
-                f"{shlex.join([*self.runtime, '--root', self.root])} create --bundle {shlex.quote(self.bundle)} "
-                f"--pid-file {shlex.quote(self._pid_file)}{tty} {self.cid} > {log} 2>&1 < /dev/null",
-                f"PID=$(cat {shlex.quote(self._pid_file)})   # its process, blocked before execve until start"]
-
     def shell_start(self) -> list[str]:
         return [f"{shlex.join([*self.runtime, '--root', self.root])} start {self.cid}"]
 
-    def shell_down(self) -> list[str]:
-        return [f"{shlex.join([*self.runtime, '--root', self.root])} delete --force {self.cid}"]
 
 
 def _receive_console(listener: socket.socket, create: subprocess.Popen) -> int | None:
