@@ -2,10 +2,12 @@
 
 A cgroup is a directory; limits are files in it; a process joins by having
 its pid written to cgroup.procs, and its children are born inside. On cgroup
-v1 each controller (memory, cpu, pids) is its own mounted hierarchy and we
-drive it through cgroupspy; on cgroup v2 there is one hierarchy and we write
-its files directly. A machine may mix both, so the driver is chosen per
-controller: whichever hierarchy has it.
+v1 each controller (memory, cpu, pids) is its own mounted hierarchy; on
+cgroup v2 there is one hierarchy, and a controller works in a cgroup only if
+each ancestor enables it for its children. A machine may mix both, so the
+hierarchy is chosen per controller: whichever has it. A v1 directory is made
+through cgroupspy's tree of nodes, a v2 one with mkdir; pyrun writes the
+limit files itself on both.
 
 | limit        | cgroup v1                                   | cgroup v2            |
 |--------------|---------------------------------------------|----------------------|
@@ -144,11 +146,13 @@ class Cgroup(Step):
                                 lambda d=directory: os.makedirs(d, exist_ok=True)))
                 control = os.path.join(directory, "cgroup.subtree_control")
                 out.append((f"echo {value} > {shlex.quote(control)}", lambda f=control, v=value: _write(f, v)))
-        owners: dict[str, tuple[str, int]] = {}   # a directory, and the (first) controller it is made for
+        made_v2 = set()
         for controller, (version, path) in self.dirs().items():
-            owners.setdefault(path, (controller, version))
-        for path, (controller, version) in sorted(owners.items()):
-            out.append((f"mkdir -p {shlex.quote(path)}", lambda c=controller, v=version, p=path: self._make(c, v, p)))
+            if version == 1:
+                out.append((f"mkdir -p {shlex.quote(path)}", lambda c=controller: self._make_v1(c)))
+            elif path not in made_v2:  # controllers sharing v2's hierarchy share one directory
+                made_v2.add(path)
+                out.append((f"mkdir -p {shlex.quote(path)}", lambda p=path: os.makedirs(p, exist_ok=True)))
         return out + self.limit_actions()
 
     def limit_actions(self) -> list[Action]:
@@ -156,15 +160,13 @@ class Cgroup(Step):
         return [(f"echo {shlex.quote(str(value))} > {shlex.quote(f'{path}/{name}')}",
                  lambda f=os.path.join(path, name), v=value: _write(f, v)) for path, name, value in self._limits()]
 
-    def _make(self, controller: str, version: int, path: str) -> None:
-        if version == 2:
-            os.makedirs(path, exist_ok=True)
-            return
+    def _make_v1(self, controller: str) -> None:
+        """PARENT/ID in CONTROLLER's v1 hierarchy, each level a cgroupspy node (made only where missing)."""
         from cgroupspy.nodes import Node
 
         node = Node(controller.encode(), parent=Node(CGROUP_ROOT.encode()))
-        for name in [*self.parent.split("/"), self.cid]:
-            node = node.create_cgroup(name) if name else node
+        for name in [n for n in self.parent.split("/") if n] + [self.cid]:
+            node = node.create_cgroup(name)
 
     def _enable_v2(self, controller: str) -> list[tuple[str, str]]:
         """On v2 a controller works in a child only if every ancestor lists it in cgroup.subtree_control:

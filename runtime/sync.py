@@ -8,6 +8,7 @@ close-on-exec, so a successful execve(2) closes it and pyrun reads EOF.
 |--------------|-----------------------------------|------------------------------------------------|
 | intermediate | {"type": "userns"}                | --userns=auto: it has unshared its user namespace, and waits |
 | pyrun        | {"type": "mapped"} + the rootfs's idmapped mount as an fd | uid_map, gid_map written: become root there, unshare the rest |
+| pyrun-oci    | {"type": "joined"}                | create has moved the intermediate into the container's cgroup |
 | intermediate | {"type": "pid", "pid": N}         | the container's PID 1 is host pid N            |
 | init         | {"type": "pty"} + the master's fd | -t: the terminal, made in the container's devpts |
 | init         | {"type": "ready"}, "took" with --verbose | rootfs built, hostname set; waiting to be told; took: [kind, ms] of each pid1.py action |

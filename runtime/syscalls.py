@@ -16,7 +16,6 @@ style: "pivot_root(/run/pyrun/abc/merged): Invalid argument".
 """
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -24,7 +23,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _SYS = {
     "x86_64": {"pivot_root": 155, "open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
     "aarch64": {"pivot_root": 41, "open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
-}[platform.machine()]
+}[os.uname().machine]  # what platform.machine() returns, without importing platform (~1 ms)
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2

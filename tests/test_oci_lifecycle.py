@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from ocitools import Shim, cleanup, leftovers, make_bundle, oci, parent_of, state
 
 
@@ -63,8 +64,12 @@ def test_no_pyrun_process_stays_between_engine_and_container(busybox, tmp_path):
         assert children == [pid]
         assert oci("start", "life2").returncode == 0
         assert parent_of(pid) == shim.proc.pid
-        with open(f"/proc/{pid}/cmdline") as f:
-            assert f.read().split("\0")[0] == "sleep"  # exec'd: PID 1 is the program itself, not pyrun
+
+        def cmdline() -> str:
+            with open(f"/proc/{pid}/cmdline") as f:
+                return f.read().split("\0")[0]
+        # start returns once PID 1 has taken its byte, as runc's does; PID 1's execve comes a moment later
+        wait_for(lambda: cmdline() == "sleep", 5, "PID 1 to exec sleep")  # PID 1 is the program itself, not pyrun
         r = oci("kill", "life2", "KILL")
         assert r.returncode == 0, r.stderr
         assert shim.exit_of(pid) == -9  # the engine sees the container's own status

@@ -68,7 +68,8 @@ def _join_cgroup(dirs: list[str]) -> None:
 
 def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
                  keyring: str | None) -> None:
-    """Join the cgroup and the namespaces the config names by path, make the others, fork PID 1.
+    """Once create has moved us into the cgroup, join the namespaces the config names by path, make the
+    others, fork PID 1.
 
     With a user namespace, in runc's order: join those given by path (the user namespace last of them:
     until then the host's root may enter any), unshare a new user namespace and wait while create writes
@@ -79,7 +80,7 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
     trees = {}
 
     def enter() -> None:
-        _join_cgroup(cgroup_dirs)  # first: PID 1 is born in it, and a new cgroup namespace is rooted there
+        sync.expect(sock, "joined")  # first: PID 1 is born in the cgroup, and a new cgroup namespace is rooted there
         if bundle.has("user"):
             trees["/"] = syscalls.open_tree(bundle.rootfs, recursive=True)
             for i, m in enumerate(bundle.mounts):
