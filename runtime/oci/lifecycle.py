@@ -61,7 +61,6 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         os.chmod(fifo_path, 0o622)  # PID 1 may open it after becoming process.user
         state.write_json(oci_state.config_path(root, cid), b.config)  # exec's process comes from it
         cgroup = b.cgroup()
-        journal.run(cgroup)
         record["freezer"] = oci_state.freezer_file(cgroup)
         fifo = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
         try:
@@ -73,7 +72,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
                 from runtime.oci import init as oci_init
 
                 oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(), pivot, keyring)
-            pid, sock = _spawn(intermediate, cgroup, map_ids=_map_ids(b) if b.makes("user") else None)
+            pid, sock = _spawn(intermediate, cgroup, map_ids=_map_ids(b) if b.makes("user") else None,
+                               make_cgroup=lambda: journal.run(cgroup))
         finally:
             os.close(fifo)
         with sock:
@@ -113,7 +113,7 @@ def _map_ids(b):
     return lambda intermediate: write_maps(intermediate, b.map_text("uid"), b.map_text("gid"))
 
 
-def _spawn(intermediate_does, cgroup=None, map_ids=None):
+def _spawn(intermediate_does, cgroup=None, map_ids=None, make_cgroup=None):
     """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
     forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
     engine's once the intermediate has exited. With MAP_IDS, the intermediate stops once it has unshared its
@@ -121,7 +121,8 @@ def _spawn(intermediate_does, cgroup=None, map_ids=None):
 
     With CGROUP, the intermediate is moved into it from here, as runc's parent moves its child, and told
     "joined": on cgroup v1 the kernel makes the first move wait out an RCU grace period (~12 ms), and the
-    intermediate imports the container side meanwhile, on the other CPU, instead of before the fork."""
+    intermediate imports the container side meanwhile, on the other CPU, instead of before the fork. MAKE_CGROUP,
+    if given, makes the cgroup first, after the fork: its imports (cgroupspy's) overlap the intermediate's too."""
     from runtime import sync
 
     ours, theirs = sync.channel()
@@ -140,6 +141,8 @@ def _spawn(intermediate_does, cgroup=None, map_ids=None):
             os._exit(1)
     theirs.close()
     try:
+        if make_cgroup is not None:
+            make_cgroup()
         if cgroup is not None:
             cgroup.join(intermediate)
             sync.send(ours, "joined")
