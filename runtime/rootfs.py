@@ -158,14 +158,17 @@ class Layer(Step):
     def undo_actions(self) -> list[Action]:
         path = quote(self.path)
         # The container filled it: no depth, link or name of its may stop the removal.
-        return [(f"umount -l {path}", self._unmount), (f"rm -rf {path}", lambda: tree.remove_tree(self.path))]
+        return [(f"umount -l {path}", lambda: unmount(self.path)),
+                (f"rm -rf {path}", lambda: tree.remove_tree(self.path))]
 
-    def _unmount(self) -> None:
-        try:
-            umount2(self.path, MNT_DETACH)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
-                raise
+
+def unmount(path: str) -> None:
+    """umount -l PATH, as an undo: already unmounted, or gone, is done."""
+    try:
+        umount2(path, MNT_DETACH)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
+            raise
 
 
 def make_private() -> None:

@@ -25,7 +25,6 @@ containerd's shim do: when the runtime's own processes exit, the
 container's process is re-parented to pyrun, which waits for it, so the
 exit status pyrun reads is the program's own.
 """
-import errno
 import json
 import os
 import shlex
@@ -42,7 +41,7 @@ from runtime.process import ContainerProcess
 from runtime.signals import forward_to
 from runtime.spec import BUILT_IN
 from runtime.steps import Action, Step, heredoc
-from runtime.syscalls import MNT_DETACH, open_in_root, umount2
+from runtime.syscalls import open_in_root
 
 _HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -86,15 +85,7 @@ class Overlay(Step):
                  lambda: rootfs.mount_layer(self.rootfs, self.layer))]
 
     def undo_actions(self) -> list[Action]:
-        return [(f"umount -l {shlex.quote(self.merged)}", lambda: _unmount(self.merged))]
-
-
-def _unmount(path: str) -> None:
-    try:
-        umount2(path, MNT_DETACH)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or gone
-            raise
+        return [(f"umount -l {shlex.quote(self.merged)}", lambda: rootfs.unmount(self.merged))]
 
 
 @dataclass
@@ -113,7 +104,7 @@ class Unexposed(Step):
     def actions(self) -> list[Action]:
         """Its undo is nothing: there is nothing on the host to put back."""
         return [(f"umount -l {shlex.quote(self.merged)}   # the container's own mount namespace keeps its root",
-                 lambda: _unmount(self.merged))]
+                 lambda: rootfs.unmount(self.merged))]
 
 
 @dataclass
@@ -217,25 +208,33 @@ class RuntimeContainer(Step):
     def _verb(self, *args: str) -> list[str]:
         return [*self.runtime, "--root", self.root, "--log", self._log, "--log-format", "json", *args]
 
+    def _shown(self, *args: str) -> str:
+        """The verb as --explain prints it: without the json log, which only pyrun reads."""
+        return shlex.join([*self.runtime, "--root", self.root, *args])
+
+    def _beside(self, name: str) -> str:
+        """A file of the runtime's in the container's state directory, beside the bundle."""
+        return os.path.join(os.path.dirname(self.bundle), name)
+
     @property
     def _log(self) -> str:
-        return os.path.join(os.path.dirname(self.bundle), "runtime.log")
+        return self._beside("runtime.log")
 
     @property
     def _pid_file(self) -> str:
-        return os.path.join(os.path.dirname(self.bundle), "runtime.pid")
+        return self._beside("runtime.pid")
 
     @property
     def _console(self) -> str:
-        return os.path.join(os.path.dirname(self.bundle), "console.sock")
+        return self._beside("console.sock")
 
     def actions(self) -> list[Action]:
         tty = f" --console-socket {shlex.quote(self._console)}" if self.tty else ""
-        log = shlex.quote(os.path.join(os.path.dirname(self.bundle), "container.log"))
+        log = shlex.quote(self._beside("container.log"))
         return [("# the container's stdio is create's: here a log, as a detached pyrun's (a terminal: the socket's)",
                  lambda: None),
-                (f"{shlex.join([*self.runtime, '--root', self.root])} create --bundle {shlex.quote(self.bundle)} "
-                 f"--pid-file {shlex.quote(self._pid_file)}{tty} {self.cid} > {log} 2>&1 < /dev/null", self._create),
+                (f"{self._shown('create', '--bundle', self.bundle, '--pid-file', self._pid_file)}{tty} {self.cid} "
+                 f"> {log} 2>&1 < /dev/null", self._create),
                 (f"PID=$(cat {shlex.quote(self._pid_file)})   # its process, blocked before execve until start",
                  self._read_pid)]
 
@@ -273,7 +272,7 @@ class RuntimeContainer(Step):
             raise _failed("start", self._log, code)
 
     def undo_actions(self) -> list[Action]:
-        return [(f"{shlex.join([*self.runtime, '--root', self.root])} delete --force {self.cid}", self._delete)]
+        return [(f"{self._shown('delete', '--force')} {self.cid}", self._delete)]
 
     def _delete(self) -> None:
         # --force: kills what is still running; a container the runtime does not know is already gone (runc's
@@ -284,8 +283,7 @@ class RuntimeContainer(Step):
             raise _failed("delete", self._log, r.returncode)
 
     def shell_start(self) -> list[str]:
-        return [f"{shlex.join([*self.runtime, '--root', self.root])} start {self.cid}"]
-
+        return [f"{self._shown('start')} {self.cid}"]
 
 
 def _receive_console(listener: socket.socket, create: subprocess.Popen) -> int | None:
