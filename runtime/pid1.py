@@ -310,17 +310,20 @@ class Mask(Action):
 
     kind = "mask"
 
+    def __init__(self, masked=MASKED, read_only=READ_ONLY):  # or an OCI config's (oci/explain.py)
+        self.masked, self.read_only = masked, read_only
+
     def do(self, build: Build) -> None:
-        mask_host_paths(build.root)
+        mask_host_paths(build.root, self.masked, self.read_only)
 
     def shell(self) -> list[str]:
-        return ([f"if [ -d {path} ]; then mount -t tmpfs -o ro,size=0 tmpfs {path}; "
-                 f"elif [ -e {path} ]; then mount --bind /dev/null {path}; fi" for path in MASKED]
-                + [f"if [ -e {path} ]; then mount --rbind {path} {path} && "
-                   f"mount -o remount,bind,ro,nosuid,nodev,noexec {path}; fi" for path in READ_ONLY])
+        return ([f"if [ -d {quote(path)} ]; then mount -t tmpfs -o ro,size=0 tmpfs {quote(path)}; "
+                 f"elif [ -e {quote(path)} ]; then mount --bind /dev/null {quote(path)}; fi" for path in self.masked]
+                + [f"if [ -e {quote(path)} ]; then mount --rbind {quote(path)} {quote(path)} && "
+                   f"mount -o remount,bind,ro,nosuid,nodev,noexec {quote(path)}; fi" for path in self.read_only])
 
     def oci(self, config: dict) -> None:
-        config.setdefault("linux", {}).update(maskedPaths=list(MASKED), readonlyPaths=list(READ_ONLY))
+        config.setdefault("linux", {}).update(maskedPaths=list(self.masked), readonlyPaths=list(self.read_only))
 
 
 class ReadOnly(Action):

@@ -15,9 +15,11 @@ makes with the one create makes.
 import os
 import shlex
 
+from runtime import pid1
 from runtime.explain import TEARDOWN, numbered, with_variables
 from runtime.oci import config as oci_config
 from runtime.oci.config import Bundle
+from runtime.rootfs import DEVICES
 from runtime.steps import heredoc
 
 q = shlex.quote
@@ -111,17 +113,14 @@ def _init_script(b: Bundle, go: str, cgroups: list[str]) -> list[str]:
     for m, given in zip(b.mounts, b.config.get("mounts") or []):
         out += _mount(m, given.get("options") or [], cgroups)
     out += ["# the default devices, where the config binds none (runtime/rootfs.py make_devices)",
-            *[f"[ -e dev/{n} ] || mknod -m 666 dev/{n} c {major} {minor}" for n, (major, minor) in _devices()],
-            *([f"mkdir -p {q('.' + p.cwd)}   # a missing cwd is made, as runc does"] if p.cwd != "/" else []),
-            "pivot_root . .", "umount -l .   # the old root, stacked on top by pivot_root", "cd /"]
-    out += [f"if [ -d {q(path)} ]; then mount -t tmpfs -o ro,size=0 tmpfs {q(path)}; "
-            f"elif [ -e {q(path)} ]; then mount --bind /dev/null {q(path)}; fi" for path in b.masked]
-    out += [f"if [ -e {q(path)} ]; then mount --rbind {q(path)} {q(path)} && mount -o remount,bind,ro {q(path)}; fi"
-            for path in b.readonly_paths]
+            *[f"[ -e dev/{n} ] || mknod -m 666 dev/{n} c {major} {minor}" for n, (major, minor) in DEVICES.items()],
+            *([f"mkdir -p {q('.' + p.cwd)}   # a missing cwd is made, as runc does"] if p.cwd != "/" else [])]
+    # What pyrun's own PID 1 does the same way, in its own words (pid1.py's actions).
+    out += pid1.Pivot().shell() + pid1.Mask(b.masked, b.readonly_paths).shell()
     if b.readonly:
-        out.append("mount -o remount,bind,ro /")
+        out += pid1.ReadOnly().shell()
     if b.hostname:
-        out.append(f"hostname {q(b.hostname)}")
+        out += pid1.Hostname(b.hostname).shell()
     out += [f"echo {q(value)} > /proc/sys/{key.replace('.', '/')}" for key, value in b.sysctl]
     out.append(f"read -r _ < /proc/self/fd/9/{os.path.basename(go)}; exec 9<&-   # wait for start: the open "
                "blocks until start opens the FIFO's other end, whoever comes first")
@@ -146,12 +145,6 @@ def _init_script(b: Bundle, go: str, cgroups: list[str]) -> list[str]:
 
 def _n(n: int) -> str:
     return "unlimited" if n >= 2 ** 63 else str(n)
-
-
-def _devices():
-    from runtime.rootfs import DEVICES
-
-    return DEVICES.items()
 
 
 def _mount(m, options: list[str], cgroups: list[str]) -> list[str]:
