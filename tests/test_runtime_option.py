@@ -7,6 +7,7 @@ stays between pyrun's monitor and the container, and a pyrun killed at any
 step leaves nothing once pruned, the runtime's own state included, as does
 `pyrun rm -f` while the runtime holds the container created and not started.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -118,6 +119,18 @@ def _gone_everywhere(runtime: str, before: dict) -> None:
              timeout=5, what="the container's process to be gone")
 
 
+@contextlib.contextmanager
+def _held(runtime: str, kind: str, name: str):
+    """A pyrun paused after step KIND for the body; killed after it if it is still there."""
+    p = _paused(runtime, kind, name)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def _paused(runtime: str, kind: str, name: str):
     p = pyrun_bg("run", "--name", name, "--runtime", runtime, "-p", "8151:8000", BUSYBOX[0], "sleep", "7283",
                  env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
@@ -150,17 +163,12 @@ def test_rm_f_or_stop_while_the_runtime_holds_a_created_container_leaves_nothing
     included, and the command never runs. kill is refused, as Docker refuses it for a created container."""
     BUSYBOX[:] = [busybox]
     before = snapshot()
-    p = _paused(runtime, kind, "rtcreated")
-    try:
+    with _held(runtime, kind, "rtcreated") as p:
         k = pyrun("kill", "rtcreated")
         assert (k.returncode, k.stderr) == (125, "pyrun: kill: container rtcreated is not running (it is created)\n")
         r = pyrun(*verb, "rtcreated")
         assert r.returncode == 0, r.stderr
         p.wait(timeout=10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     _gone_everywhere(runtime, before)
     assert pyrun("ps", "-a", "-q").stdout == ""
 
@@ -171,18 +179,13 @@ def test_a_created_container_killed_before_start_is_undone_all_the_same(runtime,
     container, the runtime's delete of a container whose process is gone included."""
     BUSYBOX[:] = [busybox]
     before = snapshot()
-    p = _paused(runtime, "runtime", "rtkilled")
-    try:
+    with _held(runtime, "runtime", "rtkilled") as p:
         [cid] = os.listdir(os.path.join(STATE_ROOT, "containers"))
         with open(os.path.join(STATE_ROOT, "containers", cid, "runtime.pid")) as f:
             os.kill(int(f.read()), signal.SIGKILL)
         r = pyrun("stop", "rtkilled")
         assert r.returncode == 0, r.stderr
         p.wait(timeout=10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     _gone_everywhere(runtime, before)
     assert pyrun("ps", "-a", "-q").stdout == ""
 
