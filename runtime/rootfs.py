@@ -175,8 +175,8 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def mount_layer(rootfs: str | int, layer: str) -> str:
-    """Mount the container's root at LAYER/merged and return that path.
+def mount_layer(rootfs: str | int, layer: str, merged: str | None = None) -> str:
+    """Mount the container's root at MERGED (LAYER/merged if None) and return that path.
 
     An overlay also for --read-only: the mount points for -v, the -w
     directory and a missing /etc/hostname go to the layer, never into the
@@ -192,7 +192,7 @@ def mount_layer(rootfs: str | int, layer: str) -> str:
     mounted in a user namespace keeps its own bookkeeping in user.* extended attributes (userxattr):
     trusted.* ones are the host root's alone.
     """
-    merged = os.path.join(layer, "merged")
+    merged = merged or os.path.join(layer, "merged")
     options = ""
     if isinstance(rootfs, int):
         attach(rootfs, os.path.join(layer, "lower"))

@@ -314,7 +314,7 @@ def parse_runtime(value: str, userns: str | None, init: bool | None, sandbox: bo
     if not value or "\0" in value:
         raise PyrunError("invalid --runtime", f"{value!r}: expected {BUILT_IN}, pyrun-oci, or an OCI runtime's name "
                                               "or path (runc, crun)")
-    for given, what in ((sandbox, "--sandbox"), (userns == "auto", "--userns=auto"), (init, "--init")):
+    for given, what in ((init, "--init"),):
         if given:
             raise PyrunError("invalid --runtime", f"{value!r}: {what} needs pyrun's own runtime (config.json has "
                                                   "no field for it here); drop --runtime or " + what)
