@@ -85,8 +85,7 @@ def test_t_gives_the_container_its_own_terminal(runtime, busybox, clean_host):
 def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host):
     before = snapshot()
     for args, says in ((["--runtime", "no-such-runtime"], "'no-such-runtime': not found"),
-                       (["--runtime", "runc", "--init"], "--init needs pyrun's own runtime"),
-                       (["--runtime", "runc", "--userns", "auto"], "--userns=auto needs pyrun's own runtime")):
+                       (["--runtime", "runc", "--init"], "--init needs pyrun's own runtime")):
         r = pyrun("run", *args, "--network", "none", busybox, "true")
         assert r.returncode == 125 and r.stdout == "", r
         assert len(r.stderr.splitlines()) == 1 and says in r.stderr, r.stderr
@@ -120,9 +119,9 @@ def _gone_everywhere(runtime: str, before: dict) -> None:
 
 
 @contextlib.contextmanager
-def _held(runtime: str, kind: str, name: str):
+def _held(runtime: str, kind: str, name: str, *options: str):
     """A pyrun paused after step KIND for the body; killed after it if it is still there."""
-    p = _paused(runtime, kind, name)
+    p = _paused(runtime, kind, name, *options)
     try:
         yield p
     finally:
@@ -131,9 +130,9 @@ def _held(runtime: str, kind: str, name: str):
             p.wait()
 
 
-def _paused(runtime: str, kind: str, name: str):
-    p = pyrun_bg("run", "--name", name, "--runtime", runtime, "-p", "8151:8000", BUSYBOX[0], "sleep", "7283",
-                 env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
+def _paused(runtime: str, kind: str, name: str, *options: str):
+    p = pyrun_bg("run", "--name", name, "--runtime", runtime, "-p", "8151:8000", *options, BUSYBOX[0], "sleep",
+                 "7283", env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
     assert p.stderr.readline() == f"pyrun: paused after {kind} (PYRUN_DEBUG_PAUSE_AFTER)\n"
     return p
 
@@ -152,6 +151,54 @@ def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_in
     r = pyrun("prune")
     assert r.returncode == 0 and r.stdout == f"rtfault-{kind}\n", r.stderr
     _gone_everywhere(runtime, before)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("kind", ["idrange", "layer", "reachable", "overlay", "runtime", "unexposed"])
+def test_sigkill_of_a_userns_run_after_each_step_then_prune_leaves_nothing(kind, runtime, busybox):
+    """--userns=auto: the id range's lease, the idmapped rootfs and the overlay mounted on the host, the root's
+    directory in /run/pyrun-roots (snapshot() has them all): gone once pruned, the runtime's state too."""
+    BUSYBOX[:] = [busybox]
+    before = snapshot()
+    p = _paused(runtime, kind, f"unsfault-{kind}", "--userns=auto")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    r = pyrun("prune")
+    assert r.returncode == 0 and r.stdout == f"unsfault-{kind}\n", r.stderr
+    _gone_everywhere(runtime, before)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_userns_root_on_the_host_is_reachable_by_the_containers_root_alone(runtime, busybox):
+    """Paused once the overlay is mounted on the host for the runtime (under /run/pyrun-roots, Reachable): the
+    container's root, host uid BASE, may reach it, as runc needs; another host user may not, nor list who is
+    there; pyrun's state directory stays closed to both."""
+    BUSYBOX[:] = [busybox]
+    before = snapshot()
+    with _held(runtime, "overlay", "unsreach", "--userns=auto") as p:
+        [cid] = os.listdir(os.path.join(STATE_ROOT, "containers"))
+        [base] = [int(n) for n in os.listdir("/run/pyrun-users") if n.isdigit()]
+        root = f"/run/pyrun-roots/{cid}/root"
+
+        def as_user(uid: int, *argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv],
+                                  capture_output=True, text=True, timeout=10)
+        owner = as_user(base, "stat", "-c", "%u", f"{root}/bin/busybox")
+        assert (owner.returncode, owner.stdout) == (0, f"{base}\n"), owner.stderr  # and idmapped: BASE+0
+        for argv in (["stat", f"{root}/bin/busybox"], ["ls", "/run/pyrun-roots"], ["ls", root]):
+            assert as_user(65534, *argv).returncode != 0, argv
+        assert as_user(base, "ls", os.path.join(STATE_ROOT, "containers", cid)).returncode != 0
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert pyrun("prune").returncode == 0
+    _gone_everywhere(runtime, before)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_userns_run_the_runtime_fails_leaves_nothing(runtime, busybox, clean_host):
+    """The runtime's create fails (no such program): exit 127, and the lease, mounts and directories are undone."""
+    r = pyrun("run", "--rm", "--userns=auto", "--runtime", runtime, "--network", "none", busybox, "no-such-program")
+    assert r.returncode == 127 and "no-such-program" in r.stderr.splitlines()[-1], r.stderr
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
