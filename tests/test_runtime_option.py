@@ -92,13 +92,13 @@ def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host):
     assert snapshot() == before
 
 
-def _kinds() -> list[str]:
+def _kinds(userns: str) -> list[str]:
     """The kinds a --runtime run journals, from the recipe itself."""
     from runtime import recipe
     from runtime.network.networks import Network
     from runtime.spec import build_spec
 
-    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc")
+    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc", userns=userns)
     return [p.step.kind for p in recipe.recipe(spec, Network("bridge", "pyrun0", "10.199.0.0/16"), STATE_ROOT,
                                                 "0" * 64, "fault", "10.199.0.2")]
 
@@ -141,30 +141,19 @@ BUSYBOX = []  # the session's busybox rootfs, for _paused (set by the tests that
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("kind", _kinds() if shutil.which("runc") else [])
-def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(kind, runtime, busybox):
+@pytest.mark.parametrize("userns,kind", [(u, k) for u in ("host", "auto") for k in _kinds(u)]
+                         if shutil.which("runc") else [])
+def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(userns, kind, runtime,
+                                                                                         busybox):
+    """With --userns=auto also the id range's lease, the idmapped rootfs and the overlay mounted on the host, the
+    root's directory in /run/pyrun-roots (snapshot() has them all)."""
     BUSYBOX[:] = [busybox]
     before = snapshot()
-    p = _paused(runtime, kind, f"rtfault-{kind}")
+    p = _paused(runtime, kind, f"rtfault-{kind}", f"--userns={userns}")
     p.send_signal(signal.SIGKILL)
     p.wait()
     r = pyrun("prune")
     assert r.returncode == 0 and r.stdout == f"rtfault-{kind}\n", r.stderr
-    _gone_everywhere(runtime, before)
-
-
-@pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("kind", ["idrange", "layer", "reachable", "overlay", "runtime", "unexposed"])
-def test_sigkill_of_a_userns_run_after_each_step_then_prune_leaves_nothing(kind, runtime, busybox):
-    """--userns=auto: the id range's lease, the idmapped rootfs and the overlay mounted on the host, the root's
-    directory in /run/pyrun-roots (snapshot() has them all): gone once pruned, the runtime's state too."""
-    BUSYBOX[:] = [busybox]
-    before = snapshot()
-    p = _paused(runtime, kind, f"unsfault-{kind}", "--userns=auto")
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    r = pyrun("prune")
-    assert r.returncode == 0 and r.stdout == f"unsfault-{kind}\n", r.stderr
     _gone_everywhere(runtime, before)
 
 
