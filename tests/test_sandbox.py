@@ -54,7 +54,8 @@ class Listener:
             self.sock = socket.create_server((address, port))
             self.sock.settimeout(0.2)
             self.stopped = False
-            threading.Thread(target=self._accept, daemon=True).start()
+            self.thread = threading.Thread(target=self._accept, daemon=True)
+            self.thread.start()
 
     def _count_lines(self):
         for line in self.proc.stdout:
@@ -74,6 +75,7 @@ class Listener:
             self.proc.wait()
         else:
             self.stopped = True
+            self.thread.join()  # first: a poll(2) in accept would hold the socket listening after close
             self.sock.close()
 
 
