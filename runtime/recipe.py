@@ -214,8 +214,8 @@ def _next_free(net) -> str | None:
 
 
 def all_kinds() -> dict[str, type[Step]]:
-    """Every kind of step, its module imported: a journal written before records named their module is
-    read back through this (steps.Step.from_record)."""
+    """Every kind of step, its module imported: a journal written before records named their module, or
+    naming the module a step has since moved out of, is read back through this (steps.Step.from_record)."""
     from runtime.network import bridge, firewall, ipam, portguard  # noqa: F401  (they register their kinds)
     from runtime.steps import KINDS
 

@@ -82,7 +82,9 @@ def test_every_journal_record_names_what_reads_it_back():
             "print(type(Step.from_record(json.loads(sys.argv[1]))).__name__)")
     for record, name in ((plan[-1].step.record(), "ContainerRules"),            # in a fresh interpreter: imported
                          ({"kind": "veth", **{k: v for k, v in plan[-3].step.record().items() if k != "module"}},
-                          "Veth")):                                          # a journal of before the module key
+                          "Veth"),                                           # a journal of before the module key
+                         ({**plan[-3].step.record(), "module": "runtime.network.firewall"},
+                          "Veth")):                                          # one of before the step moved
         r = subprocess.run([sys.executable, "-c", code, json.dumps(record)], capture_output=True, text=True, cwd=REPO)
         assert r.stdout == f"{name}\n", r.stderr
     r = subprocess.run([sys.executable, "-c", code, json.dumps({"kind": "nosuch", "module": "os"})],
