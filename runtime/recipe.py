@@ -56,12 +56,12 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     res = spec.resources
     plan = []
     if net:
-        from runtime.network import bridge, firewall, ipam, portguard
+        from runtime.network import bridge, firewall, hostports, ipam, portguard, veth
 
-        bridge.check_published(spec, net)
-        end, mac = bridge.host_end(cid), bridge.mac_address(address)
+        hostports.check_published(spec, net)
+        end, mac = veth.host_end(cid), veth.mac_address(address)
         if spec.ports:  # first: a port taken is refused before anything is changed
-            plan.append(Planned(CREATE, bridge.Ports(list(spec.ports))))
+            plan.append(Planned(CREATE, hostports.Ports(list(spec.ports))))
         plan.append(Planned(CREATE, ipam.Lease(net.bridge, address, cid)))  # see create()
     if spec.userns == "auto":
         plan.append(Planned(CREATE, userns.IdRange(id_base, cid)))  # see create()
@@ -100,9 +100,9 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         # the network is wired meanwhile.
         plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
     if net:
-        plan += [Planned(ATTACH, bridge.NetnsName(bridge.netns_name(name, root), cid=cid)),
-                 Planned(ATTACH, bridge.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac,
-                                             isolated=not net.icc)),
+        plan += [Planned(ATTACH, veth.NetnsName(veth.netns_name(name, root), cid=cid)),
+                 Planned(ATTACH, veth.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac,
+                                           isolated=not net.icc)),
                  # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
                  # beside the veth's deletion. Nothing is sent from the port before it: the container runs
                  # nothing of its own until the attach phase is done, and eth0 has no IPv6 to speak up with.
@@ -216,7 +216,7 @@ def _next_free(net) -> str | None:
 def all_kinds() -> dict[str, type[Step]]:
     """Every kind of step, its module imported: a journal written before records named their module, or
     naming the module a step has since moved out of, is read back through this (steps.Step.from_record)."""
-    from runtime.network import bridge, firewall, ipam, portguard  # noqa: F401  (they register their kinds)
+    from runtime.network import bridge, firewall, hostports, ipam, portguard, veth  # noqa: F401  (their kinds)
     from runtime.steps import KINDS
 
     return dict(KINDS)

@@ -83,8 +83,8 @@ def test_every_journal_record_names_what_reads_it_back():
     for record, name in ((plan[-1].step.record(), "ContainerRules"),            # in a fresh interpreter: imported
                          ({"kind": "veth", **{k: v for k, v in plan[-3].step.record().items() if k != "module"}},
                           "Veth"),                                           # a journal of before the module key
-                         ({**plan[-3].step.record(), "module": "runtime.network.firewall"},
-                          "Veth")):                                          # one of before the step moved
+                         ({**plan[-3].step.record(), "module": "runtime.network.bridge"},
+                          "Veth")):                                          # one of before Veth left bridge.py
         r = subprocess.run([sys.executable, "-c", code, json.dumps(record)], capture_output=True, text=True, cwd=REPO)
         assert r.stdout == f"{name}\n", r.stderr
     r = subprocess.run([sys.executable, "-c", code, json.dumps({"kind": "nosuch", "module": "os"})],
