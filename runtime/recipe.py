@@ -70,12 +70,12 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         plan.append(Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)))
     plan.append(Planned(CREATE, Layer(layer, id_base)))
     if oci:
-        from runtime.oci import client
+        from runtime.oci import bundle, client
 
-        reachable = client.Reachable(cid, id_base) if spec.userns == "auto" else None
+        reachable = bundle.Reachable(cid, id_base) if spec.userns == "auto" else None
         if reachable:
             plan.append(Planned(CREATE, reachable))
-        overlay = client.Overlay(spec.rootfs, layer, reachable and reachable.path, id_base)
+        overlay = bundle.Overlay(spec.rootfs, layer, reachable and reachable.path, id_base)
         plan.append(Planned(CREATE, overlay))
     plan.append(Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network)))
     if net and net.user_defined:
@@ -84,16 +84,16 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         from runtime.oci import engine
 
         if spec.init:
-            plan.append(Planned(CREATE, client.Tini(client.tini(), client.tini_copy(layer))))
-        bundle = os.path.join(cdir, "bundle")
-        plan.append(Planned(CREATE, client.Bundle(bundle, engine.config(spec, plan, cid, overlay.merged))))
+            plan.append(Planned(CREATE, bundle.Tini(bundle.tini(), bundle.tini_copy(layer))))
+        bundle_dir = os.path.join(cdir, "bundle")
+        plan.append(Planned(CREATE, bundle.Bundle(bundle_dir, engine.config(spec, plan, cid, overlay.merged))))
     if net:
         plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
     if oci:
         plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
-                                                           client.runtime_root(root, spec.runtime), cid, bundle,
+                                                           client.runtime_root(root, spec.runtime), cid, bundle_dir,
                                                            spec.interactive, spec.tty)))
-        plan.append(Planned(ATTACH, client.Unexposed(overlay.merged)))
+        plan.append(Planned(ATTACH, bundle.Unexposed(overlay.merged)))
         plan.append(Planned(ATTACH, DeviceRules(cid)))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
@@ -217,6 +217,7 @@ def all_kinds() -> dict[str, type[Step]]:
     """Every kind of step, its module imported: a journal written before records named their module, or
     naming the module a step has since moved out of, is read back through this (steps.Step.from_record)."""
     from runtime.network import bridge, firewall, hostports, ipam, portguard, veth  # noqa: F401  (their kinds)
+    from runtime.oci import bundle, client  # noqa: F401
     from runtime.steps import KINDS
 
     return dict(KINDS)
