@@ -4,6 +4,12 @@
     refuse(obj, where, fields, why)    a field pyrun knows and cannot honour, present: an error
     bad(where, why)                    the one-line error, naming the field ("config.json process.cwd")
 
+Every field is expected where it is read, as runc's JSON decoder types each
+one: a value of another JSON type is the error naming the field, never a
+Python exception further on, nor a truthy string ("false") taken for true.
+A field left out or null is the spec's "unset": expect(..., default=X)
+gives X for it, where the field is optional.
+
 What none of them is asked about, a field the spec added after pyrun was
 written, is passed over: config.py has the spec's rule.
 """
@@ -11,12 +17,20 @@ import json
 
 from runtime.errors import PyrunError
 
+_REQUIRED = object()
+
 
 def bad(where: str, why: str) -> PyrunError:
+    # The field's name may hold a config's own key (linux.sysctl.KEY): escaped, the error stays one line.
+    where, why = (text if text.isprintable() else json.dumps(text)[1:-1] for text in (where, why))
     return PyrunError(f"config.json {where}", why)
 
 
-def expect(value, kind, where: str, what: str):
+def expect(value, kind, where: str, what: str, default=_REQUIRED):
+    """VALUE if it is a KIND (a bool is not an int, as JSON's true is not a number); DEFAULT if it is None
+    (left out or null) and the field has one."""
+    if value is None and default is not _REQUIRED:
+        return default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise bad(where or "the file", f"expected {what}, got {json.dumps(value)[:60]}")
     return value
