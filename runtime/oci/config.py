@@ -116,16 +116,16 @@ def load(bundle: str, cid: str) -> Bundle:
     rootfs = os.path.join(path, expect(root.get("path"), str, "root.path", "a path"))
     if not os.path.isdir(rootfs):
         raise bad("root.path", f"{rootfs} is not a directory")
-    linux = expect(config.get("linux", {}), dict, "linux", "an object")
+    linux = expect(config.get("linux"), dict, "linux", "an object", {})
     refuse(linux, "linux", ("devices", "intelRdt", "personality", "mountLabel",
                             "rootfsPropagation", "timeOffsets"), "pyrun does not do it yet")
-    namespaces = config_linux.namespaces(linux.get("namespaces") or [])
-    hostname = config.get("hostname") or None
+    namespaces = config_linux.namespaces(linux.get("namespaces"))
+    hostname = expect(config.get("hostname"), str, "hostname", "a string", "") or None
     if hostname and ("uts", None) not in namespaces:
         raise bad("hostname", "setting a hostname needs a new uts namespace (the spec says so)")
     process = config_process.read(expect(config.get("process"), dict, "process", "an object"))
     uid_map, gid_map = config_linux.id_maps(linux, namespaces, process)
-    limits, devices = config_linux.resources(linux.get("resources") or {})
+    limits, devices = config_linux.resources(linux.get("resources"))
     if not config_linux.resources_need_no_devices(process.caps.bounding):
         raise bad("process.capabilities", "CAP_MKNOD needs the cgroup v1 devices controller, which this host "
                                           "lacks; drop CAP_MKNOD")
@@ -136,29 +136,38 @@ def load(bundle: str, cid: str) -> Bundle:
 
         seccomp = seccomp_module.check_profile(seccomp, "config.json linux.seccomp")
         seccomp_module.build(seccomp, process.caps.bounding, SECCOMP_OVERLAPS)  # what libseccomp refuses, now
-    sysctl = tuple(sorted((expect(linux.get("sysctl") or {}, dict, "linux.sysctl", "an object")).items()))
+    sysctl = tuple(sorted(expect(linux.get("sysctl"), dict, "linux.sysctl", "an object", {}).items()))
     for key, value in sysctl:
         config_linux.check_sysctl(key, value, namespaces)
     return Bundle(
-        path=path, rootfs=rootfs, readonly=bool(root.get("readonly")), process=process, hostname=hostname,
-        mounts=tuple(config_mounts.read(m, f"mounts[{i}]", path) for i, m in enumerate(config.get("mounts") or [])),
+        path=path, rootfs=rootfs, readonly=expect(root.get("readonly"), bool, "root.readonly", "true or false", False),
+        process=process, hostname=hostname,
+        mounts=tuple(config_mounts.read(m, f"mounts[{i}]", path)
+                     for i, m in enumerate(expect(config.get("mounts"), list, "mounts", "a list of mounts", []))),
         namespaces=namespaces, uid_map=uid_map, gid_map=gid_map, cgroup_parent=parent, cgroup_name=name,
         resources=limits, devices=devices,
         masked=tuple(config_linux.paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(config_linux.paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
-        annotations=expect(config.get("annotations") or {}, dict, "annotations", "an object"), config=config,
-        hooks=_hooks(config.get("hooks") or {}))
+        annotations=_annotations(config.get("annotations")), config=config, hooks=_hooks(config.get("hooks")))
+
+
+def _annotations(annotations) -> dict:
+    """config.md's annotations: a map of strings to strings (the state `state` prints has them as given)."""
+    annotations = expect(annotations, dict, "annotations", "an object of strings", {})
+    for key, value in annotations.items():
+        expect(value, str, f"annotations.{key}", "a string")
+    return annotations
 
 
 def _hooks(hooks) -> dict:
     """config.md's hooks: each an absolute path, args (argv, with its [0]), env (NAME=VALUE), timeout > 0."""
     out = {}
-    for name, entries in expect(hooks, dict, "hooks", "an object").items():
+    for name, entries in expect(hooks, dict, "hooks", "an object", {}).items():
         if name not in HOOKS:
             continue  # a hook the spec adds later: unknown, so ignored, as the spec says
         checked = []
-        for i, hook in enumerate(expect(entries or [], list, f"hooks.{name}", "a list of hooks")):
+        for i, hook in enumerate(expect(entries, list, f"hooks.{name}", "a list of hooks", [])):
             where = f"hooks.{name}[{i}]"
             hook = expect(hook, dict, where, "an object with path")
             path = expect(hook.get("path"), str, f"{where}.path", "an absolute path")

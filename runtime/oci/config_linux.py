@@ -31,16 +31,17 @@ MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, (1 << 32) - 2
 _SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
 
 
-def namespaces(entries: list) -> tuple:
+def namespaces(entries) -> tuple:
     out = []
-    for i, ns in enumerate(expect(entries, list, "linux.namespaces", "a list")):
+    for i, ns in enumerate(expect(entries, list, "linux.namespaces", "a list", [])):
         where = f"linux.namespaces[{i}]"
-        kind = expect(ns, dict, where, "an object with type").get("type")
+        kind = expect(expect(ns, dict, where, "an object with type").get("type"), str, f"{where}.type",
+                      f"one of {', '.join(NAMESPACES)}")
         if kind not in NAMESPACES:
             raise bad(f"{where}.type", f"{kind!r}: expected one of {', '.join(NAMESPACES)}")
         if any(k == kind for k, _ in out):
             raise bad(where, f"the {kind} namespace is listed twice")
-        path = ns.get("path") or None
+        path = expect(ns.get("path"), str, f"{where}.path", "the absolute path of a namespace", "") or None
         if path is not None and (not os.path.isabs(path) or not os.path.exists(path)):
             raise bad(f"{where}.path", f"{path!r}: expected the absolute path of an existing namespace, such as "
                                        "/proc/PID/ns/net or /run/netns/NAME")
@@ -58,7 +59,7 @@ def id_maps(linux: dict, namespaces, process: Process) -> tuple[tuple, tuple]:
     maps = {}
     for kind in ("uid", "gid"):
         where = f"linux.{kind}Mappings"
-        entries = expect(linux.get(f"{kind}Mappings") or [], list, where, "a list of containerID, hostID, size")
+        entries = expect(linux.get(f"{kind}Mappings"), list, where, "a list of containerID, hostID, size", [])
         if entries and not any(k == "user" for k, _ in namespaces):
             raise bad(where, "mappings need a user namespace: add {\"type\": \"user\"} to linux.namespaces")
         if not entries and ("user", None) in namespaces:
@@ -92,44 +93,46 @@ def id_maps(linux: dict, namespaces, process: Process) -> tuple[tuple, tuple]:
     return maps["uid"], maps["gid"]
 
 
-def resources(r: dict) -> tuple[Resources, tuple]:
-    expect(r, dict, "linux.resources", "an object")
+def resources(r) -> tuple[Resources, tuple]:
+    r = expect(r, dict, "linux.resources", "an object", {})
     refuse(r, "linux.resources", ("blockIO", "hugepageLimits", "network", "rdma", "unified"),
            "pyrun limits only memory, cpu, pids and devices")
-    memory = expect(r.get("memory") or {}, dict, "linux.resources.memory", "an object")
+    memory = expect(r.get("memory"), dict, "linux.resources.memory", "an object", {})
     refuse(memory, "linux.resources.memory", ("reservation", "swap", "kernel", "kernelTCP", "swappiness",
                                               "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"),
            "pyrun sets only limit")
-    cpu = expect(r.get("cpu") or {}, dict, "linux.resources.cpu", "an object")
-    if cpu.get("shares") not in (None, DEFAULT_CPU_SHARES):
-        raise bad("linux.resources.cpu.shares", f"{cpu['shares']}: pyrun leaves the kernel's {DEFAULT_CPU_SHARES}")
+    cpu = expect(r.get("cpu"), dict, "linux.resources.cpu", "an object", {})
+    shares = expect(cpu.get("shares"), int, "linux.resources.cpu.shares", "a number", None)
+    if shares not in (None, DEFAULT_CPU_SHARES):
+        raise bad("linux.resources.cpu.shares", f"{shares}: pyrun leaves the kernel's {DEFAULT_CPU_SHARES}")
     refuse(cpu, "linux.resources.cpu", ("realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"),
            "pyrun sets only quota and period (and shares at the default)")
-    quota, period = cpu.get("quota"), cpu.get("period")
+    quota = expect(cpu.get("quota"), int, "linux.resources.cpu.quota", "a number of microseconds", 0)
+    period = expect(cpu.get("period"), int, "linux.resources.cpu.period", "a number of microseconds", None)
     if period not in (None, cgroups.CPU_PERIOD_US):
         raise bad("linux.resources.cpu.period", f"{period}: pyrun's period is {cgroups.CPU_PERIOD_US} µs")
-    if quota is not None and quota > 0:
-        expect(quota, int, "linux.resources.cpu.quota", "a number of microseconds")
-    devices = [_device_rule(rule, f"linux.resources.devices[{i}]") for i, rule in enumerate(r.get("devices") or [])]
-    limit = (r.get("pids") or {}).get("limit")
-    mem = memory.get("limit")
-    return Resources(
-        memory=expect(mem, int, "linux.resources.memory.limit", "bytes") if mem and mem > 0 else None,
-        cpus=quota / cgroups.CPU_PERIOD_US if quota and quota > 0 else None,
-        pids_limit=expect(limit, int, "linux.resources.pids.limit", "a number") if limit and limit > 0 else None,
-    ), tuple(devices)
+    devices = expect(r.get("devices"), list, "linux.resources.devices", "a list of rules", [])
+    pids = expect(r.get("pids"), dict, "linux.resources.pids", "an object", {})
+    limit = expect(pids.get("limit"), int, "linux.resources.pids.limit", "a number", 0)
+    mem = expect(memory.get("limit"), int, "linux.resources.memory.limit", "bytes", 0)
+    return Resources(  # 0 and -1 (the spec's "unlimited") set no limit
+        memory=mem if mem > 0 else None, cpus=quota / cgroups.CPU_PERIOD_US if quota > 0 else None,
+        pids_limit=limit if limit > 0 else None,
+    ), tuple(_device_rule(rule, f"linux.resources.devices[{i}]") for i, rule in enumerate(devices))
 
 
 def _device_rule(rule, where: str) -> tuple[str, str]:
     """A device cgroup rule as cgroup v1 writes it: ("allow", "c 1:3 rwm"). pyrun's own allowlist is added
     after the config's, as runc adds its own: a config's "deny all" first leaves exactly those."""
     rule = expect(rule, dict, where, "an object with allow, type, major, minor and access")
-    kind, access = rule.get("type") or "a", rule.get("access") or "rwm"
+    kind = expect(rule.get("type"), str, f"{where}.type", "a, b or c", "") or "a"
+    access = expect(rule.get("access"), str, f"{where}.access", "letters of r, w, m", "") or "rwm"
     if kind not in ("a", "b", "c") or not set(access) <= set("rwm"):
         raise bad(where, f"expected type a, b or c and access made of r, w, m, got {json.dumps(rule)}")
     number = lambda key: "*" if rule.get(key) in (None, -1) else str(expect(rule[key], int, f"{where}.{key}", "a number"))  # noqa: E731
     text = "a" if kind == "a" else f"{kind} {number('major')}:{number('minor')} {access}"
-    return ("allow" if rule.get("allow") else "deny", text)
+    # "allow": "false" is a string, truthy: taken for true, it would open what the rule closes.
+    return ("allow" if expect(rule.get("allow"), bool, f"{where}.allow", "true or false", False) else "deny", text)
 
 
 def resources_need_no_devices(bounding: frozenset[str]) -> bool:
@@ -139,7 +142,7 @@ def resources_need_no_devices(bounding: frozenset[str]) -> bool:
 
 def cgroups_path(value, cid: str) -> tuple[str, str]:
     """(parent, name) of the container's cgroup in each hierarchy; pyrun's own parent without cgroupsPath."""
-    if not value:
+    if not expect(value, str, "linux.cgroupsPath", "a path such as /machine/ID", ""):
         return cgroups.PARENT, cid
     if ":" in value:
         raise bad("linux.cgroupsPath", f"{value!r} is systemd's slice:prefix:name form; pyrun drives cgroupfs, "
@@ -151,16 +154,15 @@ def cgroups_path(value, cid: str) -> tuple[str, str]:
 
 
 def paths(values, where: str) -> list[str]:
-    values = expect(values or [], list, where, "a list of absolute paths")
-    for v in values:
-        if not isinstance(v, str) or not v.startswith("/"):
-            raise bad(where, f"{v!r}: expected an absolute path")
+    values = expect(values, list, where, "a list of absolute paths", [])
+    for i, v in enumerate(values):
+        if not expect(v, str, f"{where}[{i}]", "an absolute path").startswith("/"):
+            raise bad(f"{where}[{i}]", f"{v!r}: expected an absolute path")
     return values
 
 
 def check_sysctl(key: str, value, namespaces) -> None:
-    if not isinstance(value, str):
-        raise bad(f"linux.sysctl.{key}", "expected a string value")
+    expect(value, str, f"linux.sysctl.{key}", "a string value")
     if _SYSCTL_IPC.fullmatch(key) and ("ipc", None) in namespaces:
         return
     if key.startswith("net.") and ("network", None) in namespaces:

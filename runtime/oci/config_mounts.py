@@ -51,24 +51,25 @@ def read(m, where: str, bundle: str) -> Mount:
     dest = expect(m.get("destination"), str, f"{where}.destination", "an absolute path")
     if not dest.startswith("/") or ".." in dest.split("/"):
         raise bad(f"{where}.destination", f"{dest!r}: expected an absolute path without '..'")
-    options = expect(m.get("options") or [], list, f"{where}.options", "a list of strings")
+    options = expect(m.get("options"), list, f"{where}.options", "a list of strings", [])
     flags, clear, data, propagation = 0, 0, [], 0
-    for option in options:
-        if option in MOUNT_FLAGS:
+    for j, option in enumerate(options):
+        if expect(option, str, f"{where}.options[{j}]", "an option such as ro, nosuid or mode=755") in MOUNT_FLAGS:
             flags |= MOUNT_FLAGS[option][0]
             clear |= MOUNT_FLAGS[option][1]
         elif option in PROPAGATION:
             propagation = PROPAGATION[option]
         elif option in ("bind", "rbind"):
             flags |= MS_BIND | (MS_REC if option == "rbind" else 0)
-        elif isinstance(option, str) and option and option not in ("defaults",):
+        elif option and option not in ("defaults",):
             data.append(option)
-    kind = m.get("type") or ("bind" if flags & MS_BIND else None)
+    kind = expect(m.get("type"), str, f"{where}.type", f"one of {', '.join(MOUNT_TYPES)}", "") or \
+        ("bind" if flags & MS_BIND else None)
     if flags & MS_BIND:
         kind = "bind"
     if kind not in MOUNT_TYPES:
         raise bad(f"{where}.type", f"{kind!r}: pyrun mounts {', '.join(MOUNT_TYPES)}")
-    source = m.get("source") or kind
+    source = expect(m.get("source"), str, f"{where}.source", "a path", "") or kind
     if kind == "bind":
         if data:
             raise bad(f"{where}.options", f"{data[0]!r}: not an option for a bind mount; expected mount flags "

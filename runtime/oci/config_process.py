@@ -64,7 +64,7 @@ def read(p: dict) -> Process:
     args = expect(p.get("args"), list, "process.args", "a list of strings, the command")
     if not args or not all(isinstance(a, str) for a in args):
         raise bad("process.args", "expected a non-empty list of strings, the command and its arguments")
-    env = expect(p.get("env") or [], list, "process.env", "a list of NAME=VALUE strings")
+    env = expect(p.get("env"), list, "process.env", "a list of NAME=VALUE strings", [])
     for entry in env:
         if not isinstance(entry, str) or "=" not in entry:
             raise bad("process.env", f"{entry!r}: expected NAME=VALUE")
@@ -74,21 +74,21 @@ def read(p: dict) -> Process:
     refuse(p, "process", ("apparmorProfile",) if _lsm_enabled("apparmor") else (), "pyrun loads no AppArmor profile")
     refuse(p, "process", ("selinuxLabel",) if _lsm_enabled("selinux") else (), "pyrun sets no SELinux label")
     refuse(p, "process", ("ioPriority", "scheduler", "execCPUAffinity"), "pyrun does not set it yet")
-    user = expect(p.get("user") or {}, dict, "process.user", "an object with uid and gid")
-    ids = [expect(user.get(k, 0), int, f"process.user.{k}", "a number") for k in ("uid", "gid")]
-    gids = expect(user.get("additionalGids") or [], list, "process.user.additionalGids", "a list of numbers")
-    umask = user.get("umask")
-    size = p.get("consoleSize")
+    user = expect(p.get("user"), dict, "process.user", "an object with uid and gid", {})
+    ids = [expect(user.get(k), int, f"process.user.{k}", "a number", 0) for k in ("uid", "gid")]
+    gids = expect(user.get("additionalGids"), list, "process.user.additionalGids", "a list of numbers", [])
+    size = expect(p.get("consoleSize"), dict, "process.consoleSize", "an object with height and width", {})
     return Process(
         args=tuple(args), env=tuple(env), cwd=os.path.normpath(cwd), uid=ids[0], gid=ids[1],
-        additional_gids=tuple(expect(g, int, "process.user.additionalGids", "numbers") for g in gids),
-        umask=expect(umask, int, "process.user.umask", "a number") if umask is not None else None,
-        terminal=bool(p.get("terminal")),
-        console_size=(int(size.get("height", 0)), int(size.get("width", 0))) if size else None,
-        caps=_capabilities(p.get("capabilities") or {}), rlimits=_rlimits(p.get("rlimits") or []),
-        no_new_privileges=bool(p.get("noNewPrivileges")),
-        oom_score_adj=expect(p["oomScoreAdj"], int, "process.oomScoreAdj", "a number")
-        if p.get("oomScoreAdj") is not None else None)
+        additional_gids=tuple(expect(g, int, f"process.user.additionalGids[{i}]", "a number")
+                              for i, g in enumerate(gids)),
+        umask=expect(user.get("umask"), int, "process.user.umask", "a number", None),
+        terminal=expect(p.get("terminal"), bool, "process.terminal", "true or false", False),
+        console_size=tuple(expect(size.get(k), int, f"process.consoleSize.{k}", "a number", 0)
+                           for k in ("height", "width")) if size else None,
+        caps=_capabilities(p.get("capabilities")), rlimits=_rlimits(p.get("rlimits")),
+        no_new_privileges=expect(p.get("noNewPrivileges"), bool, "process.noNewPrivileges", "true or false", False),
+        oom_score_adj=expect(p.get("oomScoreAdj"), int, "process.oomScoreAdj", "a number", None))
 
 
 def _lsm_enabled(name: str) -> bool:
@@ -100,11 +100,12 @@ def _lsm_enabled(name: str) -> bool:
         return False
 
 
-def _capabilities(caps: dict) -> Capabilities:
+def _capabilities(caps) -> Capabilities:
+    caps = expect(caps, dict, "process.capabilities", "an object of the five sets, such as bounding", {})
     sets = {}
     for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
         names = set()
-        for value in expect(caps.get(name) or [], list, f"process.capabilities.{name}", "a list of names"):
+        for value in expect(caps.get(name), list, f"process.capabilities.{name}", "a list of names", []):
             short = value.removeprefix("CAP_") if isinstance(value, str) and value.startswith("CAP_") else None
             if short not in ALL_CAPS:
                 raise bad(f"process.capabilities.{name}", f"{value!r} is not a capability; expected a name such "
@@ -114,12 +115,12 @@ def _capabilities(caps: dict) -> Capabilities:
     return Capabilities(**sets)
 
 
-def _rlimits(rlimits: list) -> tuple:
+def _rlimits(rlimits) -> tuple:
     out = []
-    for i, r in enumerate(rlimits):
+    for i, r in enumerate(expect(rlimits, list, "process.rlimits", "a list of limits", [])):
         where = f"process.rlimits[{i}]"
         r = expect(r, dict, where, "an object with type, soft and hard")
-        if r.get("type") not in RLIMITS:
+        if expect(r.get("type"), str, f"{where}.type", "a limit's name, such as RLIMIT_NOFILE") not in RLIMITS:
             raise bad(f"{where}.type", f"{r.get('type')!r} is not a limit; expected one of {', '.join(sorted(RLIMITS))}")
         soft, hard = (expect(r.get(k), int, f"{where}.{k}", "a number") for k in ("soft", "hard"))
         if soft > hard:
