@@ -168,7 +168,7 @@ def _checked(profile, bad) -> dict:
     if not isinstance(profile, dict):
         raise bad("the profile", f"expected a JSON object in Docker's format, got {_shown(profile)}")
     _known_fields(profile, PROFILE_FIELDS, "the profile", bad)
-    if profile.get("defaultAction") not in ACTIONS:
+    if not _one_of(profile.get("defaultAction"), ACTIONS):
         raise bad("defaultAction", f"expected one of {', '.join(sorted(ACTIONS))}, "
                                    f"got {_shown(profile.get('defaultAction'))}")
     _errno(profile, "defaultAction", "defaultErrnoRet", "defaultErrnoRet", bad)
@@ -176,9 +176,10 @@ def _checked(profile, bad) -> dict:
         field = "listenerPath" if profile.get("listenerPath") else "flags"
         raise bad(field, "pyrun has no seccomp agent and sets no filter flags; leave it out")
     _strings(profile.get("architectures"), "architectures", bad)
-    if not isinstance(profile.get("archMap") or [], list):
+    if profile.get("archMap") is not None and not isinstance(profile["archMap"], list):
         raise bad("archMap", f"expected a list, got {_shown(profile['archMap'])}")
-    rules = profile.get("syscalls") or []
+    rules = profile.get("syscalls")
+    rules = [] if rules is None else rules  # null is unset; false or {} is no list of rules
     if not isinstance(rules, list):
         raise bad("syscalls", f"expected a list of rules, got {_shown(rules)}")
     return {**profile, "syscalls": [_rule(rule, f"syscalls[{i}]", bad) for i, rule in enumerate(rules)]}
@@ -197,12 +198,13 @@ def _rule(rule, where: str, bad) -> dict:
         raise bad(f"{where} names", f"expected a list of system call names such as [\"mkdir\"], got {_shown(names)}")
     where = f"{where} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})"
     _known_fields(rule, RULE_FIELDS, where, bad)
-    if rule.get("action") not in ACTIONS:
+    if not _one_of(rule.get("action"), ACTIONS):
         raise bad(f"{where} action", f"expected one of {', '.join(sorted(ACTIONS))}, got {_shown(rule.get('action'))}")
     _errno(rule, "action", "errnoRet", f"{where} errnoRet", bad)
     for field in ("includes", "excludes"):
         _filter(rule.get(field), f"{where} {field}", bad)
-    args = rule.get("args") or []
+    args = rule.get("args")
+    args = [] if args is None else args
     if not isinstance(args, list):
         raise bad(f"{where} args", f"expected a list of argument checks, got {_shown(args)}")
     args = [_arg(a, f"{where} args[{i}]", bad) for i, a in enumerate(args)]
@@ -224,7 +226,7 @@ def _arg(arg, where: str, bad) -> dict:
     for field in ("value", "valueTwo"):
         if (field in arg or field == "value") and not _whole(arg.get(field), 0, U64):
             raise bad(f"{where} {field}", f"expected a whole number from 0 to 2**64-1, got {_shown(arg.get(field))}")
-    if arg.get("op") not in OPERATORS:
+    if not _one_of(arg.get("op"), OPERATORS):
         raise bad(f"{where} op", f"expected one of {', '.join(sorted(OPERATORS))}, got {_shown(arg.get('op'))}")
     return {"valueTwo": 0, **arg}
 
@@ -268,6 +270,11 @@ def _strings(value, where: str, bad) -> list:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise bad(where, f"expected a list of strings, got {_shown(value)}")
     return value
+
+
+def _one_of(value, names: set) -> bool:
+    """Is VALUE one of NAMES? A list or an object (unhashable) is not, rather than a TypeError."""
+    return isinstance(value, str) and value in names
 
 
 def _whole(value, low: int, high: int) -> bool:
