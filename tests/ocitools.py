@@ -20,8 +20,11 @@ OCI_ROOT = "/run/pyrun-oci"  # inside the suite's own mount namespace, with a tm
 
 
 def oci(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runtime.oci", "--root", OCI_ROOT, *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, **kw)
+    """pyrun-oci ARGS, its output captured; give stdout and stderr (files) for a create that may succeed: its
+    container's PID 1 keeps create's stdio, so captured pipes would not see EOF until it exits."""
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
+    return subprocess.run([sys.executable, "-m", "runtime.oci", "--root", OCI_ROOT, *args], text=True,
+                          timeout=timeout, cwd=REPO, **kw)
 
 
 def copy_rootfs(busybox: str, dest: str) -> str:
