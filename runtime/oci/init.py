@@ -296,6 +296,8 @@ def _failed(at: _At, e: Exception) -> None:
     if at.step.startswith("exec") and isinstance(e, PermissionError):
         init._fail(at.sock, at.step, PyrunError(at.step, "permission denied"), EXIT_NOT_EXECUTABLE)
     code = EXIT_NOT_FOUND if at.step.startswith("exec") and isinstance(e, FileNotFoundError) else 1
+    if at.step.startswith("exec") and isinstance(e, PyrunError):  # _look_up's 126 or 127: pyrun run exits with it
+        code = e.exit_code
     init._fail(at.sock, at.step, e, code)
 
 
