@@ -36,7 +36,7 @@ import sys
 from dataclasses import dataclass, field
 
 from runtime import rootfs
-from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
+from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.process import ContainerProcess
 from runtime.signals import forward_to
 from runtime.spec import BUILT_IN
@@ -278,7 +278,12 @@ class RuntimeContainer(Step):
         null = None if self.interactive or self.tty else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             lifecycle.create(self.root, self.cid, self.bundle, self._pid_file, stdin=null, warn=_warn,
-                             console=(lambda master: setattr(self, "master", master)) if self.tty else None)
+                             console=(lambda master: setattr(self, "master", master)) if self.tty else None,
+                             die_with_parent=True)
+        except PyrunError as e:
+            if e.exit_code not in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
+                e.exit_code = EXIT_PYRUN  # runc's 1 for any failure; Docker's 125: the runtime failed, not the command
+            raise
         finally:
             if null is not None:
                 os.close(null)

@@ -24,6 +24,7 @@ for pyrun's flags; `pyrun-oci` or runc can run what it prints.
                              (capabilities, architectures, kernels) decided here, as Docker does:
                              config.json's format has no conditions
     --name                   annotations["org.pyrun.name"]
+    ROOTFS                   annotations["org.pyrun.rootfs"] too: the directory an error's hint names
 
 What the engine does around it is no field: the writable overlay on the
 rootfs (pyrun run stacks one at the layer directory; root.path names the
@@ -79,7 +80,8 @@ def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -
     profile = seccomp.profile_for(spec.seccomp_setting, spec.seccomp)
     if profile is not None:
         linux["seccomp"] = _seccomp(profile, spec.caps)
-    annotations = {"org.pyrun.name": spec.name} if spec.name else {}
+    # The directory the user gave: root.path is pyrun run's overlay of it, which an error's hint should not name.
+    annotations = {"org.pyrun.rootfs": spec.rootfs, **({"org.pyrun.name": spec.name} if spec.name else {})}
     if spec.init:
         annotations["org.pyrun.init"] = "true"
     out = {"ociVersion": OCI_VERSION, "process": process, "linux": linux}

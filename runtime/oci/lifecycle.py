@@ -34,10 +34,11 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
            preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None, stdin: int | None = None,
-           console=None) -> int:
+           console=None, die_with_parent: bool = False) -> int:
     """Create container CID from BUNDLE; return its process's pid. pyrun run calls this in its own process
-    (oci/client.py): STDIN, if given, is the container's stdin instead of ours, and CONSOLE, if given, takes
-    the terminal's master instead of a --console-socket."""
+    (oci/client.py): STDIN, if given, is the container's stdin instead of ours, CONSOLE, if given, takes the
+    terminal's master instead of a --console-socket, and with DIE_WITH_PARENT the container is killed when
+    the calling process dies (an engine's runtime outlives no engine: that is pyrun run's foreground)."""
     from runtime import sync
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
     from runtime.steps import Journal
@@ -75,7 +76,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
                 # from it, with the module, before pivot_root, after which there is no host to import from.
                 from runtime.oci import init as oci_init
 
-                oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(), pivot, keyring)
+                parent = os.pidfd_open(os.getppid()) if die_with_parent else None
+                oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(), pivot, keyring, parent)
             pid, sock = _spawn(intermediate, cgroup, map_ids=_map_ids(b) if b.makes("user") else None,
                                make_cgroup=lambda: journal.run(cgroup), stdin=stdin)
         finally:
