@@ -55,8 +55,8 @@ def command(runtime: str) -> list[str]:
         return list(IN_PROCESS)
     found = shutil.which(runtime)
     if found is None:
-        raise PyrunError("invalid --runtime", f"{runtime!r}: not found; expected {BUILT_IN} (the default), "
-                                              "pyrun-oci, or an OCI runtime's name on PATH or path (runc, crun)")
+        raise PyrunError("invalid --runtime", f"{runtime!r}: not found; expected pyrun-oci (the default), "
+                                              f"{BUILT_IN}, or an OCI runtime's name on PATH or path (runc, crun)")
     return [os.path.abspath(found)]
 
 
@@ -79,13 +79,8 @@ class Overlay(Step):
         return os.path.join(self.layer, "merged")
 
     def actions(self) -> list[Action]:
-        """One mount, on directories opened for it and closed after it (mount_layer): one command of three
-        lines."""
-        q = shlex.quote
-        return [("\n".join([f"exec 3< {q(self.rootfs)} 4< {q(self.layer + '/diff')} 5< {q(self.layer + '/work')}",
-                            "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
-                            f"workdir=/proc/self/fd/5 {q(self.merged)}", "exec 3<&- 4<&- 5<&-"]),
-                 lambda: rootfs.mount_layer(self.rootfs, self.layer))]
+        """One mount, on directories opened for it (mount_layer)."""
+        return [(rootfs.mount_layer_shell(self.rootfs, self.layer), lambda: rootfs.mount_layer(self.rootfs, self.layer))]
 
     def undo_actions(self) -> list[Action]:
         return [(f"umount -l {shlex.quote(self.merged)}", lambda: rootfs.unmount(self.merged))]
