@@ -79,6 +79,8 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     if oci:
         from runtime.oci import engine
 
+        if spec.init:
+            plan.append(Planned(CREATE, client.Tini(client.tini(), client.tini_copy(layer))))
         bundle = os.path.join(cdir, "bundle")
         plan.append(Planned(CREATE, client.Bundle(bundle, engine.config(spec, plan, cid, os.path.join(layer, "merged")))))
     if net:

@@ -317,13 +317,15 @@ def parse_runtime(value: str, userns: str | None, init: bool | None, sandbox: bo
     if not value or "\0" in value:
         raise PyrunError("invalid --runtime", f"{value!r}: expected {BUILT_IN}, pyrun-oci, or an OCI runtime's name "
                                               "or path (runc, crun)")
-    for given, what in ((sandbox, "--sandbox"), (userns == "auto", "--userns=auto"), (init, "--init")):
+    for given, what in ((sandbox, "--sandbox"), (userns == "auto", "--userns=auto")):
         if given:
             raise PyrunError("invalid --runtime", f"{value!r}: {what} needs pyrun's own runtime (config.json has "
                                                   "no field for it here); drop --runtime or " + what)
     from runtime.oci import client
 
     client.command(value)  # a runtime that is not there is bad input: refused before anything exists
+    if init:
+        client.tini()  # and so is an --init without the tini it binds
     return value
 
 

@@ -17,6 +17,7 @@ from conftest import pyrun, snapshot
 from ocitools import copy_rootfs, run_bundle, running
 
 from runtime.network import dns
+from runtime.oci import client
 
 PROBE = r"""
 echo "ids $(id -u) $(id -g) $(id -G)"
@@ -41,8 +42,8 @@ CASES = {
 }
 
 
-def _print_spec(rootfs: str, flags: list[str]) -> dict:
-    r = pyrun("run", "--print-spec", "--network", "none", "--hostname", "probe", *flags, rootfs, "sh", "-c", PROBE)
+def _print_spec(rootfs: str, flags: list[str], probe: str = PROBE) -> dict:
+    r = pyrun("run", "--print-spec", "--network", "none", "--hostname", "probe", *flags, rootfs, "sh", "-c", probe)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -59,6 +60,8 @@ def _bundle(config: dict, busybox: str, path: str) -> str:
     for m in config["mounts"]:
         if m["destination"] in ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"):
             m["source"] = os.path.join(etc, os.path.basename(m["destination"]))
+        if m["destination"] == client.INIT:  # --init: the engine's copy of its tini (client.Tini)
+            m["source"] = shutil.copy(client.TINI, os.path.join(path, "docker-init"))
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f)
     return path
@@ -103,6 +106,30 @@ def test_pyrun_runc_and_pyrun_oci_build_the_same_container(case, busybox, tmp_pa
         assert "unshare refused" in facts
     if case == "seccomp unconfined, all caps":
         assert "status Seccomp:0" in facts
+
+
+INIT_PROBE = "[ $$ != 1 ] && echo 'not PID 1'; tr '\\0' ' ' < /proc/1/cmdline; echo; kill -TERM $$"
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed: scripts/setup-engines")
+def test_init_is_dockers_tini_and_the_runtimes_run_it(busybox, tmp_path, clean_host):
+    """--init as Docker writes it: /sbin/docker-init -- COMMAND, that file a read-only bind of tini. runc and
+    pyrun-oci given the config run the command under tini as pyrun run --init runs it under its own reaper:
+    not as PID 1, so that the SIGTERM it sends itself is its death, 143."""
+    config = _print_spec(busybox, ["--init"], INIT_PROBE)
+    assert config["process"]["args"] == [client.INIT, "--", "sh", "-c", INIT_PROBE]
+    [init] = [m for m in config["mounts"] if m["destination"] == client.INIT]
+    assert init["type"] == "bind" and init["options"] == ["bind", "ro", "nosuid", "nodev"]
+    assert init["source"].endswith("/layer/docker-init")  # the copy a run would make (no noexec: it runs)
+    assert "annotations" not in config
+
+    r = pyrun("run", "--rm", "--init", "--network", "none", busybox, "sh", "-c", INIT_PROBE)
+    assert (r.returncode, r.stdout.splitlines()[0]) == (143, "not PID 1"), r.stderr
+    ran = {"runc": _runc(_bundle(config, busybox, str(tmp_path / "runc")), "init-runc"),
+           "pyrun-oci": run_bundle(_bundle(config, busybox, str(tmp_path / "oci")), str(tmp_path), "init-oci")}
+    for who, (code, out, err) in ran.items():
+        assert code == 143, (who, out, err)
+        assert out.splitlines() == ["not PID 1", f"{client.INIT} -- sh -c {INIT_PROBE} "], (who, out)
 
 
 def _diff(lines: dict, other: str) -> str:

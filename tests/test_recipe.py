@@ -29,7 +29,8 @@ CASES = {"bridge with a port": ["-p", "8140:80"], "user-defined network": USERNE
          "host": ["--network", "host"], "init": ["--init"], "volume": ["-v", "/tmp:/mnt:ro"],
          "read-only": ["--read-only"], "limits": ["--memory", "64m", "--pids-limit", "50"],
          "userns": ["--userns", "auto"], "runtime runc": ["--runtime", "runc", "-p", "8143:80"],
-         "runtime pyrun-oci": ["--runtime", "pyrun-oci", "--network", "none", "--memory", "64m"]}
+         "runtime pyrun-oci": ["--runtime", "pyrun-oci", "--network", "none", "--memory", "64m"],
+         "runtime init": ["--runtime", "pyrun-oci", "--network", "none", "--init"]}
 
 
 def printed_kinds(script: str) -> list[str]:

@@ -8,14 +8,9 @@ from conftest import CGROUP_PARENT, RUNTIMES, pyrun, pyrun_bg, running_record, w
 BOMB = "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived"
 
 
-def _init(runtime: str) -> list[str]:
-    """--init where it is taken: --runtime refuses it (config.json has no field), and sh as PID 1 will do."""
-    return ["--init"] if runtime == "pyrun" else []
-
-
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_fork_bomb_is_contained_by_pids_limit(runtime, busybox, clean_host):
-    p = pyrun_bg("run", "--rm", "--runtime", runtime, *_init(runtime), "--network", "none", "--name", "bomber",
+    p = pyrun_bg("run", "--rm", "--runtime", runtime, "--init", "--network", "none", "--name", "bomber",
                  "--pids-limit", "64",
                  busybox, "sh", "-c", BOMB)
     try:
@@ -33,7 +28,7 @@ def test_fork_bomb_is_contained_by_pids_limit(runtime, busybox, clean_host):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_memory_hog_is_oom_killed_alone(runtime, busybox, clean_host):
-    neighbour = pyrun_bg("run", "--rm", "--runtime", runtime, *_init(runtime), "--network", "none", "--name",
+    neighbour = pyrun_bg("run", "--rm", "--runtime", runtime, "--init", "--network", "none", "--name",
                          "neighbour", busybox, "sleep", "30")
     try:
         wait_for(lambda: running_record("neighbour"), what="the neighbour")

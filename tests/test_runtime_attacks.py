@@ -4,13 +4,16 @@ README's Security guarantees, for each runtime (oci/client.py; the container sid
 `pyrun exec` into such a container is pyrun's own process, not the runtime's: it has to end up as
 confined as the container's PID 1, the cgroup included (the devices cgroup is what keeps a node made
 with CAP_MKNOD from opening the host's disk). Each check is made from the host, on the real processes.
+--init's tini is the engine's file: nothing the container does reaches the host's copy.
 """
+import hashlib
 import os
 import shutil
 
 import pytest
 
 from conftest import RUNTIMES, pyrun, pyrun_bg, running_record, wait_for
+from runtime.oci import client
 
 CONFINEMENT = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")
 
@@ -152,3 +155,32 @@ def test_a_fifo_for_the_user_files_neither_blocks_the_start(runtime, name, busyb
         assert r.returncode == 125 and r.stderr.splitlines() == [
             f"pyrun: rootfs: /etc/{name} is not a regular file (mode prw-r--r--): the runtime reads it before the "
             "command runs; expected a file or none"], r.stderr
+
+
+TINI_ATTACK = """mount -o remount,rw,bind /sbin/docker-init
+grep ' /sbin/docker-init ' /proc/self/mountinfo | cut -d' ' -f6
+chmod 4755 /sbin/docker-init; chown 1000:1000 /sbin/docker-init; touch /sbin/docker-init
+echo planted >> /sbin/docker-init
+true"""
+
+
+def _fingerprint(path) -> tuple:
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return digest, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, os.listxattr(path)
+
+
+@pytest.mark.skipif(not os.path.exists(client.TINI), reason=f"{client.TINI} is not installed: scripts/setup")
+@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "pyrun"])  # pyrun's own --init binds no file
+def test_a_root_container_with_every_capability_cannot_change_the_hosts_tini(runtime, busybox, clean_host,
+                                                                              tmp_path):
+    """--init's tini is bound read-only, which CAP_SYS_ADMIN undoes: the container remounts it writable and
+    chmods it setuid, chowns, touches and writes it. The host's file, read from the host, is as it was."""
+    tini = tmp_path / "tini-static"  # the engine's tini (dockerd's --init-path): a copy, not the machine's own
+    shutil.copy2(client.TINI, tini)
+    before = _fingerprint(tini)
+    r = pyrun("run", "--rm", "--init", "--runtime", runtime, "--cap-add", "ALL", "--network", "none", busybox,
+              "sh", "-c", TINI_ATTACK, env={**os.environ, "PYRUN_INIT_PATH": str(tini)})
+    assert r.returncode == 0 and r.stdout.startswith("rw,"), r.stdout + r.stderr  # the remount took: it is writable
+    assert _fingerprint(tini) == before

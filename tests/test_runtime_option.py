@@ -6,6 +6,8 @@ exit codes, -t and -i behave as with pyrun's own runtime, no runtime process
 stays between pyrun's monitor and the container, and a pyrun killed at any
 step leaves nothing once pruned, the runtime's own state included, as does
 `pyrun rm -f` while the runtime holds the container created and not started.
+The runs there are --init's (tini's copy is a step too), and --init without
+tini is refused as bad input.
 """
 import contextlib
 import json
@@ -82,12 +84,16 @@ def test_t_gives_the_container_its_own_terminal(runtime, busybox, clean_host):
     assert b"/dev/pts/0" in s.out and b"term=xterm" in s.out
 
 
-def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host):
+def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host, tmp_path):
     before = snapshot()
+    missing = str(tmp_path / "no-tini")
     for args, says in ((["--runtime", "no-such-runtime"], "'no-such-runtime': not found"),
-                       (["--runtime", "runc", "--init"], "--init needs pyrun's own runtime"),
+                       # --init binds tini: without it, the path and the package to install
+                       (["--runtime", "runc", "--init"], f"invalid --init: {missing}: not a file; --init with "
+                                                         "--runtime runs tini as PID 1, as Docker does: install "
+                                                         "Debian's package tini"),
                        (["--runtime", "runc", "--userns", "auto"], "--userns=auto needs pyrun's own runtime")):
-        r = pyrun("run", *args, "--network", "none", busybox, "true")
+        r = pyrun("run", *args, "--network", "none", busybox, "true", env={**os.environ, "PYRUN_INIT_PATH": missing})
         assert r.returncode == 125 and r.stdout == "", r
         assert len(r.stderr.splitlines()) == 1 and says in r.stderr, r.stderr
     assert snapshot() == before
@@ -99,7 +105,7 @@ def _kinds() -> list[str]:
     from runtime.network.networks import Network
     from runtime.spec import build_spec
 
-    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc")
+    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc", init=True)
     return [p.step.kind for p in recipe.recipe(spec, Network("bridge", "pyrun0", "10.199.0.0/16"), STATE_ROOT,
                                                 "0" * 64, "fault", "10.199.0.2")]
 
@@ -132,8 +138,8 @@ def _held(runtime: str, kind: str, name: str):
 
 
 def _paused(runtime: str, kind: str, name: str):
-    p = pyrun_bg("run", "--name", name, "--runtime", runtime, "-p", "8151:8000", BUSYBOX[0], "sleep", "7283",
-                 env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
+    p = pyrun_bg("run", "--name", name, "--runtime", runtime, "--init", "-p", "8151:8000", BUSYBOX[0], "sleep",
+                 "7283", env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
     assert p.stderr.readline() == f"pyrun: paused after {kind} (PYRUN_DEBUG_PAUSE_AFTER)\n"
     return p
 

@@ -3,6 +3,7 @@
 Every check reads the host's view: /proc/PID/status of the container's
 processes, and the owner of a file it made in a -v bind.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, STATE_ROOT, pyrun, running_record, wait_for
+from conftest import REPO, RUNTIMES, STATE_ROOT, pyrun, running_record, wait_for
 
 DOCKER_DEFAULT = "00000000a80425fb"
 NONE = "0000000000000000"
@@ -143,17 +144,21 @@ def test_cap_drop_all_still_becomes_the_user(busybox, clean_host):
     assert r.returncode == 0 and r.stdout == "1000\n", r.stderr
 
 
-def test_init_runs_as_the_user_too_and_still_stops(busybox, clean_host):
-    record = detached("--init", "--cap-drop", "ALL", "-u", "1000:1000", busybox, "sleep", "300", name="init-user")
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_init_runs_as_the_user_too_and_still_stops(runtime, busybox, clean_host):
+    """pyrun's reaper, or with --runtime tini, as Docker's: PID 1 is the command's user, not root."""
+    record = detached("--init", "--runtime", runtime, "--cap-drop", "ALL", "-u", "1000:1000", busybox, "sleep", "300",
+                      name="init-user")
     try:
         child = in_container(record, "sleep\x00300")
         for pid in (record["Init"]["Pid"], child):
             s = host_status(pid)
-            assert s["Uid"].split()[0] == "1000" and s["CapEff"] == NONE
+            assert s["Uid"].split() == ["1000"] * 4 and s["CapEff"] == NONE
         # The reaper forwards SIGTERM to a process of its own uid: no CAP_KILL needed.
         r = pyrun("stop", "-t", "20", "init-user", timeout=30)
         assert r.returncode == 0
         assert running_record("init-user") is None
+        assert json.loads(pyrun("inspect", "init-user").stdout)[0]["State"]["ExitCode"] == 143
     finally:
         pyrun("rm", "-f", "init-user")
 

@@ -9,6 +9,7 @@ is runc, crun, pyrun's own `pyrun-oci`, or any program with runc's command
 line. What changes in the recipe:
 
     create   Overlay: the writable layer mounted on the host, the bundle's root
+             Tini (--init): a copy of tini in the layer directory, bound at /sbin/docker-init
              Bundle: config.json, pyrun's flags as the runtime reads them (engine.py)
              (no Cgroup step: the runtime makes the cgroup config.json names)
     spawn    RuntimeContainer: `RUNTIME create --bundle B --pid-file F ID`, which returns with
@@ -60,6 +61,26 @@ def command(runtime: str) -> list[str]:
     return [os.path.abspath(found)]
 
 
+# --init's PID 1, as Docker's docker-init: Debian's package tini, static, so that it runs in any rootfs.
+TINI = "/usr/bin/tini-static"
+INIT = "/sbin/docker-init"  # where Docker binds it in the container
+
+
+def tini() -> str:
+    """The tini --init copies from: PYRUN_INIT_PATH, as dockerd's --init-path, else Debian's tini-static."""
+    path = os.environ.get("PYRUN_INIT_PATH") or TINI
+    if not os.path.isfile(path):
+        raise PyrunError("invalid --init", f"{path}: not a file; --init with --runtime runs tini as PID 1, as "
+                                           "Docker does: install Debian's package tini (apt-get install tini), or "
+                                           "name a static tini in PYRUN_INIT_PATH")
+    return os.path.abspath(path)
+
+
+def tini_copy(layer: str) -> str:
+    """Where a --init container's own copy of tini is: in its layer directory (rootfs.Layer)."""
+    return os.path.join(layer, "docker-init")
+
+
 def runtime_root(state_root: str, runtime: str) -> str:
     """The runtime's --root: under pyrun's own, so that two state roots' containers never meet (Docker's
     /run/docker/runtime-runc/moby)."""
@@ -103,6 +124,29 @@ class Unexposed(Step):
         """Its undo is nothing: there is nothing on the host to put back."""
         return [(f"umount -l {shlex.quote(self.merged)}   # the container's own mount namespace keeps its root",
                  lambda: rootfs.unmount(self.merged))]
+
+
+@dataclass
+class Tini(Step):
+    """--init: a copy of tini, the container's own, which the runtime binds read-only at /sbin/docker-init
+
+    Docker binds the host's docker-init itself. A read-only bind stops nobody with CAP_SYS_ADMIN (--cap-add
+    ALL) in the host's user namespace: `mount -o remount,rw,bind /sbin/docker-init`, then chmod 4755 makes
+    the host's file a setuid-root program that runs any command it is given (its contents are safe only
+    while it runs: ETXTBSY). A copy in the layer directory is the container's alone, on a nosuid,nodev
+    mount of the host (rootfs.Layer), like the /etc files beside it, and it goes with the layer: no undo
+    of its own, which a container's chattr +i on it would fail (tree.remove_tree's does not)."""
+
+    kind = "tini"
+    source: str   # tini()
+    path: str     # tini_copy()
+
+    def actions(self) -> list[Action]:
+        return [(f"install -m 0555 {shlex.quote(self.source)} {shlex.quote(self.path)}", self._copy)]
+
+    def _copy(self) -> None:
+        shutil.copyfile(self.source, self.path)
+        os.chmod(self.path, 0o555)
 
 
 @dataclass

@@ -23,6 +23,9 @@ for pyrun's flags; `pyrun-oci` or runc can run what it prints.
     --security-opt seccomp   linux.seccomp: the profile with each rule's "includes"/"excludes"
                              (capabilities, architectures, kernels) decided here, as Docker does:
                              config.json's format has no conditions
+    --init                   process.args after "/sbin/docker-init --", and that file in mounts: a bind,
+                             read-only, of the container's own copy of tini (oci/client.py's Tini), as
+                             Docker binds its docker-init
     --name                   annotations["org.pyrun.name"]
     ROOTFS                   annotations["org.pyrun.rootfs"] too: the directory an error's hint names
 
@@ -31,15 +34,18 @@ rootfs (pyrun run stacks one at the layer directory; root.path names the
 rootfs itself, which a runtime given this config writes into unless
 readonly), the bridge, veth and published ports (wired into the container's
 network namespace once it exists), the /etc files' contents, the log and
-the monitor, --rm, --timeout. --init has no field either: Docker mounts
-its tini and prepends it to process.args; pyrun's PID 1 is its own
-reaper, recorded in annotations["org.pyrun.init"].
+the monitor, --rm, --timeout. --init is tini, as Docker's: it is the
+command's PID 1, forwards it the signals it gets, reaps orphans and exits
+with its status (128+N for a signal N). pyrun's own runtime keeps its own
+reaper instead (init.py's _reap), which needs no file in the container.
 """
 import os
 import platform
 
 from runtime import cgroups, init, namespaces, recipe, seccomp, security, users
+from runtime.oci import client
 from runtime.oci.config import OCI_VERSION
+from runtime.rootfs import Layer
 from runtime.spec import ContainerSpec
 
 _NAMESPACES = {"pid": "pid", "mnt": "mount", "uts": "uts", "ipc": "ipc", "net": "network", "user": "user"}
@@ -82,17 +88,27 @@ def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -
         linux["seccomp"] = _seccomp(profile, spec.caps)
     # The directory the user gave: root.path is pyrun run's overlay of it, which an error's hint should not name.
     annotations = {"org.pyrun.rootfs": spec.rootfs, **({"org.pyrun.name": spec.name} if spec.name else {})}
-    if spec.init:
-        annotations["org.pyrun.init"] = "true"
     out = {"ociVersion": OCI_VERSION, "process": process, "linux": linux}
     for action in recipe.inside(spec, plan, cid):  # the container side: PID 1's own list, each its fields
         action.oci(out)
+    if spec.init:
+        _init(out, client.tini_copy(recipe.find(plan, Layer).path))
     if root:
         out["root"]["path"] = root
     if annotations:
         out["annotations"] = annotations
     order = ("ociVersion", "process", "root", "hostname", "mounts", "linux", "annotations")  # as runc spec's
     return {key: out[key] for key in order if key in out}
+
+
+def _init(config: dict, tini: str) -> None:
+    """--init as Docker writes it: tini is PID 1 and the command its child, and TINI (the container's own copy,
+    client.Tini) is bound read-only at /sbin/docker-init, after every other mount. tini runs as process.user,
+    as Docker's does."""
+    client.tini()  # --print-spec's check; a run's is its spec's (spec.parse_runtime)
+    config["process"]["args"] = [client.INIT, "--", *config["process"]["args"]]
+    config.setdefault("mounts", []).append({"destination": client.INIT, "type": "bind", "source": tini,
+                                            "options": ["bind", "ro", "nosuid", "nodev"]})
 
 
 def _identity(spec: ContainerSpec) -> "users.Identity | None":
