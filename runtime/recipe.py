@@ -72,7 +72,11 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     if oci:
         from runtime.oci import client
 
-        plan.append(Planned(CREATE, client.Overlay(spec.rootfs, layer)))
+        reachable = client.Reachable(cid, id_base) if spec.userns == "auto" else None
+        if reachable:
+            plan.append(Planned(CREATE, reachable))
+        overlay = client.Overlay(spec.rootfs, layer, reachable and reachable.path, id_base)
+        plan.append(Planned(CREATE, overlay))
     plan.append(Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network)))
     if net and net.user_defined:
         plan.append(Planned(CREATE, dns.HostsEntry(root, net.bridge, cid, name, address)))
@@ -82,14 +86,14 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         if spec.init:
             plan.append(Planned(CREATE, client.Tini(client.tini(), client.tini_copy(layer))))
         bundle = os.path.join(cdir, "bundle")
-        plan.append(Planned(CREATE, client.Bundle(bundle, engine.config(spec, plan, cid, os.path.join(layer, "merged")))))
+        plan.append(Planned(CREATE, client.Bundle(bundle, engine.config(spec, plan, cid, overlay.merged))))
     if net:
         plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
     if oci:
         plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
                                                            client.runtime_root(root, spec.runtime), cid, bundle,
                                                            spec.interactive, spec.tty)))
-        plan.append(Planned(ATTACH, client.Unexposed(os.path.join(layer, "merged"))))
+        plan.append(Planned(ATTACH, client.Unexposed(overlay.merged)))
         plan.append(Planned(ATTACH, DeviceRules(cid)))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):

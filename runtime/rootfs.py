@@ -175,14 +175,15 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def mount_layer_shell(lower: str, layer: str, options: str = "") -> str:
+def mount_layer_shell(lower: str, layer: str, options: str = "", merged: str | None = None) -> str:
     """mount_layer() as one command: the directories open as fds 3-5 of mount(8) alone, as the kernel gets them."""
+    merged = merged or layer + "/merged"
     return ("mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5"
-            f"{options} {quote(layer + '/merged')} 3< {quote(lower)} 4< {quote(layer + '/diff')} 5< {quote(layer + '/work')}")
+            f"{options} {quote(merged)} 3< {quote(lower)} 4< {quote(layer + '/diff')} 5< {quote(layer + '/work')}")
 
 
-def mount_layer(rootfs: str | int, layer: str) -> str:
-    """Mount the container's root at LAYER/merged and return that path.
+def mount_layer(rootfs: str | int, layer: str, merged: str | None = None) -> str:
+    """Mount the container's root at MERGED (LAYER/merged if None) and return that path.
 
     An overlay also for --read-only: the mount points for -v, the -w
     directory and a missing /etc/hostname go to the layer, never into the
@@ -198,7 +199,7 @@ def mount_layer(rootfs: str | int, layer: str) -> str:
     mounted in a user namespace keeps its own bookkeeping in user.* extended attributes (userxattr):
     trusted.* ones are the host root's alone.
     """
-    merged = os.path.join(layer, "merged")
+    merged = merged or os.path.join(layer, "merged")
     options = ""
     if isinstance(rootfs, int):
         attach(rootfs, os.path.join(layer, "lower"))

@@ -309,18 +309,14 @@ def parse_userns(value: str) -> str:
     return value
 
 
-def parse_runtime(value: str, userns: str | None, init: bool | None, sandbox: bool) -> str:
+def parse_runtime(value: str, init: bool | None) -> str:
     """--runtime: pyrun's own, or an OCI runtime (runc, crun, pyrun-oci: oci/client.py), which config.json
-    must tell everything; what it has no field for is refused."""
+    must tell everything, and the files pyrun hands it."""
     if value == BUILT_IN:
         return value
     if not value or "\0" in value:
         raise PyrunError("invalid --runtime", f"{value!r}: expected {BUILT_IN}, pyrun-oci, or an OCI runtime's name "
                                               "or path (runc, crun)")
-    for given, what in ((sandbox, "--sandbox"), (userns == "auto", "--userns=auto")):
-        if given:
-            raise PyrunError("invalid --runtime", f"{value!r}: {what} needs pyrun's own runtime (config.json has "
-                                                  "no field for it here); drop --runtime or " + what)
     from runtime.oci import client
 
     client.command(value)  # a runtime that is not there is bad input: refused before anything exists
@@ -359,7 +355,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             raise PyrunError("invalid -p", f"host port {p.host_port}/{p.proto} is published twice ({seen[key]} and {p})")
         seen[key] = p
     check_fd_budget(ports)
-    runtime = parse_runtime(runtime or DEFAULT_RUNTIME, userns, init, sandbox)
+    runtime = parse_runtime(runtime or DEFAULT_RUNTIME, init)
     rootfs, mounts = parse_rootfs(rootfs), tuple(map(parse_volume, volumes))
     _check_bind_kinds(rootfs, mounts)
     tmpfs = tuple(map(parse_tmpfs, tmpfs))

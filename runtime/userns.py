@@ -30,6 +30,26 @@ root's on the host too. Only pyrun can make that mount: it needs
 CAP_SYS_ADMIN over the host's filesystem, which the intermediate gave up
 when it entered its namespace.
 
+With --runtime (oci/client.py) the OCI runtime makes the user namespace,
+from config.json's uidMappings, and pyrun has no process in it to idmap
+the rootfs by. It does what podman does with idmapped storage: the mount
+is made before the runtime runs, by a user namespace of pyrun's own with
+the same maps (namespace() below: a child unshares it, pyrun maps it and
+keeps its fd, the child exits), attached at the layer's lower/, and the
+overlay is mounted over it on the host, upper and work owned by BASE. The
+runtime takes that overlay for the container's root. runc bind-mounts it
+from inside the user namespace, as host uid BASE, by its path: it is
+mounted where BASE alone may reach it (client.Reachable).
+
+    setup (--runtime)                                     undo
+    lease a range; the layer's directories owned by BASE  (as above)
+    /run/pyrun-roots/ID/root, ID of group BASE            rmdir
+    a user namespace "0 BASE 65536": the rootfs idmapped
+      by it at layer/lower; the overlay on it at .../root umount
+    config.json: linux.uidMappings, gidMappings
+    RUNTIME create: the namespace, its maps, the mounts
+    the overlay unmounted from the host (client.Unexposed)
+
 -v binds are *not* idmapped: the container sees their files' host owners
 through its map, so host root's files (and anyone's outside the range) are
 nobody's (65534) inside, a root-only file stays unreadable, and what the
@@ -45,10 +65,12 @@ newuidmap hand out) or a uid or gid that /etc/passwd or /etc/group names.
 """
 import os
 import shlex
+import socket
 from dataclasses import dataclass
 
 from runtime import leasefile, state, sync, syscalls
 from runtime.errors import PyrunError
+from runtime.namespaces import CLONE_NEWUSER
 from runtime.steps import Action, Step
 
 USERS_DIR = "/run/pyrun-users"
@@ -140,19 +162,56 @@ def map_ids(sock, pid: int, ids: IdRange, rootfs: str) -> None:
     write_maps(pid, ids.id_map + "\n", ids.id_map + "\n")
     ns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        tree = syscalls.open_tree(rootfs)  # one mount, not those below it: overlayfs's lowerdir has none either
+        tree = idmapped(rootfs, ns)
         try:
-            try:
-                syscalls.mount_setattr(tree, syscalls.MOUNT_ATTR_IDMAP, rootfs, userns_fd=ns)
-            except OSError as e:
-                raise PyrunError("userns", f"{e.strerror}: this kernel or the filesystem holding {rootfs} cannot "
-                                           "make an idmapped mount (Linux 5.12; ext4, xfs, btrfs, tmpfs 6.3); "
-                                           "run with --userns=host") from None
             sync.send(sock, "mapped", fds=[tree])
         finally:
             os.close(tree)
     finally:
         os.close(ns)
+
+
+def idmapped(path: str, ns: int) -> int:
+    """A detached copy of the mount at PATH through which a file's owner is what the user namespace NS maps
+    it to. One mount, not those below it: overlayfs's lowerdir has none either."""
+    tree = syscalls.open_tree(path)
+    try:
+        syscalls.mount_setattr(tree, syscalls.MOUNT_ATTR_IDMAP, path, userns_fd=ns)
+    except OSError as e:
+        os.close(tree)
+        raise PyrunError("userns", f"{e.strerror}: this kernel or the filesystem holding {path} cannot "
+                                   "make an idmapped mount (Linux 5.12; ext4, xfs, btrfs, tmpfs 6.3); "
+                                   "run with --userns=host") from None
+    return tree
+
+
+def namespace(ids: IdRange) -> int:
+    """A new user namespace with IDS's maps, as an fd: what an idmapped mount made before the container's
+    own namespace exists needs (pyrun run --runtime, oci/client.py's Overlay). A namespace is made by a
+    process: a child unshares it and waits while its maps are written from here and its file opened, then
+    exits; the fd keeps the namespace."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            syscalls.unshare(CLONE_NEWUSER)
+            theirs.send(b"u")
+            theirs.recv(1)  # EOF: the namespace is held
+            code = 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    try:
+        if ours.recv(1) != b"u":
+            raise PyrunError("userns", "the child that makes the range's user namespace exited: "
+                                       "unshare(CLONE_NEWUSER) failed")
+        write_maps(pid, ids.id_map + "\n", ids.id_map + "\n")
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        ours.close()
+        os.waitpid(pid, 0)
 
 
 def write_maps(pid: int, uid_map: str, gid_map: str) -> None:

@@ -36,6 +36,7 @@ STATE_ROOT = "/run/pyrun"
 # run under each (pyrun_under(runtime, ...) passes it on).
 RUNTIMES = ["pyrun", *(["runc"] if shutil.which("runc") else []), "pyrun-oci"]
 LEASES = "/run/pyrun-net/ipam/pyrun0"  # the default network's leases, host-wide (network/ipam.py)
+ID_RANGES, ROOTS = "/run/pyrun-users", "/run/pyrun-roots"
 
 
 def sh(command: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -230,6 +231,10 @@ def snapshot() -> dict:
         "mounts": sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
         "containers": sorted(os.listdir(os.path.join(STATE_ROOT, "containers")))
         if os.path.isdir(os.path.join(STATE_ROOT, "containers")) else [],
+        # --userns=auto: the leased id ranges (runtime/userns.py; its lock stays), and under --runtime the
+        # bundles' roots (runtime/oci/client.py's Reachable)
+        "id ranges": sorted(n for n in os.listdir(ID_RANGES) if n.isdigit()) if os.path.isdir(ID_RANGES) else [],
+        "roots": sorted(os.listdir(ROOTS)) if os.path.isdir(ROOTS) else [],
     }
 
 

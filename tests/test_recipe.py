@@ -30,7 +30,8 @@ CASES = {"bridge with a port": ["-p", "8140:80"], "user-defined network": USERNE
          "read-only": ["--read-only"], "limits": ["--memory", "64m", "--pids-limit", "50"],
          "userns": ["--userns", "auto"], "runtime runc": ["--runtime", "runc", "-p", "8143:80"],
          "runtime pyrun-oci": ["--runtime", "pyrun-oci", "--network", "none", "--memory", "64m"],
-         "runtime init": ["--runtime", "pyrun-oci", "--network", "none", "--init"]}
+         "runtime init": ["--runtime", "pyrun-oci", "--network", "none", "--init"],
+         "runtime userns": ["--runtime", "runc", "--userns", "auto", "--network", "none"]}
 
 
 def printed_kinds(script: str) -> list[str]:

@@ -91,21 +91,20 @@ def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host, tmp_
                        # --init binds tini: without it, the path and the package to install
                        (["--runtime", "runc", "--init"], f"invalid --init: {missing}: not a file; --init with "
                                                          "--runtime runs tini as PID 1, as Docker does: install "
-                                                         "Debian's package tini"),
-                       (["--runtime", "runc", "--userns", "auto"], "--userns=auto needs pyrun's own runtime")):
+                                                         "Debian's package tini")):
         r = pyrun("run", *args, "--network", "none", busybox, "true", env={**os.environ, "PYRUN_INIT_PATH": missing})
         assert r.returncode == 125 and r.stdout == "", r
         assert len(r.stderr.splitlines()) == 1 and says in r.stderr, r.stderr
     assert snapshot() == before
 
 
-def _kinds() -> list[str]:
+def _kinds(userns: str) -> list[str]:
     """The kinds a --runtime run journals, from the recipe itself."""
     from runtime import recipe
     from runtime.network.networks import Network
     from runtime.spec import build_spec
 
-    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc", init=True)
+    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc", init=True, userns=userns)
     return [p.step.kind for p in recipe.recipe(spec, Network("bridge", "pyrun0", "10.199.0.0/16"), STATE_ROOT,
                                                 "0" * 64, "fault", "10.199.0.2")]
 
@@ -126,9 +125,9 @@ def _gone_everywhere(runtime: str, before: dict) -> None:
 
 
 @contextlib.contextmanager
-def _held(runtime: str, kind: str, name: str):
+def _held(runtime: str, kind: str, name: str, *options: str):
     """A pyrun paused after step KIND for the body; killed after it if it is still there."""
-    p = _paused(runtime, kind, name)
+    p = _paused(runtime, kind, name, *options)
     try:
         yield p
     finally:
@@ -137,9 +136,9 @@ def _held(runtime: str, kind: str, name: str):
             p.wait()
 
 
-def _paused(runtime: str, kind: str, name: str):
-    p = pyrun_bg("run", "--name", name, "--runtime", runtime, "--init", "-p", "8151:8000", BUSYBOX[0], "sleep",
-                 "7283", env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
+def _paused(runtime: str, kind: str, name: str, *options: str):
+    p = pyrun_bg("run", "--name", name, "--runtime", runtime, "--init", "-p", "8151:8000", *options, BUSYBOX[0],
+                 "sleep", "7283", env={**os.environ, "PYRUN_DEBUG_PAUSE_AFTER": kind})
     assert p.stderr.readline() == f"pyrun: paused after {kind} (PYRUN_DEBUG_PAUSE_AFTER)\n"
     return p
 
@@ -148,16 +147,53 @@ BUSYBOX = []  # the session's busybox rootfs, for _paused (set by the tests that
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("kind", _kinds() if shutil.which("runc") else [])
-def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(kind, runtime, busybox):
+@pytest.mark.parametrize("userns,kind", [(u, k) for u in ("host", "auto") for k in _kinds(u)]
+                         if shutil.which("runc") else [])
+def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(userns, kind, runtime,
+                                                                                         busybox):
+    """With --userns=auto also the id range's lease, the idmapped rootfs and the overlay mounted on the host, the
+    root's directory in /run/pyrun-roots (snapshot() has them all)."""
     BUSYBOX[:] = [busybox]
     before = snapshot()
-    p = _paused(runtime, kind, f"rtfault-{kind}")
+    p = _paused(runtime, kind, f"rtfault-{kind}", f"--userns={userns}")
     p.send_signal(signal.SIGKILL)
     p.wait()
     r = pyrun("prune")
     assert r.returncode == 0 and r.stdout == f"rtfault-{kind}\n", r.stderr
     _gone_everywhere(runtime, before)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_userns_root_on_the_host_is_reachable_by_the_containers_root_alone(runtime, busybox):
+    """Paused once the overlay is mounted on the host for the runtime (under /run/pyrun-roots, Reachable): the
+    container's root, host uid BASE, may reach it, as runc needs; another host user may not, nor list who is
+    there; pyrun's state directory stays closed to both."""
+    BUSYBOX[:] = [busybox]
+    before = snapshot()
+    with _held(runtime, "overlay", "unsreach", "--userns=auto") as p:
+        [cid] = os.listdir(os.path.join(STATE_ROOT, "containers"))
+        [base] = [int(n) for n in os.listdir("/run/pyrun-users") if n.isdigit()]
+        root = f"/run/pyrun-roots/{cid}/root"
+
+        def as_user(uid: int, *argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv],
+                                  capture_output=True, text=True, timeout=10)
+        owner = as_user(base, "stat", "-c", "%u", f"{root}/bin/busybox")
+        assert (owner.returncode, owner.stdout) == (0, f"{base}\n"), owner.stderr  # and idmapped: BASE+0
+        for argv in (["stat", f"{root}/bin/busybox"], ["ls", "/run/pyrun-roots"], ["ls", root]):
+            assert as_user(65534, *argv).returncode != 0, argv
+        assert as_user(base, "ls", os.path.join(STATE_ROOT, "containers", cid)).returncode != 0
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert pyrun("prune").returncode == 0
+    _gone_everywhere(runtime, before)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_userns_run_the_runtime_fails_leaves_nothing(runtime, busybox, clean_host):
+    """The runtime's create fails (no such program): exit 127, and the lease, mounts and directories are undone."""
+    r = pyrun("run", "--rm", "--userns=auto", "--runtime", runtime, "--network", "none", busybox, "no-such-program")
+    assert r.returncode == 127 and "no-such-program" in r.stderr.splitlines()[-1], r.stderr
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -1,17 +1,24 @@
 """--userns=auto, attacked and checked from the host: root in the container is an unprivileged host uid of a
 range its own, the rootfs stays as it was, and everything else (network, ports, exec, -t, limits, seccomp,
-crash recovery) keeps working under it."""
+crash recovery) keeps working under it.
+
+The attacks on the user namespace itself run under each runtime (RUNTIMES): pyrun's own, and an OCI runtime
+given pyrun's bundle (runc, pyrun-oci), whose rootfs pyrun idmaps on the host (runtime/oci/client.py)."""
 import ctypes
 import errno
 import os
+import shutil
 import signal
 import struct
+import subprocess
+import tempfile
 
 import pytest
 
-from conftest import (CGROUP_PARENT, HOST_IP, fetch, pty_session, pyrun, pyrun_bg, running_record, snapshot,
-                      wait_for)
+from conftest import (CGROUP_PARENT, HOST_IP, RUNTIMES, fetch, pty_session, pyrun, pyrun_bg, running_record,
+                      snapshot, wait_for)
 USERS = "/run/pyrun-users"  # runtime/userns.py: one file per leased range
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]  # a real unprivileged host user
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -82,8 +89,9 @@ def host_ids(pid: int) -> tuple[list[int], list[int]]:
     return [int(x) for x in fields["Uid"].split()], [int(x) for x in fields["Gid"].split()]
 
 
-def start(rootfs: str, name: str, *options: str, command: str = "sleep 300") -> dict:
-    r = pyrun("run", "-d", "--userns=auto", "--name", name, *options, rootfs, "sh", "-c", command)
+def start(rootfs: str, name: str, *options: str, command: str = "sleep 300", runtime: str = "pyrun") -> dict:
+    r = pyrun("run", "-d", "--userns=auto", "--runtime", runtime, "--name", name, *options, rootfs, "sh", "-c",
+              command)
     assert r.returncode == 0, r.stderr
     return wait_for(lambda: running_record(name), what=f"{name} to run")
 
@@ -96,12 +104,18 @@ def base_of(record: dict) -> int:
     return base
 
 
-def test_root_inside_is_an_unprivileged_uid_outside(busybox, clean_host):
-    record = start(busybox, "unpriv")
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_root_inside_is_an_unprivileged_uid_outside(runtime, busybox, clean_host):
+    record = start(busybox, "unpriv", runtime=runtime)
     try:
         base = base_of(record)
-        uids, gids = host_ids(record["State"]["Pid"])
+        pid = record["State"]["Pid"]
+        uids, gids = host_ids(pid)
         assert base >= 65536 and uids == [base] * 4 and gids == [base] * 4
+        for kind in ("uid", "gid"):  # the kernel's own word, read from the host
+            with open(f"/proc/{pid}/{kind}_map") as f:
+                assert f.read().split() == ["0", str(base), "65536"]
+        assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
         assert leases() == {base: record["Id"]}
         r = pyrun("exec", "unpriv", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map")
         assert r.stdout.split() == ["0", "0", "0", str(base), "65536"], r.stderr
@@ -110,12 +124,14 @@ def test_root_inside_is_an_unprivileged_uid_outside(busybox, clean_host):
     assert leases() == {}
 
 
-def test_files_made_in_a_bind_belong_to_the_mapped_uid(busybox, tmp_path, clean_host):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_files_made_in_a_bind_belong_to_the_mapped_uid(runtime, busybox, tmp_path, clean_host):
     """-v binds are not idmapped: the container writes as host uid BASE+N, and host root's files are nobody's."""
     out = tmp_path / "out"
     out.mkdir()
     out.chmod(0o777)
-    r = pyrun("run", "--rm", "--userns=auto", "--network", "none", "-v", f"{out}:/out", busybox, "sh", "-c",
+    r = pyrun("run", "--rm", "--userns=auto", "--runtime", runtime, "--network", "none", "-v", f"{out}:/out",
+              busybox, "sh", "-c",
               "touch /out/made; mkdir /out/dir; chown 7:8 /out/dir; stat -c '%u %g' /out; cat /proc/self/uid_map")
     assert r.returncode == 0, r.stderr
     seen, uid_map = r.stdout.splitlines()
@@ -125,19 +141,40 @@ def test_files_made_in_a_bind_belong_to_the_mapped_uid(busybox, tmp_path, clean_
     assert (os.stat(out / "dir").st_uid, os.stat(out / "dir").st_gid) == (base + 7, base + 8)
 
 
-def test_a_root_only_host_file_stays_root_only(busybox, tmp_path, clean_host):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_root_only_host_file_stays_root_only(runtime, busybox, tmp_path, clean_host):
     secret = tmp_path / "secret"
     secret.write_text("the host's secret\n")
     secret.chmod(0o600)
     public = tmp_path / "public"
     public.write_text("root's file\n")
     public.chmod(0o644)
-    r = pyrun("run", "--rm", "--userns=auto", "--network", "none", "-v", f"{secret}:/secret",
+    r = pyrun("run", "--rm", "--userns=auto", "--runtime", runtime, "--network", "none", "-v", f"{secret}:/secret",
               "-v", f"{public}:/public", busybox, "sh", "-c",
               "cat /secret; echo cat=$?; echo mine > /public; echo write=$?; chmod 666 /public; echo chmod=$?")
     assert "the host's secret" not in r.stdout + r.stderr
     assert "cat=1" in r.stdout and "write=1" in r.stdout and "chmod=1" in r.stdout, r.stdout + r.stderr
     assert public.read_text() == "root's file\n" and os.stat(public).st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_setuid_root_file_it_makes_is_no_way_to_host_root(runtime, busybox, clean_host):
+    """The container's root makes a setuid-root copy of coreutils' id in a bind: on the host the file is host
+    uid BASE's, and a host user who runs it gets euid BASE, not 0."""
+    out = tempfile.mkdtemp(prefix="pyrun-suid-")  # not under pytest's 0700 tmp: the host user must reach it
+    try:
+        os.chmod(out, 0o777)
+        r = pyrun("run", "--rm", "--userns=auto", "--runtime", runtime, "--network", "none", "-v", f"{out}:/out",
+                  "-v", "/usr/bin/id:/hostid:ro", busybox, "sh", "-c",
+                  "cp /hostid /out/suid && chown 0:0 /out/suid && chmod 4755 /out/suid && cat /proc/self/uid_map")
+        assert r.returncode == 0, r.stderr
+        base = int(r.stdout.split()[1])
+        made = os.stat(os.path.join(out, "suid"))
+        assert (made.st_uid, made.st_gid, made.st_mode & 0o7777) == (base, base, 0o4755)
+        ran = subprocess.run([*NOBODY, os.path.join(out, "suid"), "-u"], capture_output=True, text=True, timeout=10)
+        assert (ran.returncode, ran.stdout) == (0, f"{base}\n"), ran.stderr
+    finally:
+        shutil.rmtree(out)
 
 
 def _owners(path: str) -> dict:
@@ -149,9 +186,10 @@ def _owners(path: str) -> dict:
     return out
 
 
-def test_the_rootfs_is_never_chowned_nor_written(busybox, clean_host):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_rootfs_is_never_chowned_nor_written(runtime, busybox, clean_host):
     before = _owners(busybox)
-    r = pyrun("run", "--rm", "--userns=auto", "--network", "none", busybox, "sh", "-c",
+    r = pyrun("run", "--rm", "--userns=auto", "--runtime", runtime, "--network", "none", busybox, "sh", "-c",
               "stat -c '%u %g' /bin/busybox /etc/passwd; echo x > /bin/planted; chown 5:5 /etc/passwd; "
               "chmod 4777 /bin/busybox; cat /proc/self/uid_map")
     assert r.returncode == 0, r.stderr

@@ -36,7 +36,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from runtime import rootfs
+from runtime import rootfs, userns
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.process import ContainerProcess
 from runtime.signals import forward_to
@@ -48,6 +48,7 @@ from runtime.syscalls import open_in_root
 # a library, instead of starting an interpreter for each (three of them, ~25 ms each). --explain prints them as the
 # pyrun-oci commands that do the same from a shell.
 IN_PROCESS = ["pyrun-oci"]
+ROOTS_DIR = "/run/pyrun-roots"  # --userns=auto: the bundles' roots, host-wide, as /run/pyrun-users (Reachable)
 
 
 def command(runtime: str) -> list[str]:
@@ -89,22 +90,105 @@ def runtime_root(state_root: str, runtime: str) -> str:
 
 @dataclass
 class Overlay(Step):
-    """The writable layer over the rootfs, mounted on the host: the bundle's root for the runtime"""
+    """The writable layer over the rootfs, mounted on the host: the bundle's root for the runtime
+
+    With --userns=auto (ID_BASE) the rootfs is idmapped onto the range first, as podman's idmapped storage
+    does: through the overlay the container's root owns the files host root owns on disk, before the runtime
+    has made the container's user namespace (userns.py). The mount's user namespace is one of its own with
+    the same maps, made for it (userns.namespace); the runtime makes the container's from uidMappings."""
 
     kind = "overlay"
     rootfs: str
     layer: str
+    at: str | None = None           # the mount point, root.path: LAYER/merged if None (see Reachable)
+    id_base: int | None = None
 
     @property
     def merged(self) -> str:
-        return os.path.join(self.layer, "merged")
+        return self.at or os.path.join(self.layer, "merged")
+
+    @property
+    def _lower(self) -> str:
+        return self.rootfs if self.id_base is None else os.path.join(self.layer, "lower")
 
     def actions(self) -> list[Action]:
-        """One mount, on directories opened for it (mount_layer)."""
-        return [(rootfs.mount_layer_shell(self.rootfs, self.layer), lambda: rootfs.mount_layer(self.rootfs, self.layer))]
+        """One mount, on directories opened for it (mount_layer). With an id range, the idmapped rootfs is attached at LAYER/lower for it and detached after it:
+        overlayfs holds a private copy of each layer's mount."""
+        q = shlex.quote
+        overlay = (rootfs.mount_layer_shell(self._lower, self.layer, merged=self.merged),
+                   lambda: rootfs.mount_layer(self._lower, self.layer, self.merged))
+        if self.id_base is None:
+            return [overlay]
+        ids = userns.IdRange(self.id_base, "")
+        return [(f"mount --bind -o X-mount.idmap=0:{ids.base}:{ids.size} {q(self.rootfs)} {q(self._lower)}   # "
+                 f"a file of uid N on disk is host uid {ids.base}+N through it (util-linux 2.39)",
+                 lambda: self._idmap(ids)),
+                overlay,
+                (f"umount {q(self._lower)}", lambda: rootfs.unmount(self._lower))]
+
+    def _idmap(self, ids: "userns.IdRange") -> None:
+        ns = userns.namespace(ids)
+        try:
+            rootfs.attach(userns.idmapped(self.rootfs, ns), self._lower)
+        finally:
+            os.close(ns)
 
     def undo_actions(self) -> list[Action]:
-        return [(f"umount -l {shlex.quote(self.merged)}", lambda: rootfs.unmount(self.merged))]
+        out = [(f"umount -l {shlex.quote(self.merged)}", lambda: rootfs.unmount(self.merged))]
+        if self.id_base is not None:  # pyrun stopped between the two mounts
+            out.append((f"umount -l {shlex.quote(self._lower)}", lambda: rootfs.unmount(self._lower)))
+        return out
+
+
+@dataclass
+class Reachable(Step):
+    """A mount point for the bundle's root that the container's root can reach (--userns=auto)
+
+    runc makes the container's mounts from inside its user namespace, as its root: host uid BASE, which has
+    no capability over the host's files. runc 1.1 opens a bind mount's source before it enters the
+    namespace, but not root.path: it bind-mounts root.path onto itself by its path (rootfs_linux.go,
+    prepareRoot), and BASE may not search pyrun's state directories (0700, root's): "permission denied".
+    podman chmods every directory above a container's root o+x for it (makeAccessible); pyrun keeps its
+    state root's alone, and mounts the root under a host-wide directory of its own instead:
+    ROOTS_DIR (0711: anyone may pass, no one but root list it) / ID (0710, group BASE: no one else
+    passes) / root. pyrun-oci opens the rootfs before it enters the namespace and needs none of it, but
+    an engine cannot know what its runtime does.
+    """
+
+    kind = "reachable"
+    cid: str
+    group: int   # the range's BASE: the container's root's gid on the host
+
+    @property
+    def path(self) -> str:
+        return os.path.join(ROOTS_DIR, self.cid, "root")
+
+    def actions(self) -> list[Action]:
+        top = os.path.dirname(self.path)
+        return [(f"mkdir -p -m 0711 {ROOTS_DIR}", lambda: _mkdir(ROOTS_DIR, 0o711)),
+                (f"mkdir -m 0710 {top}", lambda: _mkdir(top, 0o710)),
+                (f"chgrp {self.group} {top}   # the container's root's group, on the host",
+                 lambda: os.chown(top, 0, self.group)),
+                (f"mkdir -m 0700 {self.path}", lambda: _mkdir(self.path, 0o700))]
+
+    def undo_actions(self) -> list[Action]:
+        return [(f"rmdir {self.path} {os.path.dirname(self.path)}", self._remove)]
+
+    def _remove(self) -> None:
+        """rmdir, never a recursive removal, which would go into a root still mounted there; gone is done."""
+        for path in (self.path, os.path.dirname(self.path)):
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+
+
+def _mkdir(path: str, mode: int) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    os.chmod(path, mode)  # not the umask's (pyrun's is 077); and an older one's made looser, tightened
 
 
 @dataclass
