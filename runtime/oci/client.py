@@ -240,18 +240,21 @@ class Bundle(Step):
     kind = "bundle"
     path: str
     config: dict
+    user_files: bool = True  # refuse an /etc/passwd or /etc/group that is no file: runc opens both; pyrun-oci neither
 
     def actions(self) -> list[Action]:
         config = heredoc(os.path.join(self.path, "config.json"), json.dumps(self.config, indent=2).splitlines())
         return [("# each mount target resolved inside the rootfs, as PID 1 resolves them (openat2 RESOLVE_IN_ROOT);"
-                 " /dev, /proc, /sys directories, /etc/passwd and /etc/group files", self._check),
+                 " /dev, /proc, /sys directories" + (", /etc/passwd and /etc/group files" if self.user_files else ""),
+                 self._check),
                 (f"mkdir -p -m 0700 {shlex.quote(self.path)}",
                  lambda: os.makedirs(self.path, mode=0o700, exist_ok=True)),
                 ("\n".join(config), self._write)]
 
     def _check(self) -> None:
         _resolve_targets(self.config)
-        _check_user_files(self.config["root"]["path"])
+        if self.user_files:
+            _check_user_files(self.config["root"]["path"])
 
     def _write(self) -> None:
         with open(os.open(os.path.join(self.path, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
@@ -419,7 +422,7 @@ class RuntimeContainer(Step):
         if self.in_process:
             from runtime.oci import lifecycle
 
-            return lifecycle.start(self.root, self.cid, warn=_warn)
+            return lifecycle.start(self.root, self.cid, warn=_warn, until_exec=True)  # "running": the command's own
         code = subprocess.run(self._verb("start", self.cid), stdin=subprocess.DEVNULL).returncode
         if code != 0:
             raise _failed("start", self._log, code)

@@ -242,7 +242,9 @@ def exec_(root: str, cid: str, process, detach: bool, pid_file: str | None = Non
     return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell (and runc) says
 
 
-def start(root: str, cid: str, warn=None) -> None:
+def start(root: str, cid: str, warn=None, until_exec: bool = False) -> None:
+    """Let CID's PID 1 exec its program. With UNTIL_EXEC (pyrun run's) or poststart hooks, return only once PID 1
+    is at its execve, its user and capabilities the program's: runc's start returns as soon as PID 1 goes."""
     record = oci_state.read(root, cid)
     status = oci_state.status(root, record)
     if status != "created":
@@ -270,7 +272,7 @@ def start(root: str, cid: str, warn=None) -> None:
             if pidfd is None or oci_state.exited(process["Pid"], process["StartTime"]) or time.monotonic() > deadline:
                 raise PyrunError("start", f"{cid}: the container's process exited before it could start")
             poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
-        if record.get("hooks", {}).get("poststart"):
+        if until_exec or record.get("hooks", {}).get("poststart"):
             os.set_blocking(fd, True)
             while os.read(fd, 1):  # end of file: PID 1 is at its execve (init._wait_for_start)
                 pass
