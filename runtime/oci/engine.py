@@ -11,7 +11,8 @@ for pyrun's flags; `pyrun-oci` or runc can run what it prints.
                              Docker looks it up in the image
     -t                       process.terminal
     --cap-add, --cap-drop    process.capabilities: bounding, effective, permitted (never inheritable:
-                             CVE-2022-29162), of those pyrun holds (--cap-add ALL: all it has)
+                             CVE-2022-29162), of those pyrun holds (--cap-add ALL: all it has); with
+                             -u a user other than root, bounding only (CVE-2022-24769), as Docker
     --ulimit                 process.rlimits
     (always)                 process.noNewPrivileges
     --read-only              root.readonly
@@ -69,7 +70,10 @@ def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -
         "args": list(spec.command),
         "env": [f"{k}={v}" for k, v in env.items()],
         "cwd": spec.workdir,
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        # A user other than root: the bounding set only, as Docker writes it since CVE-2022-24769. The uid change
+        # would clear the others anyway; a config should not ask for capabilities its process must not hold.
+        "capabilities": {"bounding": caps, **({"effective": caps, "permitted": caps} if not who or who.uid == 0
+                                              else {"effective": [], "permitted": []})},
         "noNewPrivileges": True,
     }
     if spec.ulimits:
