@@ -241,8 +241,9 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool, roo
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(p.oom_score_adj))
     for name, soft, hard in p.rlimits:
-        at.step = f"setrlimit({name}, {soft}, {hard})"
-        resource.setrlimit(RLIMITS[name], (soft, hard))
+        if not _after_fds_closed(name, soft, hard):
+            at.step = f"setrlimit({name}, {soft}, {hard})"
+            resource.setrlimit(RLIMITS[name], (soft, hard))
     tty = None
     if p.terminal:
         at.step = "terminal"
@@ -290,6 +291,10 @@ def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int
     if not os.getcwd().startswith("/"):
         raise PyrunError(at.step, "the working directory is outside the container")
     os.umask(p.umask if p.umask is not None else 0o022)
+    for name, soft, hard in p.rlimits:
+        if _after_fds_closed(name, soft, hard):
+            at.step = f"setrlimit({name}, {soft}, {hard})"
+            resource.setrlimit(RLIMITS[name], (soft, hard))
     if syscall_filter is not None and p.no_new_privileges:
         at.step = "seccomp"
         syscall_filter.load()
@@ -477,6 +482,19 @@ def _terminal(sock, size: tuple[int, int] | None, console: bool) -> int:
     finally:
         root.close()
     return tty
+
+
+def _after_fds_closed(name: str, soft: int, hard: int) -> bool:
+    """An RLIMIT_NOFILE that lowers the limit is set last, once only the kept fds are open: set with the others, a
+    limit of 10 stopped PID 1's own steps ("Too many open files"). One that raises it is set with the others,
+    while PID 1 still has CAP_SYS_RESOURCE to do so."""
+    if name != "RLIMIT_NOFILE":
+        return False
+    def size(n: int) -> float:  # RLIM_INFINITY: -1 to Python, 2**64-1 in config.json
+        return float("inf") if n in (resource.RLIM_INFINITY, 2 ** 64 - 1) else n
+
+    now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return size(soft) <= size(now_soft) and size(hard) <= size(now_hard)
 
 
 def _look_up(name: str, path: str, cwd: str, rootfs: str | None) -> str:
