@@ -63,10 +63,10 @@ def test_the_recipe_in_order_with_phases():
     assert [(p.phase, p.step.kind) for p in plan] == [
         ("create", "ports"), ("create", "lease"), ("create", "layer"), ("create", "overlay"), ("create", "etc"),
         ("create", "hosts"), ("create", "bundle"), ("spawn", "bridge"), ("spawn", "runtime"),
-        ("attach", "unexposed"), ("attach", "devicerules"), ("attach", "netns"), ("attach", "veth"),
+        ("attach", "unexposed"), ("attach", "netns"), ("attach", "veth"),
         ("attach", "ebtables"), ("attach", "iptables")]
     none = recipe.recipe(cli_spec(["--network", "none"]), None, "/run/pyrun", CID, "web", None)
-    assert [p.step.kind for p in none] == ["layer", "overlay", "etc", "bundle", "runtime", "unexposed", "devicerules"]
+    assert [p.step.kind for p in none] == ["layer", "overlay", "etc", "bundle", "runtime", "unexposed"]
 
     plan = recipe.recipe(cli_spec([*port, "--runtime", "pyrun"]), net, "/run/pyrun", CID, "web", "10.195.0.2")
     assert [(p.phase, p.step.kind) for p in plan] == [
