@@ -87,10 +87,10 @@ def start(spec: ContainerSpec, net, root: str, record: Record, verbose: bool = F
                                  meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN), trace=verbose)
         recipe.run(journal, plan, recipe.ATTACH, proc.pid)
         if net:
-            from runtime.network import bridge, ipam
+            from runtime.network import ipam, veth
 
             address = recipe.find(plan, ipam.Lease).address
-            record.connect(net, address, bridge.mac_address(address), recipe.find(plan, bridge.NetnsName).path)
+            record.connect(net, address, veth.mac_address(address), recipe.find(plan, veth.NetnsName).path)
         proc.go()
         record.mark_running(proc.pid)
         if ids:

@@ -56,12 +56,12 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     res = spec.resources
     plan = []
     if net:
-        from runtime.network import bridge, firewall, ipam, portguard
+        from runtime.network import bridge, firewall, hostports, ipam, portguard, veth
 
-        bridge.check_published(spec, net)
-        end, mac = bridge.host_end(cid), bridge.mac_address(address)
+        hostports.check_published(spec, net)
+        end, mac = veth.host_end(cid), veth.mac_address(address)
         if spec.ports:  # first: a port taken is refused before anything is changed
-            plan.append(Planned(CREATE, bridge.Ports(list(spec.ports))))
+            plan.append(Planned(CREATE, hostports.Ports(list(spec.ports))))
         plan.append(Planned(CREATE, ipam.Lease(net.bridge, address, cid)))  # see create()
     if spec.userns == "auto":
         plan.append(Planned(CREATE, userns.IdRange(id_base, cid)))  # see create()
@@ -70,12 +70,12 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         plan.append(Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)))
     plan.append(Planned(CREATE, Layer(layer, id_base)))
     if oci:
-        from runtime.oci import client
+        from runtime.oci import bundle, client
 
-        reachable = client.Reachable(cid, id_base) if spec.userns == "auto" else None
+        reachable = bundle.Reachable(cid, id_base) if spec.userns == "auto" else None
         if reachable:
             plan.append(Planned(CREATE, reachable))
-        overlay = client.Overlay(spec.rootfs, layer, reachable and reachable.path, id_base)
+        overlay = bundle.Overlay(spec.rootfs, layer, reachable and reachable.path, id_base)
         plan.append(Planned(CREATE, overlay))
     plan.append(Planned(CREATE, dns.EtcFiles(layer, hostname(spec, cid), address, spec.network)))
     if net and net.user_defined:
@@ -84,17 +84,17 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         from runtime.oci import engine
 
         if spec.init:
-            plan.append(Planned(CREATE, client.Tini(client.tini(), client.tini_copy(layer))))
-        bundle = os.path.join(cdir, "bundle")
-        plan.append(Planned(CREATE, client.Bundle(bundle, engine.config(spec, plan, cid, overlay.merged),
+            plan.append(Planned(CREATE, bundle.Tini(bundle.tini(), bundle.tini_copy(layer))))
+        bundle_dir = os.path.join(cdir, "bundle")
+        plan.append(Planned(CREATE, bundle.Bundle(bundle_dir, engine.config(spec, plan, cid, overlay.merged),
                                                    user_files=spec.runtime != "pyrun-oci")))
     if net:
         plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
     if oci:
         plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
-                                                           client.runtime_root(root, spec.runtime), cid, bundle,
+                                                           client.runtime_root(root, spec.runtime), cid, bundle_dir,
                                                            spec.interactive, spec.tty)))
-        plan.append(Planned(ATTACH, client.Unexposed(overlay.merged)))
+        plan.append(Planned(ATTACH, bundle.Unexposed(overlay.merged)))
         if spec.runtime != "pyrun-oci":  # pyrun-oci writes exactly config.json's rules; runc 1.1 adds /dev/net/tun
             plan.append(Planned(ATTACH, DeviceRules(cid)))
     else:
@@ -102,9 +102,9 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         # the network is wired meanwhile.
         plan.append(Planned(ATTACH, CgroupJoin(cid), beside=True))
     if net:
-        plan += [Planned(ATTACH, bridge.NetnsName(bridge.netns_name(name, root), cid=cid)),
-                 Planned(ATTACH, bridge.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac,
-                                             isolated=not net.icc)),
+        plan += [Planned(ATTACH, veth.NetnsName(veth.netns_name(name, root), cid=cid)),
+                 Planned(ATTACH, veth.Veth(end, net.bridge, address, net.prefixlen, net.gateway, mac,
+                                           isolated=not net.icc)),
                  # After the veth, so that its undo (an nftables change, waiting out an RCU grace period) runs
                  # beside the veth's deletion. Nothing is sent from the port before it: the container runs
                  # nothing of its own until the attach phase is done, and eth0 has no IPv6 to speak up with.
@@ -216,9 +216,10 @@ def _next_free(net) -> str | None:
 
 
 def all_kinds() -> dict[str, type[Step]]:
-    """Every kind of step, its module imported: a journal written before records named their module is
-    read back through this (steps.Step.from_record)."""
-    from runtime.network import bridge, firewall, ipam, portguard  # noqa: F401  (they register their kinds)
+    """Every kind of step, its module imported: a journal written before records named their module, or
+    naming the module a step has since moved out of, is read back through this (steps.Step.from_record)."""
+    from runtime.network import bridge, firewall, hostports, ipam, portguard, veth  # noqa: F401  (their kinds)
+    from runtime.oci import bundle, client  # noqa: F401
     from runtime.steps import KINDS
 
     return dict(KINDS)

@@ -317,11 +317,11 @@ def parse_runtime(value: str, init: bool | None) -> str:
     if not value or "\0" in value:
         raise PyrunError("invalid --runtime", f"{value!r}: expected {BUILT_IN}, pyrun-oci, or an OCI runtime's name "
                                               "or path (runc, crun)")
-    from runtime.oci import client
+    from runtime.oci import bundle, client
 
     client.command(value)  # a runtime that is not there is bad input: refused before anything exists
     if init:
-        client.tini()  # and so is an --init without the tini it binds
+        bundle.tini()  # and so is an --init without the tini it binds
     return value
 
 

@@ -22,7 +22,10 @@ A journal record is the step's fields, its kind, and the module that defines
 it: `pyrun prune` replays journals without having run a container, and
 imports only what they name (a --network none container needs no network
 code). The registry below, filled as each Step class is defined, is the one
-place that maps a kind to its code.
+place that maps a kind to its code. A record whose module no longer defines
+its kind (the step has moved since the journal was written) is read back
+through every module's kinds (recipe.all_kinds), as one written before
+records named their module is.
 """
 import dataclasses
 import importlib
@@ -95,11 +98,10 @@ class Step:
     def from_record(record: dict) -> "Step":
         fields = dict(record)
         kind, module = fields.pop("kind"), fields.pop("module", None)
-        if kind not in KINDS:
-            if isinstance(module, str) and module.startswith("runtime."):
-                importlib.import_module(module)
-            else:  # a journal written before records named their module
-                importlib.import_module("runtime.recipe").all_kinds()
+        if kind not in KINDS and isinstance(module, str) and module.startswith("runtime."):
+            importlib.import_module(module)
+        if kind not in KINDS:  # a journal written before records named their module, or before its step moved
+            importlib.import_module("runtime.recipe").all_kinds()
         return KINDS[kind](**fields)
 
 

@@ -39,7 +39,7 @@ keeps its fd, the child exits), attached at the layer's lower/, and the
 overlay is mounted over it on the host, upper and work owned by BASE. The
 runtime takes that overlay for the container's root. runc bind-mounts it
 from inside the user namespace, as host uid BASE, by its path: it is
-mounted where BASE alone may reach it (client.Reachable).
+mounted where BASE alone may reach it (oci/bundle.py's Reachable).
 
     setup (--runtime)                                     undo
     lease a range; the layer's directories owned by BASE  (as above)
@@ -48,7 +48,7 @@ mounted where BASE alone may reach it (client.Reachable).
       by it at layer/lower; the overlay on it at .../root umount
     config.json: linux.uidMappings, gidMappings
     RUNTIME create: the namespace, its maps, the mounts
-    the overlay unmounted from the host (client.Unexposed)
+    the overlay unmounted from the host (oci/bundle.py's Unexposed)
 
 -v binds are *not* idmapped: the container sees their files' host owners
 through its map, so host root's files (and anyone's outside the range) are
@@ -187,7 +187,7 @@ def idmapped(path: str, ns: int) -> int:
 
 def namespace(ids: IdRange) -> int:
     """A new user namespace with IDS's maps, as an fd: what an idmapped mount made before the container's
-    own namespace exists needs (pyrun run --runtime, oci/client.py's Overlay). A namespace is made by a
+    own namespace exists needs (pyrun run --runtime, oci/bundle.py's Overlay). A namespace is made by a
     process: a child unshares it and waits while its maps are written from here and its file opened, then
     exits; the fd keeps the namespace."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

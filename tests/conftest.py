@@ -241,7 +241,7 @@ def snapshot() -> dict:
         "containers": sorted(os.listdir(os.path.join(STATE_ROOT, "containers")))
         if os.path.isdir(os.path.join(STATE_ROOT, "containers")) else [],
         # --userns=auto: the leased id ranges (runtime/userns.py; its lock stays), and under --runtime the
-        # bundles' roots (runtime/oci/client.py's Reachable)
+        # bundles' roots (runtime/oci/bundle.py's Reachable)
         "id ranges": sorted(n for n in os.listdir(ID_RANGES) if n.isdigit()) if os.path.isdir(ID_RANGES) else [],
         "roots": sorted(os.listdir(ROOTS)) if os.path.isdir(ROOTS) else [],
     }

@@ -8,7 +8,7 @@ from runtime import cgroups, pid1
 from runtime.cgroups import Cgroup
 from runtime.rootfs import Layer
 from runtime.explain import TEARDOWN
-from runtime.network import bridge, firewall, ipam, portguard
+from runtime.network import bridge, firewall, ipam, portguard, veth
 from runtime.network.ports import PortMapping
 from runtime.spec import build_spec
 
@@ -49,14 +49,14 @@ def test_golden_layer_and_lease():
 
 
 def test_golden_netns_and_veth():
-    ns = bridge.NetnsName("pyrun-web", 4242)
+    ns = veth.NetnsName("pyrun-web", 4242)
     assert ns.shell_up() == ["mkdir -p /run/netns", "touch /run/netns/pyrun-web",
                              "mount --bind /proc/4242/ns/net /run/netns/pyrun-web"]
     assert ns.shell_down() == ["umount /run/netns/pyrun-web", "rm /run/netns/pyrun-web"]
-    veth = bridge.Veth("pvc0ffeec0ffee", "pyrun0", "10.199.0.7", 16, "10.199.0.1",
-                       bridge.mac_address("10.199.0.7"), pid=4242)
+    pair = veth.Veth("pvc0ffeec0ffee", "pyrun0", "10.199.0.7", 16, "10.199.0.1",
+                     veth.mac_address("10.199.0.7"), pid=4242)
     inside = "nsenter --net=/proc/4242/ns/net"
-    assert veth.shell_up() == [
+    assert pair.shell_up() == [
         "ip link add pvc0ffeec0ffee master pyrun0 type veth peer name eth0 address 02:42:0a:c7:00:07 netns 4242",
         "sysctl -qw net.ipv6.conf.pvc0ffeec0ffee.disable_ipv6=1",
         "ip link set pvc0ffeec0ffee up type bridge_slave hairpin on   # hairpin: back out of its own port, to its "
@@ -64,7 +64,7 @@ def test_golden_netns_and_veth():
         f"{inside} sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1",
         f"{inside} ip link set lo up", f"{inside} ip addr add 10.199.0.7/16 dev eth0",
         f"{inside} ip link set eth0 up", f"{inside} ip route add default via 10.199.0.1"]
-    assert veth.shell_down() == ["ip link del pvc0ffeec0ffee"]
+    assert pair.shell_down() == ["ip link del pvc0ffeec0ffee"]
 
 
 def test_golden_port_guard():

@@ -17,7 +17,7 @@ from conftest import pyrun, snapshot
 from ocitools import copy_rootfs, run_bundle, running
 
 from runtime.network import dns
-from runtime.oci import client
+from runtime.oci.bundle import INIT, TINI
 
 PROBE = r"""
 echo "ids $(id -u) $(id -g) $(id -G)"
@@ -60,8 +60,8 @@ def _bundle(config: dict, busybox: str, path: str) -> str:
     for m in config["mounts"]:
         if m["destination"] in ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"):
             m["source"] = os.path.join(etc, os.path.basename(m["destination"]))
-        if m["destination"] == client.INIT:  # --init: the engine's copy of its tini (client.Tini)
-            m["source"] = shutil.copy(client.TINI, os.path.join(path, "docker-init"))
+        if m["destination"] == INIT:  # --init: the engine's copy of its tini (oci/bundle.py's Tini)
+            m["source"] = shutil.copy(TINI, os.path.join(path, "docker-init"))
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f)
     return path
@@ -117,8 +117,8 @@ def test_init_is_dockers_tini_and_the_runtimes_run_it(busybox, tmp_path, clean_h
     pyrun-oci given the config run the command under tini as pyrun run --init runs it under its own reaper:
     not as PID 1, so that the SIGTERM it sends itself is its death, 143."""
     config = _print_spec(busybox, ["--init"], INIT_PROBE)
-    assert config["process"]["args"] == [client.INIT, "--", "sh", "-c", INIT_PROBE]
-    [init] = [m for m in config["mounts"] if m["destination"] == client.INIT]
+    assert config["process"]["args"] == [INIT, "--", "sh", "-c", INIT_PROBE]
+    [init] = [m for m in config["mounts"] if m["destination"] == INIT]
     assert init["type"] == "bind" and init["options"] == ["bind", "ro", "nosuid", "nodev"]
     assert init["source"].endswith("/layer/docker-init")  # the copy a run would make (no noexec: it runs)
     assert set(config["annotations"]) == {"org.pyrun.rootfs"}  # no --init annotation: tini is the whole of it
@@ -129,7 +129,7 @@ def test_init_is_dockers_tini_and_the_runtimes_run_it(busybox, tmp_path, clean_h
            "pyrun-oci": run_bundle(_bundle(config, busybox, str(tmp_path / "oci")), str(tmp_path), "init-oci")}
     for who, (code, out, err) in ran.items():
         assert code == 143, (who, out, err)
-        assert out.splitlines() == ["not PID 1", f"{client.INIT} -- sh -c {INIT_PROBE} "], (who, out)
+        assert out.splitlines() == ["not PID 1", f"{INIT} -- sh -c {INIT_PROBE} "], (who, out)
 
 
 def _diff(lines: dict, other: str) -> str:

@@ -20,6 +20,7 @@ from runtime import cgroups, explain, recipe, steps
 from runtime.explain import TEARDOWN
 from runtime.network import bridge
 from runtime.network.networks import Network
+from runtime.oci.bundle import Overlay
 from runtime.spec import build_spec
 
 CID = "c0ffee" * 10 + "abcd"
@@ -92,7 +93,11 @@ def test_every_journal_record_names_what_reads_it_back():
             "print(type(Step.from_record(json.loads(sys.argv[1]))).__name__)")
     for record, name in ((plan[-1].step.record(), "ContainerRules"),            # in a fresh interpreter: imported
                          ({"kind": "veth", **{k: v for k, v in plan[-3].step.record().items() if k != "module"}},
-                          "Veth")):                                          # a journal of before the module key
+                          "Veth"),                                           # a journal of before the module key
+                         ({**plan[-3].step.record(), "module": "runtime.network.bridge"},
+                          "Veth"),                                           # one of before Veth left bridge.py
+                         ({**Overlay("/rootfs", "/layer").record(), "module": "runtime.oci.client"},
+                          "Overlay")):                                       # and Overlay client.py
         r = subprocess.run([sys.executable, "-c", code, json.dumps(record)], capture_output=True, text=True, cwd=REPO)
         assert r.stdout == f"{name}\n", r.stderr
     r = subprocess.run([sys.executable, "-c", code, json.dumps({"kind": "nosuch", "module": "os"})],

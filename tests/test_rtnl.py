@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, sh
 from runtime.network import rtnl
-from runtime.network.bridge import netlink_in
+from runtime.network.veth import netlink_in
 
 
 def ip_json(*args: str, netns_pid: int | None = None):

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from conftest import RUNTIMES, pyrun, pyrun_bg, running_record, wait_for
-from runtime.oci import client
+from runtime.oci.bundle import TINI
 
 CONFINEMENT = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")
 
@@ -172,14 +172,14 @@ def _fingerprint(path) -> tuple:
     return digest, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, os.listxattr(path)
 
 
-@pytest.mark.skipif(not os.path.exists(client.TINI), reason=f"{client.TINI} is not installed: scripts/setup")
+@pytest.mark.skipif(not os.path.exists(TINI), reason=f"{TINI} is not installed: scripts/setup")
 @pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "pyrun"])  # pyrun's own --init binds no file
 def test_a_root_container_with_every_capability_cannot_change_the_hosts_tini(runtime, busybox, clean_host,
                                                                               tmp_path):
     """--init's tini is bound read-only, which CAP_SYS_ADMIN undoes: the container remounts it writable and
     chmods it setuid, chowns, touches and writes it. The host's file, read from the host, is as it was."""
     tini = tmp_path / "tini-static"  # the engine's tini (dockerd's --init-path): a copy, not the machine's own
-    shutil.copy2(client.TINI, tini)
+    shutil.copy2(TINI, tini)
     before = _fingerprint(tini)
     r = pyrun("run", "--rm", "--init", "--runtime", runtime, "--cap-add", "ALL", "--network", "none", busybox,
               "sh", "-c", TINI_ATTACK, env={**os.environ, "PYRUN_INIT_PATH": str(tini)})

@@ -113,7 +113,7 @@ def test_a_hostile_script_under_sandbox_is_held_and_killed_at_its_timeout(runtim
         assert not any(os.path.exists(f"{root}{path}") for path in ("/evil", "/etc/evil", "/usr/evil"))
         diff = os.path.join(STATE_ROOT, "containers", record["Id"], "layer", "diff")
         landed = sorted(os.path.relpath(os.path.join(d, f), diff) for d, _, files in os.walk(diff) for f in files)
-        # under a runtime, only --init's mount point, which pyrun makes for tini's bind (client.Bundle)
+        # under a runtime, only --init's mount point, which pyrun makes for tini's bind (oci/bundle.py's Bundle)
         assert landed == ([] if runtime == "pyrun" else ["sbin/docker-init"])
         p.wait(timeout=30)  # --timeout 8, then SIGKILL one second after the ignored SIGTERM
     finally:

@@ -102,7 +102,7 @@ def _ip(args: list[str], pid: int | None = None) -> list:
 
 def _link_checks(root: str, record: Record, bridge: str) -> list[tuple[bool, str, str]]:
     """The wire: the bridge, the veth pair and the container's side of it, as `ip link` shows them."""
-    from runtime.network.bridge import host_end, netns_name
+    from runtime.network.veth import host_end, netns_name
 
     end, pid, inside = host_end(record.id), record.pid, f"ip netns exec {netns_name(record.name, root)}"
     br = (_ip(["link", "show", "dev", bridge]) or [{}])[0]
@@ -167,7 +167,7 @@ def _from_another_machine(address: str, port: int) -> bool:
 def walk(root: str, port: int) -> list[tuple[bool, str]]:
     """(ok, what) for each hop in order, stopping at the first that fails."""
     from runtime.network import networks
-    from runtime.network.bridge import netns_name
+    from runtime.network.veth import netns_name
 
     record, container_port, host_ip = _publisher(root, port)
     net = networks.get(root, record.network)

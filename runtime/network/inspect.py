@@ -11,7 +11,8 @@ from runtime.record import Record
 
 
 def gather(root: str, name: str) -> dict:
-    from runtime.network.bridge import host_end, netlink, netns_name
+    from runtime.network.bridge import netlink
+    from runtime.network.veth import host_end, netns_name
     from runtime.network.doctor import holder
 
     net = networks.get(root, name, None)

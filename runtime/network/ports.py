@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from runtime.errors import PyrunError
 
 ACCEPTED = "[IP:]HOST:CONTAINER[/tcp|udp], ports 1-65535, ranges as 9000-9002:9000-9002"
-# pyrun holds one socket per published port (bridge.Ports) and needs about 20 more file descriptors to
+# pyrun holds one socket per published port (hostports.Ports) and needs about 20 more file descriptors to
 # set up and, above all, to undo: pipes for iptables, netlink, the journal. 64 leaves room.
 FDS_OF_ITS_OWN = 64
 

@@ -10,7 +10,8 @@ and each config field means; pyrun-oci implements it with the same code as
 `pyrun run`:
 
     cli.py        the runc-shaped command line (the `pyrun-oci` script)
-    config.py     config.json -> a checked Bundle (config.md)
+    config.py     config.json -> a checked Bundle (config.md), a section at a time:
+                  config_process.py, config_mounts.py, config_linux.py (config-linux.md)
     state.py      the state records and statuses (runtime.md "State")
     lifecycle.py  create, start, kill, delete on the host (runtime.md "Lifecycle")
     init.py       the container's side: set up, wait on the exec FIFO, exec

@@ -249,7 +249,7 @@ def _json_arg(value: str, flag: str):
 
 
 def _exec(root: str, args) -> int:
-    from runtime.oci import config, lifecycle
+    from runtime.oci import config_process, lifecycle
 
     if args.preserve_fds < 0:
         raise PyrunError("invalid --preserve-fds", f"{args.preserve_fds}: expected 0 or more")
@@ -260,8 +260,8 @@ def _exec(root: str, args) -> int:
                          else "no command given: give ARGS or --process FILE")
     caps = [c if c.startswith("CAP_") else f"CAP_{c}" for c in args.cap]
     saved = config_of(root, args.id)
-    process = config.exec_process(saved, _json_arg(args.process, "--process") if args.process else None,
-                                  args.args, args.tty, args.cwd, args.env, args.user, caps, args.no_new_privs)
+    process = config_process.exec_process(saved, _json_arg(args.process, "--process") if args.process else None,
+                                          args.args, args.tty, args.cwd, args.env, args.user, caps, args.no_new_privs)
     code = lifecycle.exec_(root, args.id, process, args.detach, args.pid_file, args.console_socket,
                            args.preserve_fds)
     return code or 0

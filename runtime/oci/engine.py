@@ -25,7 +25,7 @@ for pyrun's flags; `pyrun-oci` or runc can run what it prints.
                              (capabilities, architectures, kernels) decided here, as Docker does:
                              config.json's format has no conditions
     --init                   process.args after "/sbin/docker-init --", and that file in mounts: a bind,
-                             read-only, of the container's own copy of tini (oci/client.py's Tini), as
+                             read-only, of the container's own copy of tini (oci/bundle.py's Tini), as
                              Docker binds its docker-init
     --name                   annotations["org.pyrun.name"]
     ROOTFS                   annotations["org.pyrun.rootfs"] too: the directory an error's hint names
@@ -44,7 +44,7 @@ import os
 import platform
 
 from runtime import cgroups, init, namespaces, recipe, seccomp, security, users
-from runtime.oci import client
+from runtime.oci import bundle
 from runtime.oci.config import OCI_VERSION
 from runtime.rootfs import Layer
 from runtime.spec import ContainerSpec
@@ -57,7 +57,7 @@ _SCMP_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -> dict:
     """SPEC as config.json, for container CID whose host-side steps are PLAN (recipe.recipe): its /etc files,
     cgroup and id range are the plan's. ROOT: the root.path, if not the rootfs itself (pyrun run --runtime: the
-    writable layer mounted over it, client.Overlay)."""
+    writable layer mounted over it, bundle.Overlay)."""
     hostname = recipe.hostname(spec, cid)
     who = _identity(spec)
     env = init.environment(spec, hostname, who.home if who else "/root")
@@ -96,7 +96,7 @@ def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -
     for action in recipe.inside(spec, plan, cid):  # the container side: PID 1's own list, each its fields
         action.oci(out)
     if spec.init:
-        _init(out, client.tini_copy(recipe.find(plan, Layer).path))
+        _init(out, bundle.tini_copy(recipe.find(plan, Layer).path))
     if root:
         out["root"]["path"] = root
     if annotations:
@@ -107,11 +107,11 @@ def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -
 
 def _init(config: dict, tini: str) -> None:
     """--init as Docker writes it: tini is PID 1 and the command its child, and TINI (the container's own copy,
-    client.Tini) is bound read-only at /sbin/docker-init, after every other mount. tini runs as process.user,
+    bundle.Tini) is bound read-only at /sbin/docker-init, after every other mount. tini runs as process.user,
     as Docker's does."""
-    client.tini()  # --print-spec's check; a run's is its spec's (spec.parse_runtime)
-    config["process"]["args"] = [client.INIT, "--", *config["process"]["args"]]
-    config.setdefault("mounts", []).append({"destination": client.INIT, "type": "bind", "source": tini,
+    bundle.tini()  # --print-spec's check; a run's is its spec's (spec.parse_runtime)
+    config["process"]["args"] = [bundle.INIT, "--", *config["process"]["args"]]
+    config.setdefault("mounts", []).append({"destination": bundle.INIT, "type": "bind", "source": tini,
                                             "options": ["bind", "ro", "nosuid", "nodev"]})
 
 

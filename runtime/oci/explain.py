@@ -19,6 +19,7 @@ from runtime import pid1
 from runtime.explain import TEARDOWN, numbered, with_variables
 from runtime.oci import config as oci_config
 from runtime.oci.config import Bundle
+from runtime.oci.config_mounts import PROPAGATION
 from runtime.rootfs import DEVICES
 from runtime.steps import heredoc
 
@@ -150,8 +151,8 @@ def _n(n: int) -> str:
 def _mount(m, options: list[str], cgroups: list[str]) -> list[str]:
     """config.json's mount M as mount(8) commands, from the new root's directory."""
     here = q("." + m.destination)
-    plain = [o for o in options if o not in oci_config.PROPAGATION and o not in ("bind", "rbind")]
-    propagation = [f"mount --make-{o} {here}" for o in options if o in oci_config.PROPAGATION]
+    plain = [o for o in options if o not in PROPAGATION and o not in ("bind", "rbind")]
+    propagation = [f"mount --make-{o} {here}" for o in options if o in PROPAGATION]
     if m.type == "bind":
         make = [f"mkdir -p {here}"] if os.path.isdir(m.source) else \
             [f"[ -e {here} ] || {{ mkdir -p {q('.' + os.path.dirname(m.destination))}; touch {here}; }}"]

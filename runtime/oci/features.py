@@ -2,11 +2,11 @@
 
 An engine reads it to learn, before writing a config, which hooks, mount
 options, namespaces, capabilities and seccomp actions the runtime knows;
-pyrun lists exactly what config.py honours, so that what it advertises and
+pyrun lists exactly what config.py (and its sections) honours, so that what it advertises and
 what it accepts cannot drift apart.
 """
 from runtime import cgroups
-from runtime.oci import config
+from runtime.oci import config, config_linux, config_mounts
 from runtime.oci.state import OCI_VERSION
 from runtime.security import ALL_CAPS
 
@@ -18,9 +18,9 @@ def features() -> dict:
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": list(config.HOOKS),
-        "mountOptions": sorted({*config.MOUNT_FLAGS, *config.PROPAGATION, "bind", "rbind", "defaults"}),
+        "mountOptions": sorted({*config_mounts.MOUNT_FLAGS, *config_mounts.PROPAGATION, "bind", "rbind", "defaults"}),
         "linux": {
-            "namespaces": sorted(config.NAMESPACES),
+            "namespaces": sorted(config_linux.NAMESPACES),
             "capabilities": [f"CAP_{name}" for name in sorted(ALL_CAPS)],
             "cgroup": {"v1": cgroups.hierarchy("memory")[0] == 1 or cgroups.guards_devices(),
                        "v2": bool(cgroups._v2_controllers()), "systemd": False, "systemdUser": False},

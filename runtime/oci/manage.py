@@ -87,7 +87,7 @@ def thaw(record: dict) -> None:
 def update(root: str, cid: str, resources: dict) -> None:
     """linux.resources as config.json has them (memory, cpu, pids; checked by the same code), written over the
     container's limits. A limit left out stays as it is."""
-    from runtime.oci.config import resources as read_resources
+    from runtime.oci.config_linux import resources as read_resources
 
     record = oci_state.read(root, cid)
     if oci_state.status(root, record) == "stopped":

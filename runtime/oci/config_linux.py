@@ -1,0 +1,170 @@
+"""config-linux.md: the namespaces, id maps, cgroup, devices and sysctls a container is made with.
+
+    namespaces              namespaces(7): each a type to make (unshare(2)) or a path to join (setns(2))
+    uidMappings, gid...     user_namespaces(7): the lines of /proc/PID/uid_map and gid_map, checked as
+                            the kernel checks them when create writes them
+    cgroupsPath, resources  cgroups(7): the container's cgroup, its memory, cpu and pids limits
+    resources.devices       the devices controller's rules (cgroup v1): which device nodes may be opened
+    sysctl                  /proc/sys, only of a namespace the container makes
+    maskedPaths, ...        paths PID 1 hides or makes read-only (rootfs.py)
+
+linux.seccomp is read in config.load, with runtime/seccomp.py.
+"""
+import json
+import os
+import re
+
+from runtime import cgroups
+from runtime.oci.config_check import bad, expect, refuse
+from runtime.oci.config_process import Process
+from runtime.spec import Resources
+
+CLONE_NEWCGROUP = 0x02000000
+DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks for it asks for nothing
+# The spec's namespace names -> unshare(2) flags (namespaces.py has pyrun's own, by /proc/PID/ns names).
+NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ipc": 0x08000000,
+              "uts": 0x04000000, "cgroup": CLONE_NEWCGROUP, "user": 0x10000000}
+# user_namespaces(7): at most 340 lines in one uid_map or gid_map, written at once in under a page; ids are
+# 0 .. 4294966294 on both sides, as (uid_t)-1 means "no id".
+MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, (1 << 32) - 2
+# Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
+_SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
+
+
+def namespaces(entries: list) -> tuple:
+    out = []
+    for i, ns in enumerate(expect(entries, list, "linux.namespaces", "a list")):
+        where = f"linux.namespaces[{i}]"
+        kind = expect(ns, dict, where, "an object with type").get("type")
+        if kind not in NAMESPACES:
+            raise bad(f"{where}.type", f"{kind!r}: expected one of {', '.join(NAMESPACES)}")
+        if any(k == kind for k, _ in out):
+            raise bad(where, f"the {kind} namespace is listed twice")
+        path = ns.get("path") or None
+        if path is not None and (not os.path.isabs(path) or not os.path.exists(path)):
+            raise bad(f"{where}.path", f"{path!r}: expected the absolute path of an existing namespace, such as "
+                                       "/proc/PID/ns/net or /run/netns/NAME")
+        if kind == "mount" and path:
+            raise bad(where, "pyrun builds the container's root in a new mount namespace; it cannot join one")
+        out.append((kind, path))
+    if ("mount", None) not in out:
+        raise bad("linux.namespaces", "pyrun needs a new mount namespace (type mount) to build the root in")
+    return tuple(out)
+
+
+def id_maps(linux: dict, namespaces, process: Process) -> tuple[tuple, tuple]:
+    """linux.uidMappings and gidMappings, checked as the kernel will check them when create writes them, and
+    against the ids process.user needs: a mistake is an error naming the field, not a failed write later."""
+    maps = {}
+    for kind in ("uid", "gid"):
+        where = f"linux.{kind}Mappings"
+        entries = expect(linux.get(f"{kind}Mappings") or [], list, where, "a list of containerID, hostID, size")
+        if entries and not any(k == "user" for k, _ in namespaces):
+            raise bad(where, "mappings need a user namespace: add {\"type\": \"user\"} to linux.namespaces")
+        if not entries and ("user", None) in namespaces:
+            raise bad(where, "a new user namespace needs its mappings, such as [{\"containerID\": 0, \"hostID\": "
+                             "100000, \"size\": 65536}]")
+        if len(entries) > MAX_MAP_LINES:
+            raise bad(where, f"{len(entries)} mappings: the kernel takes at most {MAX_MAP_LINES}")
+        out = []
+        for i, entry in enumerate(entries):
+            entry = expect(entry, dict, f"{where}[{i}]", "an object with containerID, hostID and size")
+            inside, outside, size = (expect(entry.get(k), int, f"{where}[{i}].{k}", "a number")
+                                     for k in ("containerID", "hostID", "size"))
+            for name, first in (("containerID", inside), ("hostID", outside)):
+                if first < 0 or size < 1 or first + size - 1 > MAX_ID:
+                    raise bad(f"{where}[{i}]", f"{name} {first} and size {size}: expected ids within 0-{MAX_ID} "
+                                               "and a size of at least 1")
+            for j, (other_in, other_out, other_size) in enumerate(out):
+                for name, a, b in (("containerID", inside, other_in), ("hostID", outside, other_out)):
+                    if a < b + other_size and b < a + size:
+                        raise bad(f"{where}[{i}]", f"its {name} range {a}-{a + size - 1} overlaps "
+                                                   f"{where}[{j}]'s {b}-{b + other_size - 1}")
+            out.append((inside, outside, size))
+        if len("".join(f"{a} {b} {c}\n" for a, b, c in out)) > MAX_MAP_BYTES:
+            raise bad(where, f"the mappings come to more than the {MAX_MAP_BYTES} bytes the kernel reads at once")
+        maps[kind] = tuple(out)
+    for kind, ids in (("uid", [process.uid]), ("gid", [process.gid, *process.additional_gids])):
+        for n in ids if maps[kind] else ():
+            if not any(inside <= n < inside + size for inside, _, size in maps[kind]):
+                raise bad(f"linux.{kind}Mappings", f"no mapping holds container {kind} {n}, which process.user "
+                                                   "runs as")
+    return maps["uid"], maps["gid"]
+
+
+def resources(r: dict) -> tuple[Resources, tuple]:
+    expect(r, dict, "linux.resources", "an object")
+    refuse(r, "linux.resources", ("blockIO", "hugepageLimits", "network", "rdma", "unified"),
+           "pyrun limits only memory, cpu, pids and devices")
+    memory = expect(r.get("memory") or {}, dict, "linux.resources.memory", "an object")
+    refuse(memory, "linux.resources.memory", ("reservation", "swap", "kernel", "kernelTCP", "swappiness",
+                                              "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"),
+           "pyrun sets only limit")
+    cpu = expect(r.get("cpu") or {}, dict, "linux.resources.cpu", "an object")
+    if cpu.get("shares") not in (None, DEFAULT_CPU_SHARES):
+        raise bad("linux.resources.cpu.shares", f"{cpu['shares']}: pyrun leaves the kernel's {DEFAULT_CPU_SHARES}")
+    refuse(cpu, "linux.resources.cpu", ("realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"),
+           "pyrun sets only quota and period (and shares at the default)")
+    quota, period = cpu.get("quota"), cpu.get("period")
+    if period not in (None, cgroups.CPU_PERIOD_US):
+        raise bad("linux.resources.cpu.period", f"{period}: pyrun's period is {cgroups.CPU_PERIOD_US} µs")
+    if quota is not None and quota > 0:
+        expect(quota, int, "linux.resources.cpu.quota", "a number of microseconds")
+    devices = [_device_rule(rule, f"linux.resources.devices[{i}]") for i, rule in enumerate(r.get("devices") or [])]
+    limit = (r.get("pids") or {}).get("limit")
+    mem = memory.get("limit")
+    return Resources(
+        memory=expect(mem, int, "linux.resources.memory.limit", "bytes") if mem and mem > 0 else None,
+        cpus=quota / cgroups.CPU_PERIOD_US if quota and quota > 0 else None,
+        pids_limit=expect(limit, int, "linux.resources.pids.limit", "a number") if limit and limit > 0 else None,
+    ), tuple(devices)
+
+
+def _device_rule(rule, where: str) -> tuple[str, str]:
+    """A device cgroup rule as cgroup v1 writes it: ("allow", "c 1:3 rwm"). pyrun's own allowlist is added
+    after the config's, as runc adds its own: a config's "deny all" first leaves exactly those."""
+    rule = expect(rule, dict, where, "an object with allow, type, major, minor and access")
+    kind, access = rule.get("type") or "a", rule.get("access") or "rwm"
+    if kind not in ("a", "b", "c") or not set(access) <= set("rwm"):
+        raise bad(where, f"expected type a, b or c and access made of r, w, m, got {json.dumps(rule)}")
+    number = lambda key: "*" if rule.get(key) in (None, -1) else str(expect(rule[key], int, f"{where}.{key}", "a number"))  # noqa: E731
+    text = "a" if kind == "a" else f"{kind} {number('major')}:{number('minor')} {access}"
+    return ("allow" if rule.get("allow") else "deny", text)
+
+
+def resources_need_no_devices(bounding: frozenset[str]) -> bool:
+    """Without the v1 devices controller a container with CAP_MKNOD could make and open the host's disk."""
+    return "MKNOD" not in bounding or cgroups.guards_devices()
+
+
+def cgroups_path(value, cid: str) -> tuple[str, str]:
+    """(parent, name) of the container's cgroup in each hierarchy; pyrun's own parent without cgroupsPath."""
+    if not value:
+        return cgroups.PARENT, cid
+    if ":" in value:
+        raise bad("linux.cgroupsPath", f"{value!r} is systemd's slice:prefix:name form; pyrun drives cgroupfs, "
+                                       "give a path such as /machine/ID")
+    parts = [p for p in value.split("/") if p]
+    if not parts or ".." in parts:
+        raise bad("linux.cgroupsPath", f"{value!r}: expected a path such as /machine/ID")
+    return "/".join(parts[:-1]), parts[-1]
+
+
+def paths(values, where: str) -> list[str]:
+    values = expect(values or [], list, where, "a list of absolute paths")
+    for v in values:
+        if not isinstance(v, str) or not v.startswith("/"):
+            raise bad(where, f"{v!r}: expected an absolute path")
+    return values
+
+
+def check_sysctl(key: str, value, namespaces) -> None:
+    if not isinstance(value, str):
+        raise bad(f"linux.sysctl.{key}", "expected a string value")
+    if _SYSCTL_IPC.fullmatch(key) and ("ipc", None) in namespaces:
+        return
+    if key.startswith("net.") and ("network", None) in namespaces:
+        return
+    if key in ("kernel.hostname", "kernel.domainname") and ("uts", None) in namespaces:
+        return
+    raise bad(f"linux.sysctl.{key}", "not a sysctl of a namespace the container makes; it would change the host")
