@@ -83,8 +83,9 @@ def run(
                                                                 "root; auto (--sandbox's): an unprivileged host "
                                                                 "uid range of its own."),
     runtime: Optional[str] = typer.Option(None, "--runtime", envvar="PYRUN_RUNTIME",  # dockerd's --default-runtime
-                                          help="pyrun (the default, built in), or an OCI runtime to hand the "
-                                               "container to: pyrun-oci, runc, crun or a path (docs/oci.md)."),
+                                          help="The OCI runtime pyrun hands the container to: pyrun-oci (the "
+                                               "default), runc, crun or a path; or pyrun, built in: no bundle "
+                                               "(docs/oci.md)."),
     rm: bool = typer.Option(False, "--rm", help="Remove the container's record when it exits."),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background; print the id."),
     log_opt: List[str] = typer.Option([], "--log-opt", help="A detached container's log: max-size=SIZE (10m), "

@@ -244,17 +244,23 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
 
 
 def _not_found(spec: ContainerSpec, path: str) -> str:
-    """Why execve said ENOENT, for a user who expected Docker to bring the command along with an image.
+    return not_found(spec.command[0], path, spec.workdir, spec.rootfs)
 
-    Looked up here, in PID 1 after pivot_root: the paths are the container's, never the host's."""
-    name = spec.command[0]
+
+def not_found(name: str, path: str, workdir: str, rootfs: str | None) -> str:
+    """Why execve said ENOENT, for a user who expected Docker to bring the command along with an image; with
+    ROOTFS (the directory the user gave pyrun run), what to do about it.
+
+    Looked up in PID 1 after pivot_root: the paths are the container's, never the host's."""
     candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]
     found = next((c for c in candidates if os.path.lexists(c)), None)
     if found is not None:  # the file is there: what is missing is its #! interpreter or its dynamic loader
         return f"{found} exists, but the interpreter on its #! line or its dynamic loader is missing from the rootfs"
     what = (f"executable file not found in $PATH ({path})" if "/" not in name else "no such file or directory"
-            + ("" if name.startswith("/") else f" (from {spec.workdir})"))
-    return (f"{what}: the rootfs {spec.rootfs} has no {name!r}; pyrun runs what the directory holds: "
+            + ("" if name.startswith("/") else f" (from {workdir})"))
+    if rootfs is None:
+        return what
+    return (f"{what}: the rootfs {rootfs} has no {name!r}; pyrun runs what the directory holds: "
             "scripts/build-rootfs DIR builds a Debian one with python3, scripts/build-busybox-rootfs DIR a tiny one")
 
 

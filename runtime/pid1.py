@@ -36,7 +36,7 @@ from shlex import quote
 from typing import ClassVar
 
 from runtime.rootfs import (DEV_LINKS, DEVICES, MASKED, READ_ONLY, SAFE, Root, bind, make_devices, make_private,
-                            mask_host_paths, mount_layer, pivot)
+                            mask_host_paths, mount_layer, mount_layer_shell, pivot)
 from runtime.spec import ContainerSpec, Tmpfs as TmpfsOption
 from runtime.steps import Step
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT, mount
@@ -126,14 +126,12 @@ class Overlay(Action):
         build.root = Root(build.merged)
 
     def shell(self) -> list[str]:
-        lower = quote(self.rootfs if not self.userns else f"{self.layer}/lower")
+        lower = self.rootfs if not self.userns else f"{self.layer}/lower"
         # overlayfs would split a path at ',' or ':': it gets the directories as open files instead.
         return [*([f"# --userns=auto: pyrun's idmapped mount of {quote(self.rootfs)} (runtime/userns.py), attached "
-                   f"at {lower}"] if self.userns else []),
-                f"exec 3< {lower} 4< {quote(f'{self.layer}/diff')} 5< {quote(f'{self.layer}/work')}",
-                "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5"
-                f"{',userxattr' if self.userns else ''} {quote(f'{self.layer}/merged')}",
-                "exec 3<&- 4<&- 5<&-", f"cd {quote(f'{self.layer}/merged')}"]
+                   f"at {quote(lower)}"] if self.userns else []),
+                mount_layer_shell(lower, self.layer, ",userxattr" if self.userns else ""),
+                f"cd {quote(f'{self.layer}/merged')}"]
 
     def oci(self, config: dict) -> None:
         config["root"] = {"path": self.rootfs, "readonly": False}  # the rootfs itself (an engine: its own overlay)

@@ -86,7 +86,8 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         if spec.init:
             plan.append(Planned(CREATE, bundle.Tini(bundle.tini(), bundle.tini_copy(layer))))
         bundle_dir = os.path.join(cdir, "bundle")
-        plan.append(Planned(CREATE, bundle.Bundle(bundle_dir, engine.config(spec, plan, cid, overlay.merged))))
+        plan.append(Planned(CREATE, bundle.Bundle(bundle_dir, engine.config(spec, plan, cid, overlay.merged),
+                                                   user_files=spec.runtime != "pyrun-oci")))
     if net:
         plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
     if oci:
@@ -94,7 +95,8 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
                                                            client.runtime_root(root, spec.runtime), cid, bundle_dir,
                                                            spec.interactive, spec.tty)))
         plan.append(Planned(ATTACH, bundle.Unexposed(overlay.merged)))
-        plan.append(Planned(ATTACH, DeviceRules(cid)))
+        if spec.runtime != "pyrun-oci":  # pyrun-oci writes exactly config.json's rules; runc 1.1 adds /dev/net/tun
+            plan.append(Planned(ATTACH, DeviceRules(cid)))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
         # the network is wired meanwhile.

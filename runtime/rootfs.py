@@ -175,6 +175,13 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
+def mount_layer_shell(lower: str, layer: str, options: str = "", merged: str | None = None) -> str:
+    """mount_layer() as one command: the directories open as fds 3-5 of mount(8) alone, as the kernel gets them."""
+    merged = merged or layer + "/merged"
+    return ("mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,workdir=/proc/self/fd/5"
+            f"{options} {quote(merged)} 3< {quote(lower)} 4< {quote(layer + '/diff')} 5< {quote(layer + '/work')}")
+
+
 def mount_layer(rootfs: str | int, layer: str, merged: str | None = None) -> str:
     """Mount the container's root at MERGED (LAYER/merged if None) and return that path.
 

@@ -16,7 +16,10 @@ from runtime.security import ALL_CAPS, DEFAULT_CAPS
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_MODES = ("bridge", "none", "host")
 USERNS_MODES = ("host", "auto")
-BUILT_IN = "pyrun"  # --runtime's default: runtime/init.py makes the container, no OCI verbs in between
+BUILT_IN = "pyrun"  # runtime/init.py makes the container in pyrun's own process: no bundle, no OCI verbs
+# --runtime's default: pyrun run is the engine, pyrun-oci's create, start and delete (oci/lifecycle.py, called in
+# pyrun's process) make the container from the config.json the flags become, as Docker hands one to runc.
+DEFAULT_RUNTIME = "pyrun-oci"
 # Matched with fullmatch: "$" in re.match also matches before a trailing newline ("web\n").
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
@@ -97,7 +100,7 @@ class ContainerSpec:
     sandbox: bool = False              # --sandbox: recorded for inspect; its parts are in the fields above
     timeout: float | None = None       # --timeout: seconds the command may run; None: no limit
     userns: str = "host"               # host: root is the host's root; auto: a host uid range of its own (userns.py)
-    runtime: str = BUILT_IN            # or an OCI runtime that makes the container from a bundle (oci/client.py)
+    runtime: str = DEFAULT_RUNTIME     # or BUILT_IN, or another OCI runtime that makes the container from a bundle (oci/client.py)
 
 
 def parse_memory(value: str) -> int:
@@ -352,7 +355,7 @@ def build_spec(rootfs: str, command: list[str], *, name: str | None = None, host
             raise PyrunError("invalid -p", f"host port {p.host_port}/{p.proto} is published twice ({seen[key]} and {p})")
         seen[key] = p
     check_fd_budget(ports)
-    runtime = parse_runtime(runtime or BUILT_IN, init)
+    runtime = parse_runtime(runtime or DEFAULT_RUNTIME, init)
     rootfs, mounts = parse_rootfs(rootfs), tuple(map(parse_volume, volumes))
     _check_bind_kinds(rootfs, mounts)
     tmpfs = tuple(map(parse_tmpfs, tmpfs))

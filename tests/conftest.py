@@ -32,11 +32,20 @@ HOST_IP = "198.51.100.1"     # the sandbox host's address on the "wan" link
 WORLD_IP = "198.51.100.2"    # another machine on the same link
 INTERNET_IP = "203.0.113.1"  # a host beyond it, on the "internet"
 STATE_ROOT = "/run/pyrun"
-# pyrun's own runtime, then pyrun run --runtime's (oci/client.py): tests of a guarantee that --runtime must keep
-# run under each (pyrun_under(runtime, ...) passes it on).
+# The runtimes pyrun run can hand a container to: its built-in one, runc, and pyrun-oci (the default; oci/client.py).
+# Tests of a guarantee that every runtime must keep run under each: with a runtime parameter passed as --runtime,
+# or, for a whole file, pytestmark = pytest.mark.usefixtures("each_runtime").
 RUNTIMES = ["pyrun", *(["runc"] if shutil.which("runc") else []), "pyrun-oci"]
 LEASES = "/run/pyrun-net/ipam/pyrun0"  # the default network's leases, host-wide (network/ipam.py)
 ID_RANGES, ROOTS = "/run/pyrun-users", "/run/pyrun-roots"
+
+
+@pytest.fixture(params=RUNTIMES)
+def each_runtime(request, monkeypatch):
+    """The test once per runtime: every pyrun run it makes, without a --runtime of its own, uses this one (as
+    dockerd's --default-runtime, PYRUN_RUNTIME)."""
+    monkeypatch.setenv("PYRUN_RUNTIME", request.param)
+    return request.param
 
 
 def sh(command: str, check: bool = True, **kw) -> subprocess.CompletedProcess:

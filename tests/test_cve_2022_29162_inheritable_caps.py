@@ -4,6 +4,9 @@ import pytest
 
 from conftest import pyrun
 
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
+
 
 @pytest.mark.parametrize("options", [[], ["--cap-add", "NET_ADMIN"], ["--cap-add", "ALL"]],
                          ids=["default", "cap-add NET_ADMIN", "cap-add ALL"])

@@ -5,6 +5,9 @@ import pytest
 
 from conftest import pyrun
 
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
+
 
 def test_pid_1_holds_only_stdio(busybox, clean_host):
     r = pyrun("run", "--rm", "--network", "none", busybox, "sh", "-c", "ls /proc/1/fd; true")

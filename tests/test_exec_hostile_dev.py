@@ -15,6 +15,9 @@ import pytest
 
 from conftest import pyrun, running_record, wait_for
 
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
+
 VICTIM = "/etc/victim"
 
 

@@ -10,6 +10,9 @@ import pytest
 
 from conftest import STATE_ROOT, pyrun, sh, snapshot, wait_for
 
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
+
 # Every line is something that has stopped a naive `rm -r` somewhere: depth past PATH_MAX and past
 # Python's recursion limit, symlinks to the host's files, a FIFO and a device node (never to be opened),
 # 20,000 files, names with newlines, directories nobody may enter, a whiteout, a hard link.

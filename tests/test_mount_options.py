@@ -11,7 +11,12 @@ upper and work directories).
 import os
 import shutil
 
+import pytest
+
 from conftest import pyrun
+
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
 
 MARKER = "host-only secret\n"
 

@@ -12,6 +12,9 @@ import pytest
 
 from conftest import pyrun
 
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
+
 
 def _snapshot(top: str) -> list[tuple]:
     out = []

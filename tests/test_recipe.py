@@ -57,15 +57,25 @@ def cli_spec(args: list[str]):
 
 @pytest.mark.noroot
 def test_the_recipe_in_order_with_phases():
+    """The default: pyrun the engine, pyrun-oci the runtime; and the built-in runtime's, which has no bundle."""
     net = Network("recipenet", "pr-0123456789ab", "10.195.0.0/24")
-    plan = recipe.recipe(cli_spec(["--network", "recipenet", "-p", "8140:80"]), net, "/run/pyrun", CID, "web",
-                         "10.195.0.2")
+    port = ["--network", "recipenet", "-p", "8140:80"]
+    plan = recipe.recipe(cli_spec(port), net, "/run/pyrun", CID, "web", "10.195.0.2")
+    assert [(p.phase, p.step.kind) for p in plan] == [
+        ("create", "ports"), ("create", "lease"), ("create", "layer"), ("create", "overlay"), ("create", "etc"),
+        ("create", "hosts"), ("create", "bundle"), ("spawn", "bridge"), ("spawn", "runtime"),
+        ("attach", "unexposed"), ("attach", "netns"), ("attach", "veth"),
+        ("attach", "ebtables"), ("attach", "iptables")]
+    none = recipe.recipe(cli_spec(["--network", "none"]), None, "/run/pyrun", CID, "web", None)
+    assert [p.step.kind for p in none] == ["layer", "overlay", "etc", "bundle", "runtime", "unexposed"]
+
+    plan = recipe.recipe(cli_spec([*port, "--runtime", "pyrun"]), net, "/run/pyrun", CID, "web", "10.195.0.2")
     assert [(p.phase, p.step.kind) for p in plan] == [
         ("create", "ports"), ("create", "lease"), ("create", "cgroup"), ("create", "layer"), ("create", "etc"),
         ("create", "hosts"), ("spawn", "bridge"), ("attach", "join"), ("attach", "netns"), ("attach", "veth"),
         ("attach", "ebtables"), ("attach", "iptables")]
     assert [p.step.kind for p in plan if p.beside] == ["join"]
-    none = recipe.recipe(cli_spec(["--network", "none"]), None, "/run/pyrun", CID, "web", None)
+    none = recipe.recipe(cli_spec(["--network", "none", "--runtime", "pyrun"]), None, "/run/pyrun", CID, "web", None)
     assert [p.step.kind for p in none] == ["cgroup", "layer", "etc", "join"]
 
 
@@ -112,7 +122,7 @@ def test_explain_prints_the_recipes_steps(case, tmp_path):
 
 @pytest.mark.noroot
 def test_explain_init_keeps_a_pid_1_that_forwards_signals(tmp_path):
-    script = explain.explain(cli_spec(["--init", "--network", "none"]), str(tmp_path))
+    script = explain.explain(cli_spec(["--init", "--network", "none", "--runtime", "pyrun"]), str(tmp_path))
     init_sh = script[script.index("init.sh <<'EOF'"):]
     init_sh = init_sh[:init_sh.index("\nEOF\n")]
     assert "exec env -i" not in init_sh  # the shell does not hand PID 1 over to the command
@@ -213,14 +223,15 @@ def ids_replaced(actions: list[tuple[str, list[str]]], cid: str) -> list[tuple[s
 
 def test_explain_prints_the_actions_pid_1_runs(busybox, tmp_path, clean_host):
     """The container side of --explain (init.sh) is the list PID 1 runs: the kinds PID 1 reports having done
-    under --verbose, in its order, and the same commands for each, but for the ids."""
+    under --verbose, in its order, and the same commands for each, but for the ids. The built-in runtime's:
+    pyrun-oci's container side is tests/test_oci_explain.py's."""
     (tmp_path / "file").write_text("x")
     cases = [["-v", f"{tmp_path}:/mnt", "-v", f"{tmp_path}/file:/etc/conf:ro", "-w", "/work/here"],
              ["--read-only", "--tmpfs", "/run:size=1m", "--tmpfs", "/scratch", "-v", f"{tmp_path}:/data"],
              ["-u", "1000:1000", "--init", "--hostname", "box"],
              ["--userns", "auto", "--network", "host", "-v", f"{tmp_path}:/mnt:ro", "--read-only"]]
     for args in cases:
-        args = ["--network", "none", *args] if "--network" not in args else args
+        args = ["--runtime", "pyrun", *(["--network", "none"] if "--network" not in args else []), *args]
         r = pyrun("run", "--rm", "--verbose", *args, busybox, "true")
         assert r.returncode == 0, r.stderr
         ran = ids_replaced(traced_actions(r.stderr), re.search(r"containers/([0-9a-f]{64})/layer", r.stderr)[1])
@@ -401,15 +412,18 @@ def test_verbose_traces_each_command_explain_prints_with_its_own_time(case, busy
     assert sum(ms for ms, c in lines) < took  # no time counted twice
     # (b) with the run's own id, state directory and PID 1 named as the script names them
     cid = re.search(r"\b[0-9a-f]{64}\b", r.stderr).group(0)
+    sid = script_id(script)
     pid = re.search(r"mount --bind /proc/(\d+)/ns/net", r.stderr).group(1)
 
     def named(command: str) -> str:
         command = command.replace(os.path.join(STATE_ROOT, "containers", cid), "$C").replace(cid, "$CID")
-        command = command.replace(cid[:12], script_id(script)[:12])   # the veth's and the chain's names
+        command = command.replace(cid[:12], sid[:12])   # the veth's and the chain's names
         return re.sub(rf"(/proc/|echo |netns ){pid}\b", r"\1$PID", command)
 
     there = [c for c in setup if re.match(r"# \S+, its address and pyrun's chains and rules are there already$", c)]
     assert len(there) == 1
+    # The bundle's config.json is a quoted heredoc (nothing in it expands): it names the script's own directory.
+    script = script.replace(os.path.join(STATE_ROOT, "containers", sid), "$C").replace(sid, "$CID")
     up, down = script.split(TEARDOWN)
     same_commands([named(c) for c in setup if c not in there], [s for s in explained(up) if s[0] != "bridge"])
     same_commands([named(c[len("undo: "):]) for _, c in lines if c.startswith("undo: ")], explained(down))

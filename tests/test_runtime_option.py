@@ -98,13 +98,13 @@ def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host, tmp_
     assert snapshot() == before
 
 
-def _kinds(userns: str) -> list[str]:
-    """The kinds a --runtime run journals, from the recipe itself."""
+def _kinds(runtime: str, userns: str) -> list[str]:
+    """The kinds a --runtime run journals, from the recipe itself (pyrun-oci's has no devicerules)."""
     from runtime import recipe
     from runtime.network.networks import Network
     from runtime.spec import build_spec
 
-    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime="runc", init=True, userns=userns)
+    spec = build_spec("/", ["true"], publish=["8151:8000"], runtime=runtime, init=True, userns=userns)
     return [p.step.kind for p in recipe.recipe(spec, Network("bridge", "pyrun0", "10.199.0.0/16"), STATE_ROOT,
                                                 "0" * 64, "fault", "10.199.0.2")]
 
@@ -146,9 +146,8 @@ def _paused(runtime: str, kind: str, name: str, *options: str):
 BUSYBOX = []  # the session's busybox rootfs, for _paused (set by the tests that take the fixture)
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("userns,kind", [(u, k) for u in ("host", "auto") for k in _kinds(u)]
-                         if shutil.which("runc") else [])
+@pytest.mark.parametrize("runtime,userns,kind", [(r, u, k) for r in RUNTIMES for u in ("host", "auto")
+                                                 for k in _kinds(r, u)] if shutil.which("runc") else [])
 def test_sigkill_after_each_step_then_prune_leaves_nothing_the_runtimes_state_included(userns, kind, runtime,
                                                                                          busybox):
     """With --userns=auto also the id range's lease, the idmapped rootfs and the overlay mounted on the host, the
@@ -197,11 +196,11 @@ def test_a_userns_run_the_runtime_fails_leaves_nothing(runtime, busybox, clean_h
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("kind", ["bundle", "runtime", "devicerules"])
+@pytest.mark.parametrize("kind", ["bundle", "runtime", "unexposed"])
 @pytest.mark.parametrize("verb", [["rm", "-f"], ["stop"]], ids=" ".join)
 def test_rm_f_or_stop_while_the_runtime_holds_a_created_container_leaves_nothing(verb, kind, runtime, busybox):
     """rm -f or stop of a container pyrun is still setting up: after its bundle, after the runtime's create
-    (the process made and waiting for start), after its devices rules: pyrun undoes it all, the runtime's delete
+    (the process made and waiting for start), after the root is off the host's tree: pyrun undoes it all, the runtime's delete
     included, and the command never runs. kill is refused, as Docker refuses it for a created container."""
     BUSYBOX[:] = [busybox]
     before = snapshot()

@@ -7,8 +7,12 @@ import pytest
 
 from conftest import pyrun, snapshot
 
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
+
 PROBE = """
 import ctypes, json, sys
+
 libc = ctypes.CDLL(None, use_errno=True)
 out = {}
 for name, nr, args in json.loads(sys.argv[1]):

@@ -1,5 +1,10 @@
 """Privileges: Docker's capability set, no_new_privs, and no inherited file descriptors."""
+import pytest
+
 from conftest import pyrun
+
+# Every guarantee here is the runtime's to keep: each test runs under each (conftest.RUNTIMES).
+pytestmark = pytest.mark.usefixtures("each_runtime")
 
 # Docker's 14 default capabilities as the bitmask /proc/PID/status prints.
 DOCKER_DEFAULT = "00000000a80425fb"

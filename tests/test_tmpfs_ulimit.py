@@ -1,4 +1,5 @@
 """--tmpfs and --ulimit: the container fills, opens, forks and writes past its limits; the host checks they held."""
+import json
 import os
 import subprocess
 
@@ -135,9 +136,16 @@ def test_bad_tmpfs_and_ulimit_are_125_and_leave_nothing(busybox, clean_host, arg
 
 
 def test_explain_prints_the_tmpfs_and_prlimit(busybox):
-    r = pyrun("run", "--explain", "--network", "none", "--tmpfs", "/tmp:size=64m,exec", "--ulimit", "nofile=64",
-              "--ulimit", "core=0:-1", busybox, "true")
+    args = ["--network", "none", "--tmpfs", "/tmp:size=64m,exec", "--ulimit", "nofile=64", "--ulimit", "core=0:-1",
+            busybox, "true"]
+    r = pyrun("run", "--explain", "--runtime", "pyrun", *args)  # the built-in's PID 1, as shell commands
     assert r.returncode == 0, r.stderr
     assert "mount -t tmpfs -o nosuid,nodev,size=67108864 tmpfs ./tmp" in r.stdout
     assert "prlimit --nofile=64:64 --core=0:unlimited -- " in r.stdout
     subprocess.run(["bash", "-n"], input=r.stdout, text=True, check=True)
+    r = pyrun("run", "--explain", *args)  # the default's: both in the bundle's config.json
+    config = json.loads(r.stdout[r.stdout.index("config.json <<'EOF'\n") + 20:].split("\nEOF\n")[0])
+    assert {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "size=67108864"]} in config["mounts"]
+    assert config["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64},
+                                            {"type": "RLIMIT_CORE", "soft": 0, "hard": 2 ** 64 - 1}]

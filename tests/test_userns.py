@@ -311,7 +311,7 @@ def test_bad_userns_is_refused(busybox, clean_host):
 
 
 def test_explain_prints_the_maps(busybox, clean_host):
-    r = pyrun("run", "--explain", "--userns=auto", busybox, "true")
+    r = pyrun("run", "--explain", "--runtime", "pyrun", "--userns=auto", busybox, "true")  # the built-in's unshare
     assert r.returncode == 0, r.stderr
     assert "--user --mount" in r.stdout
     assert "> /proc/$PID/uid_map" in r.stdout and "> /proc/$PID/gid_map" in r.stdout

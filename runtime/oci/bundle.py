@@ -72,13 +72,11 @@ class Overlay(Step):
         return self.rootfs if self.id_base is None else os.path.join(self.layer, "lower")
 
     def actions(self) -> list[Action]:
-        """One mount, on directories opened for it and closed after it (mount_layer): one command of three
-        lines. With an id range, the idmapped rootfs is attached at LAYER/lower for it and detached after it:
-        overlayfs holds a private copy of each layer's mount."""
+        """One mount, on directories opened for it (mount_layer). With an id range, the idmapped rootfs is
+        attached at LAYER/lower for it and detached after it: overlayfs holds a private copy of each layer's
+        mount."""
         q = shlex.quote
-        overlay = ("\n".join([f"exec 3< {q(self._lower)} 4< {q(self.layer + '/diff')} 5< {q(self.layer + '/work')}",
-                              "mount -t overlay overlay -o lowerdir=/proc/self/fd/3,upperdir=/proc/self/fd/4,"
-                              f"workdir=/proc/self/fd/5 {q(self.merged)}", "exec 3<&- 4<&- 5<&-"]),
+        overlay = (rootfs.mount_layer_shell(self._lower, self.layer, merged=self.merged),
                    lambda: rootfs.mount_layer(self._lower, self.layer, self.merged))
         if self.id_base is None:
             return [overlay]
@@ -203,18 +201,21 @@ class Bundle(Step):
     kind = "bundle"
     path: str
     config: dict
+    user_files: bool = True  # refuse an /etc/passwd or /etc/group that is no file: runc opens both; pyrun-oci neither
 
     def actions(self) -> list[Action]:
         config = heredoc(os.path.join(self.path, "config.json"), json.dumps(self.config, indent=2).splitlines())
         return [("# each mount target resolved inside the rootfs, as PID 1 resolves them (openat2 RESOLVE_IN_ROOT);"
-                 " /dev, /proc, /sys directories, /etc/passwd and /etc/group files", self._check),
+                 " /dev, /proc, /sys directories" + (", /etc/passwd and /etc/group files" if self.user_files else ""),
+                 self._check),
                 (f"mkdir -p -m 0700 {shlex.quote(self.path)}",
                  lambda: os.makedirs(self.path, mode=0o700, exist_ok=True)),
                 ("\n".join(config), self._write)]
 
     def _check(self) -> None:
         _resolve_targets(self.config)
-        _check_user_files(self.config["root"]["path"])
+        if self.user_files:
+            _check_user_files(self.config["root"]["path"])
 
     def _write(self) -> None:
         with open(os.open(os.path.join(self.path, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,

@@ -11,7 +11,8 @@ for pyrun's flags; `pyrun-oci` or runc can run what it prints.
                              Docker looks it up in the image
     -t                       process.terminal
     --cap-add, --cap-drop    process.capabilities: bounding, effective, permitted (never inheritable:
-                             CVE-2022-29162), of those pyrun holds (--cap-add ALL: all it has)
+                             CVE-2022-29162), of those pyrun holds (--cap-add ALL: all it has); with
+                             -u a user other than root, bounding only (CVE-2022-24769), as Docker
     --ulimit                 process.rlimits
     (always)                 process.noNewPrivileges
     --read-only              root.readonly
@@ -27,6 +28,7 @@ for pyrun's flags; `pyrun-oci` or runc can run what it prints.
                              read-only, of the container's own copy of tini (oci/bundle.py's Tini), as
                              Docker binds its docker-init
     --name                   annotations["org.pyrun.name"]
+    ROOTFS                   annotations["org.pyrun.rootfs"] too: the directory an error's hint names
 
 What the engine does around it is no field: the writable overlay on the
 rootfs (pyrun run stacks one at the layer directory; root.path names the
@@ -68,7 +70,10 @@ def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -
         "args": list(spec.command),
         "env": [f"{k}={v}" for k, v in env.items()],
         "cwd": spec.workdir,
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        # A user other than root: the bounding set only, as Docker writes it since CVE-2022-24769. The uid change
+        # would clear the others anyway; a config should not ask for capabilities its process must not hold.
+        "capabilities": {"bounding": caps, **({"effective": caps, "permitted": caps} if not who or who.uid == 0
+                                              else {"effective": [], "permitted": []})},
         "noNewPrivileges": True,
     }
     if spec.ulimits:
@@ -85,7 +90,8 @@ def config(spec: ContainerSpec, plan: list, cid: str, root: str | None = None) -
     profile = seccomp.profile_for(spec.seccomp_setting, spec.seccomp)
     if profile is not None:
         linux["seccomp"] = _seccomp(profile, spec.caps)
-    annotations = {"org.pyrun.name": spec.name} if spec.name else {}
+    # The directory the user gave: root.path is pyrun run's overlay of it, which an error's hint should not name.
+    annotations = {"org.pyrun.rootfs": spec.rootfs, **({"org.pyrun.name": spec.name} if spec.name else {})}
     out = {"ociVersion": OCI_VERSION, "process": process, "linux": linux}
     for action in recipe.inside(spec, plan, cid):  # the container side: PID 1's own list, each its fields
         action.oci(out)

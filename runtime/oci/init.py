@@ -32,6 +32,7 @@ import fcntl
 import os
 import platform
 import resource
+import select
 import signal
 import socket
 import stat
@@ -42,7 +43,7 @@ import _prctl  # noqa: F401  (security.py's: imported now, as after pivot_root t
 import prctl
 
 from runtime import init, rootfs, seccomp, sync, syscalls, userns
-from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PyrunError
+from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.oci import hooks
 from runtime.oci.config import NAMESPACES, RLIMITS, SECCOMP_OVERLAPS, Bundle, Mount, Process
 from runtime.security import limit_bounding, make_undumpable, set_capabilities
@@ -67,7 +68,7 @@ def _join_cgroup(dirs: list[str]) -> None:
 
 
 def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
-                 keyring: str | None) -> None:
+                 keyring: str | None, parent: int | None = None) -> None:
     """Once create has moved us into the cgroup, join the namespaces the config names by path, make the
     others, fork PID 1.
 
@@ -76,7 +77,9 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
     its maps, become its root, and make the other namespaces, which it then owns. Its root is an
     unprivileged host uid that may not even reach the bundle: the rootfs and the bind mounts' sources are
     taken first, as detached mounts (open_tree(2)), and the rootfs is attached over the working directory,
-    which unshare(CLONE_NEWNS) carries into the new mount namespace (runtime/init.py's _enter_userns)."""
+    which unshare(CLONE_NEWNS) carries into the new mount namespace (runtime/init.py's _enter_userns).
+
+    PARENT (pyrun run's, a pidfd of the engine): PID 1 is killed when that process dies (see _die_with)."""
     trees = {}
 
     def enter() -> None:
@@ -112,7 +115,7 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
         syscalls.unshare(flags)
 
     init.fork_init(sock, "namespaces", enter,
-                   lambda _null: _pid1(sock, bundle, fifo, preserve_fds, cgroup_dirs, pivot, keyring, trees))
+                   lambda _null: _pid1(sock, bundle, fifo, preserve_fds, cgroup_dirs, pivot, keyring, trees, parent))
 
 
 def _check_joined_maps(b: Bundle) -> None:
@@ -134,7 +137,7 @@ class _At:
 
 
 def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str], pivot: bool,
-          keyring: str | None, trees: dict) -> None:
+          keyring: str | None, trees: dict, parent: int | None = None) -> None:
     p = b.process
     at = _At("rootfs", sock)
     hook_state = {}
@@ -172,7 +175,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         if keyring:
             at.step = "keyctl(JOIN_SESSION_KEYRING)"
             _join_keyring(keyring)
-        program, syscall_filter = _prepare(sock, at, p, b.seccomp, console=True)
+        program, syscall_filter = _prepare(sock, at, p, b.seccomp, console=True,
+                                           rootfs=b.annotations.get("org.pyrun.rootfs"))
         sync.send(sock, "ready")
         sock.close()  # create exits now; from here on errors go to the container's stderr
         at.step = "exec.fifo"
@@ -182,7 +186,7 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
             def start_hooks() -> None:
                 at.step = "startContainer hook"
                 hooks.run(b.hooks, "startContainer", {**hook_state, "status": "created"}, cwd="/")
-        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=False, before_exec=start_hooks)
+        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=False, before_exec=start_hooks, parent=parent)
     except (OSError, PyrunError) as e:
         _failed(at, e)
 
@@ -229,7 +233,7 @@ def _exec_child(sock, p: Process, profile: dict | None, preserve_fds: int) -> No
         _failed(at, e)
 
 
-def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool):
+def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool, rootfs: str | None = None):
     """What is done as root with every capability: limits, terminal, the program looked up, the filter built
     (and loaded now without noNewPrivileges, as loading then needs CAP_SYS_ADMIN), the bounding set cut."""
     if p.oom_score_adj is not None:
@@ -237,14 +241,15 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool):
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(p.oom_score_adj))
     for name, soft, hard in p.rlimits:
-        at.step = f"setrlimit({name}, {soft}, {hard})"
-        resource.setrlimit(RLIMITS[name], (soft, hard))
+        if not _after_fds_closed(name, soft, hard):
+            at.step = f"setrlimit({name}, {soft}, {hard})"
+            resource.setrlimit(RLIMITS[name], (soft, hard))
     tty = None
     if p.terminal:
         at.step = "terminal"
         tty = _terminal(sock, p.console_size, console)
     at.step = f"exec {p.args[0]}"
-    program = _look_up(p.args[0], p.path())
+    program = _look_up(p.args[0], p.path(), p.cwd, rootfs)
     at.step = "seccomp"
     syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS) if profile is not None else None
     if syscall_filter is not None and not p.no_new_privileges:
@@ -261,12 +266,15 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool):
 
 
 def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int, keep_sock: bool,
-            before_exec=None) -> None:
+            before_exec=None, parent: int | None = None) -> None:
     """The config's user, capabilities and no_new_privs; only the kept fds; cwd, umask, the filter; execve.
     With KEEP_SOCK the sync socket stays open (close-on-exec) above the kept fds. BEFORE_EXEC (startContainer
     hooks) runs as the program will, with its user and capabilities, before the fds are closed."""
     at.step = f"user {p.uid}:{p.gid}"
     _switch_user(p.uid, p.gid, p.additional_gids)
+    if parent is not None:
+        at.step = "prctl(PR_SET_PDEATHSIG)"
+        _die_with(parent)
     at.step = "capabilities"
     # An ambient capability must be permitted and inheritable; runc (gocapability) skips one that is not,
     # and runc's own default config.json asks for three that are not inheritable.
@@ -283,11 +291,18 @@ def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int
     if not os.getcwd().startswith("/"):
         raise PyrunError(at.step, "the working directory is outside the container")
     os.umask(p.umask if p.umask is not None else 0o022)
+    for name, soft, hard in p.rlimits:
+        if _after_fds_closed(name, soft, hard):
+            at.step = f"setrlimit({name}, {soft}, {hard})"
+            resource.setrlimit(RLIMITS[name], (soft, hard))
     if syscall_filter is not None and p.no_new_privileges:
         at.step = "seccomp"
         syscall_filter.load()
     at.step = f"exec {p.args[0]}"
-    os.execve(program, list(p.args), dict(e.split("=", 1) for e in p.env))
+    try:
+        os.execve(program, list(p.args), dict(e.split("=", 1) for e in p.env))
+    except FileNotFoundError:  # the program is there (_look_up found it): its #! interpreter or loader is not
+        raise PyrunError(at.step, init.not_found(program, p.path(), p.cwd, None), EXIT_NOT_FOUND) from None
 
 
 def _failed(at: _At, e: Exception) -> None:
@@ -296,6 +311,8 @@ def _failed(at: _At, e: Exception) -> None:
     if at.step.startswith("exec") and isinstance(e, PermissionError):
         init._fail(at.sock, at.step, PyrunError(at.step, "permission denied"), EXIT_NOT_EXECUTABLE)
     code = EXIT_NOT_FOUND if at.step.startswith("exec") and isinstance(e, FileNotFoundError) else 1
+    if at.step.startswith("exec") and isinstance(e, PyrunError):  # _look_up's 126 or 127: pyrun run exits with it
+        code = e.exit_code
     init._fail(at.sock, at.step, e, code)
 
 
@@ -467,16 +484,28 @@ def _terminal(sock, size: tuple[int, int] | None, console: bool) -> int:
     return tty
 
 
-def _look_up(name: str, path: str) -> str:
-    """The program to exec, found now so that a missing one fails create, not the container after start."""
+def _after_fds_closed(name: str, soft: int, hard: int) -> bool:
+    """An RLIMIT_NOFILE that lowers the limit is set last, once only the kept fds are open: set with the others, a
+    limit of 10 stopped PID 1's own steps ("Too many open files"). One that raises it is set with the others,
+    while PID 1 still has CAP_SYS_RESOURCE to do so."""
+    if name != "RLIMIT_NOFILE":
+        return False
+    def size(n: int) -> float:  # RLIM_INFINITY: -1 to Python, 2**64-1 in config.json
+        return float("inf") if n in (resource.RLIM_INFINITY, 2 ** 64 - 1) else n
+
+    now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return size(soft) <= size(now_soft) and size(hard) <= size(now_hard)
+
+
+def _look_up(name: str, path: str, cwd: str, rootfs: str | None) -> str:
+    """The program to exec, found now so that a missing one fails create, not the container after start.
+    ROOTFS: the directory pyrun run was given (annotation org.pyrun.rootfs), named in the error's hint."""
     for candidate in [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     if "/" in name and os.path.isfile(name):  # there, but not executable: runc's "permission denied", 126
         raise PyrunError(f"exec {name}", "permission denied", EXIT_NOT_EXECUTABLE)
-    if "/" in name:
-        raise PyrunError(f"exec {name}", "no such file or directory", EXIT_NOT_FOUND)
-    raise PyrunError(f"exec {name}", "executable file not found in $PATH", EXIT_NOT_FOUND)
+    raise PyrunError(f"exec {name}", init.not_found(name, path, cwd, rootfs), EXIT_NOT_FOUND)
 
 
 def _switch_user(uid: int, gid: int, groups: tuple[int, ...]) -> None:
@@ -485,6 +514,18 @@ def _switch_user(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     prctl.set_keepcaps(False)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when pyrun run dies, as its own PID 1 is (init._die_with_parent): a foreground container
+    goes with the terminal's pyrun. Set after the user switch, which clears it; PARENT is the pidfd of the
+    process we were re-parented to when the intermediate exited, readable once that process has exited."""
+    prctl.set_pdeathsig(signal.SIGKILL)
+    poll = select.poll()
+    poll.register(parent, select.POLLIN)
+    if poll.poll(0):  # pyrun died before the setting took hold
+        os._exit(EXIT_PYRUN)
+    os.close(parent)
 
 
 def _wait_for_start(fifo: int) -> None:

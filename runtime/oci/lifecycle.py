@@ -33,14 +33,19 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
-           preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None) -> None:
+           preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None, stdin: int | None = None,
+           console=None, die_with_parent: bool = False) -> int:
+    """Create container CID from BUNDLE; return its process's pid. pyrun run calls this in its own process
+    (oci/client.py): STDIN, if given, is the container's stdin instead of ours, CONSOLE, if given, takes the
+    terminal's master instead of a --console-socket, and with DIE_WITH_PARENT the container is killed when
+    the calling process dies (an engine's runtime outlives no engine: that is pyrun run's foreground)."""
     from runtime import sync
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
     from runtime.steps import Journal
 
     oci_config.check_id(cid)
     b = oci_config.load(bundle, cid)
-    if b.process.terminal != bool(console_socket):
+    if b.process.terminal != bool(console_socket or console):
         raise PyrunError("--console-socket", "process.terminal is true: give --console-socket" if b.process.terminal
                          else "given, but process.terminal is false: there is no terminal to send")
     state.ensure_root(root)
@@ -71,9 +76,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
                 # from it, with the module, before pivot_root, after which there is no host to import from.
                 from runtime.oci import init as oci_init
 
-                oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(), pivot, keyring)
+                parent = os.pidfd_open(os.getppid()) if die_with_parent else None
+                oci_init.intermediate(theirs, b, fifo, preserve_fds, cgroup.paths(), pivot, keyring, parent)
             pid, sock = _spawn(intermediate, cgroup, map_ids=_map_ids(b) if b.makes("user") else None,
-                               make_cgroup=lambda: journal.run(cgroup))
+                               make_cgroup=lambda: journal.run(cgroup), stdin=stdin)
         finally:
             os.close(fifo)
         with sock:
@@ -87,12 +93,14 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
                     hooks.run(b.hooks, name, now, cwd=b.path)
                 sync.send(sock, "state", state=now)
             if b.process.terminal:
-                _send_console(console_socket, sync.expect(sock, "pty")["fds"][0])
+                master = sync.expect(sock, "pty")["fds"][0]
+                console(master) if console else _send_console(console_socket, master)
             sync.expect(sock, "ready")
         record.update(status="created", pid=pid, process={"Pid": pid, "StartTime": state.start_time(pid)})
         state.write_json(oci_state.record_path(root, cid), record)
         if pid_file:
             _write_pid_file(pid_file, pid)
+        return pid
     except BaseException:
         if pid is not None:
             _kill(pid, signal.SIGKILL)
@@ -113,7 +121,7 @@ def _map_ids(b):
     return lambda intermediate: write_maps(intermediate, b.map_text("uid"), b.map_text("gid"))
 
 
-def _spawn(intermediate_does, cgroup=None, map_ids=None, make_cgroup=None):
+def _spawn(intermediate_does, cgroup=None, map_ids=None, make_cgroup=None, stdin: int | None = None):
     """Fork the intermediate, which calls INTERMEDIATE_DOES(its sync socket); return (the pid of the process it
     forked, our sync socket). create is no subreaper (see the module's docstring): that process is the
     engine's once the intermediate has exited. With MAP_IDS, the intermediate stops once it has unshared its
@@ -122,7 +130,8 @@ def _spawn(intermediate_does, cgroup=None, map_ids=None, make_cgroup=None):
     With CGROUP, the intermediate is moved into it from here, as runc's parent moves its child, and told
     "joined": on cgroup v1 the kernel makes the first move wait out an RCU grace period (~12 ms), and the
     intermediate imports the container side meanwhile, on the other CPU, instead of before the fork. MAKE_CGROUP,
-    if given, makes the cgroup first, after the fork: its imports (cgroupspy's) overlap the intermediate's too."""
+    if given, makes the cgroup first, after the fork: its imports (cgroupspy's) overlap the intermediate's too.
+    STDIN, if given, becomes the intermediate's fd 0, and so the container's."""
     from runtime import sync
 
     ours, theirs = sync.channel()
@@ -132,6 +141,8 @@ def _spawn(intermediate_does, cgroup=None, map_ids=None, make_cgroup=None):
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 signal.signal(sig, signal.SIG_DFL)
             ours.close()
+            if stdin is not None:
+                os.dup2(stdin, 0)
             intermediate_does(theirs)
         except BaseException:
             import traceback
@@ -231,7 +242,9 @@ def exec_(root: str, cid: str, process, detach: bool, pid_file: str | None = Non
     return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell (and runc) says
 
 
-def start(root: str, cid: str, warn=None) -> None:
+def start(root: str, cid: str, warn=None, until_exec: bool = False) -> None:
+    """Let CID's PID 1 exec its program. With UNTIL_EXEC (pyrun run's) or poststart hooks, return only once PID 1
+    is at its execve, its user and capabilities the program's: runc's start returns as soon as PID 1 goes."""
     record = oci_state.read(root, cid)
     status = oci_state.status(root, record)
     if status != "created":
@@ -259,7 +272,7 @@ def start(root: str, cid: str, warn=None) -> None:
             if pidfd is None or oci_state.exited(process["Pid"], process["StartTime"]) or time.monotonic() > deadline:
                 raise PyrunError("start", f"{cid}: the container's process exited before it could start")
             poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
-        if record.get("hooks", {}).get("poststart"):
+        if until_exec or record.get("hooks", {}).get("poststart"):
             os.set_blocking(fd, True)
             while os.read(fd, 1):  # end of file: PID 1 is at its execve (init._wait_for_start)
                 pass
