@@ -5,8 +5,9 @@
 takes pyrun's own host-side steps (recipe.py: ports, address, writable
 layer, /etc files, bridge, veth, rules) and hands the container itself to
 an OCI runtime, as Docker hands it to runc through containerd. The runtime
-is runc, crun, pyrun's own `pyrun-oci`, or any program with runc's command
-line. What changes in the recipe:
+is pyrun's own `pyrun-oci` (the default: its verbs called in this process,
+IN_PROCESS), runc, crun, or any program with runc's command line. What
+changes in the recipe, against the built-in runtime's (--runtime pyrun):
 
     create   Overlay: the writable layer mounted on the host, the bundle's root
              Tini (--init): a copy of tini in the layer directory, bound at /sbin/docker-init
@@ -15,7 +16,8 @@ line. What changes in the recipe:
     spawn    RuntimeContainer: `RUNTIME create --bundle B --pid-file F ID`, which returns with
              the container's process set up and blocked before execve
     attach   Unexposed: the overlay unmounted from the host, the container's mount namespace keeps it;
-             DeviceRules: the devices cgroup cut back to pyrun's own rules (runc adds /dev/net/tun);
+             DeviceRules: the devices cgroup cut back to pyrun's own rules (runc adds /dev/net/tun;
+             not for pyrun-oci, which writes config.json's);
              netns name, veth, port guard, published ports, into that process's network
              namespace, as for pyrun's own PID 1 (CNI plugins do the same after runc create)
     go       `RUNTIME start ID`
