@@ -175,8 +175,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         if keyring:
             at.step = "keyctl(JOIN_SESSION_KEYRING)"
             _join_keyring(keyring)
-        program, syscall_filter = _prepare(sock, at, p, b.seccomp, console=True,
-                                           rootfs=b.annotations.get("org.pyrun.rootfs"))
+        program, syscall_filter, late = _prepare(sock, at, p, b.seccomp, console=True,
+                                                 rootfs=b.annotations.get("org.pyrun.rootfs"))
         sync.send(sock, "ready")
         sock.close()  # create exits now; from here on errors go to the container's stderr
         at.step = "exec.fifo"
@@ -186,7 +186,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
             def start_hooks() -> None:
                 at.step = "startContainer hook"
                 hooks.run(b.hooks, "startContainer", {**hook_state, "status": "created"}, cwd="/")
-        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=False, before_exec=start_hooks, parent=parent)
+        _finish(at, p, program, syscall_filter, late, preserve_fds, keep_sock=False, before_exec=start_hooks,
+                parent=parent)
     except (OSError, PyrunError) as e:
         _failed(at, e)
 
@@ -227,8 +228,8 @@ def _exec_child(sock, p: Process, profile: dict | None, preserve_fds: int) -> No
     socket stays open to the end: exec learns of any error, and end of file means the program runs."""
     at = _At("exec", sock)
     try:
-        program, syscall_filter = _prepare(sock, at, p, profile, console=False)
-        _finish(at, p, program, syscall_filter, preserve_fds, keep_sock=True)
+        program, syscall_filter, late = _prepare(sock, at, p, profile, console=False)
+        _finish(at, p, program, syscall_filter, late, preserve_fds, keep_sock=True)
     except (OSError, PyrunError) as e:
         _failed(at, e)
 
@@ -240,10 +241,8 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool, roo
         at.step = "oom_score_adj"
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(p.oom_score_adj))
-    for name, soft, hard in p.rlimits:
-        if not _after_fds_closed(name, soft, hard):
-            at.step = f"setrlimit({name}, {soft}, {hard})"
-            resource.setrlimit(RLIMITS[name], (soft, hard))
+    late = [limit for limit in p.rlimits if _after_fds_closed(*limit)]
+    _set_rlimits(at, [limit for limit in p.rlimits if limit not in late])
     tty = None
     if p.terminal:
         at.step = "terminal"
@@ -262,12 +261,13 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool, roo
         signal.signal(sig, signal.SIG_DFL)
     at.step = "capabilities (bounding)"
     limit_bounding(p.caps.bounding)
-    return program, syscall_filter
+    return program, syscall_filter, late
 
 
-def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int, keep_sock: bool,
-            before_exec=None, parent: int | None = None) -> None:
-    """The config's user, capabilities and no_new_privs; only the kept fds; cwd, umask, the filter; execve.
+def _finish(at: _At, p: Process, program: str, syscall_filter, late_rlimits: list, preserve_fds: int,
+            keep_sock: bool, before_exec=None, parent: int | None = None) -> None:
+    """The config's user, capabilities and no_new_privs; only the kept fds; cwd, umask, LATE_RLIMITS (those
+    _prepare left: _after_fds_closed), the filter; execve.
     With KEEP_SOCK the sync socket stays open (close-on-exec) above the kept fds. BEFORE_EXEC (startContainer
     hooks) runs as the program will, with its user and capabilities, before the fds are closed."""
     at.step = f"user {p.uid}:{p.gid}"
@@ -291,10 +291,7 @@ def _finish(at: _At, p: Process, program: str, syscall_filter, preserve_fds: int
     if not os.getcwd().startswith("/"):
         raise PyrunError(at.step, "the working directory is outside the container")
     os.umask(p.umask if p.umask is not None else 0o022)
-    for name, soft, hard in p.rlimits:
-        if _after_fds_closed(name, soft, hard):
-            at.step = f"setrlimit({name}, {soft}, {hard})"
-            resource.setrlimit(RLIMITS[name], (soft, hard))
+    _set_rlimits(at, late_rlimits)
     if syscall_filter is not None and p.no_new_privileges:
         at.step = "seccomp"
         syscall_filter.load()
@@ -310,9 +307,8 @@ def _failed(at: _At, e: Exception) -> None:
     code a shell would: 126 for a program that is not executable, 127 for a missing one."""
     if at.step.startswith("exec") and isinstance(e, PermissionError):
         init._fail(at.sock, at.step, PyrunError(at.step, "permission denied"), EXIT_NOT_EXECUTABLE)
-    code = EXIT_NOT_FOUND if at.step.startswith("exec") and isinstance(e, FileNotFoundError) else 1
-    if at.step.startswith("exec") and isinstance(e, PyrunError):  # _look_up's 126 or 127: pyrun run exits with it
-        code = e.exit_code
+    # _look_up's 126 or 127, and _finish's 127 for an execve that found no interpreter: pyrun run exits with it
+    code = e.exit_code if at.step.startswith("exec") and isinstance(e, PyrunError) else 1
     init._fail(at.sock, at.step, e, code)
 
 
@@ -490,11 +486,19 @@ def _after_fds_closed(name: str, soft: int, hard: int) -> bool:
     while PID 1 still has CAP_SYS_RESOURCE to do so."""
     if name != "RLIMIT_NOFILE":
         return False
-    def size(n: int) -> float:  # RLIM_INFINITY: -1 to Python, 2**64-1 in config.json
-        return float("inf") if n in (resource.RLIM_INFINITY, 2 ** 64 - 1) else n
-
     now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return size(soft) <= size(now_soft) and size(hard) <= size(now_hard)
+    return _size(soft) <= _size(now_soft) and _size(hard) <= _size(now_hard)
+
+
+def _size(limit: int) -> float:
+    """RLIM_INFINITY as the largest limit: -1 to Python, 2**64-1 in config.json."""
+    return float("inf") if limit in (resource.RLIM_INFINITY, 2 ** 64 - 1) else limit
+
+
+def _set_rlimits(at: _At, limits: list) -> None:
+    for name, soft, hard in limits:
+        at.step = f"setrlimit({name}, {soft}, {hard})"
+        resource.setrlimit(RLIMITS[name], (soft, hard))
 
 
 def _look_up(name: str, path: str, cwd: str, rootfs: str | None) -> str:
