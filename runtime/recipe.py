@@ -66,6 +66,8 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
     if spec.userns == "auto":
         plan.append(Planned(CREATE, userns.IdRange(id_base, cid)))  # see create()
     oci = spec.runtime != BUILT_IN  # an OCI runtime makes the container, its cgroup too (oci/client.py)
+    # pyrun's own OCI runtime needs neither guard the engine keeps against runc: Bundle's user-file check, DeviceRules
+    pyrun_oci = spec.runtime == "pyrun-oci"
     if not oci:
         plan.append(Planned(CREATE, Cgroup(cid, res.memory, res.cpus, res.pids_limit)))
     plan.append(Planned(CREATE, Layer(layer, id_base)))
@@ -87,7 +89,7 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
             plan.append(Planned(CREATE, bundle.Tini(bundle.tini(), bundle.tini_copy(layer))))
         bundle_dir = os.path.join(cdir, "bundle")
         plan.append(Planned(CREATE, bundle.Bundle(bundle_dir, engine.config(spec, plan, cid, overlay.merged),
-                                                   user_files=spec.runtime != "pyrun-oci")))
+                                                   user_files=not pyrun_oci)))
     if net:
         plan.append(Planned(SPAWN, bridge.Bridge(net.name, net.bridge, net.subnet, **net.policy)))
     if oci:
@@ -95,7 +97,7 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
                                                            client.runtime_root(root, spec.runtime), cid, bundle_dir,
                                                            spec.interactive, spec.tty)))
         plan.append(Planned(ATTACH, bundle.Unexposed(overlay.merged)))
-        if spec.runtime != "pyrun-oci":  # pyrun-oci writes exactly config.json's rules; runc 1.1 adds /dev/net/tun
+        if not pyrun_oci:  # pyrun-oci writes exactly config.json's device rules; runc 1.1 adds /dev/net/tun
             plan.append(Planned(ATTACH, DeviceRules(cid)))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):

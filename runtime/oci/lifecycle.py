@@ -34,8 +34,8 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
            preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None, stdin: int | None = None,
-           console=None, die_with_parent: bool = False) -> int:
-    """Create container CID from BUNDLE; return its process's pid. pyrun run calls this in its own process
+           console=None, die_with_parent: bool = False) -> None:
+    """Create container CID from BUNDLE. pyrun run calls this in its own process
     (oci/client.py): STDIN, if given, is the container's stdin instead of ours, CONSOLE, if given, takes the
     terminal's master instead of a --console-socket, and with DIE_WITH_PARENT the container is killed when
     the calling process dies (an engine's runtime outlives no engine: that is pyrun run's foreground)."""
@@ -94,13 +94,15 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
                 sync.send(sock, "state", state=now)
             if b.process.terminal:
                 master = sync.expect(sock, "pty")["fds"][0]
-                console(master) if console else _send_console(console_socket, master)
+                if console:
+                    console(master)
+                else:
+                    _send_console(console_socket, master)
             sync.expect(sock, "ready")
         record.update(status="created", pid=pid, process={"Pid": pid, "StartTime": state.start_time(pid)})
         state.write_json(oci_state.record_path(root, cid), record)
         if pid_file:
             _write_pid_file(pid_file, pid)
-        return pid
     except BaseException:
         if pid is not None:
             _kill(pid, signal.SIGKILL)
