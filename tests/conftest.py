@@ -188,6 +188,11 @@ def fetch(url: str, netns: str | None = None, timeout: float = 2) -> str | None:
     return r.stdout if r.returncode == 0 else None
 
 
+def explained_config(script: str) -> dict:
+    """The bundle's config.json in a `pyrun run --explain` script, the heredoc it is written with."""
+    return json.loads(script.split("config.json <<'EOF'\n")[1].split("\nEOF\n")[0])
+
+
 def wait_for(predicate, timeout: float = 10, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

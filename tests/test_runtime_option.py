@@ -18,8 +18,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (HOST_IP, REPO, STATE_ROOT, fetch, pty_session, pyrun, pyrun_bg, running_record, snapshot,
-                      wait_for)
+from conftest import (HOST_IP, REPO, STATE_ROOT, explained_config, fetch, pty_session, pyrun, pyrun_bg,
+                      running_record, snapshot, wait_for)
 
 pytestmark = pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed: scripts/setup-engines")
 RUNTIMES = ["runc", "pyrun-oci"]
@@ -237,5 +237,4 @@ def test_explain_shows_the_runtimes_verbs(busybox):
                           "none", busybox, "true"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert " create --bundle " in out.stdout and " start $CID" in out.stdout and " delete --force $CID" in out.stdout
-    config = out.stdout.split("config.json <<'EOF'\n")[1].split("\nEOF\n")[0]
-    assert json.loads(config)["process"]["args"] == ["true"]  # config.json, as the runtime will read it
+    assert explained_config(out.stdout)["process"]["args"] == ["true"]  # config.json, as the runtime will read it

@@ -1,11 +1,10 @@
 """--tmpfs and --ulimit: the container fills, opens, forks and writes past its limits; the host checks they held."""
-import json
 import os
 import subprocess
 
 import pytest
 
-from conftest import STATE_ROOT, pyrun, running_record, wait_for
+from conftest import STATE_ROOT, explained_config, pyrun, running_record, wait_for
 
 FILL = "dd if=/dev/zero of=/tmp/fill bs=64k count=1000; sync; exec sleep 300"
 
@@ -144,7 +143,7 @@ def test_explain_prints_the_tmpfs_and_prlimit(busybox):
     assert "prlimit --nofile=64:64 --core=0:unlimited -- " in r.stdout
     subprocess.run(["bash", "-n"], input=r.stdout, text=True, check=True)
     r = pyrun("run", "--explain", *args)  # the default's: both in the bundle's config.json
-    config = json.loads(r.stdout[r.stdout.index("config.json <<'EOF'\n") + 20:].split("\nEOF\n")[0])
+    config = explained_config(r.stdout)
     assert {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
             "options": ["nosuid", "nodev", "size=67108864"]} in config["mounts"]
     assert config["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64},
