@@ -65,7 +65,6 @@ newuidmap hand out) or a uid or gid that /etc/passwd or /etc/group names.
 """
 import os
 import shlex
-import socket
 from dataclasses import dataclass
 
 from runtime import leasefile, state, sync, syscalls
@@ -190,23 +189,25 @@ def namespace(ids: IdRange) -> int:
     own namespace exists needs (pyrun run --runtime, oci/bundle.py's Overlay). A namespace is made by a
     process: a child unshares it and waits while its maps are written from here and its file opened, then
     exits; the fd keeps the namespace."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours, theirs = sync.channel()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             ours.close()
             syscalls.unshare(CLONE_NEWUSER)
-            theirs.send(b"u")
-            theirs.recv(1)  # EOF: the namespace is held
+            sync.send(theirs, "userns")  # as the intermediate says it (init._enter_userns)
+            sync.recv(theirs)  # end of file: the namespace is held
             code = 0
         finally:
             os._exit(code)
     theirs.close()
     try:
-        if ours.recv(1) != b"u":
+        try:
+            sync.expect(ours, "userns")
+        except PyrunError:
             raise PyrunError("userns", "the child that makes the range's user namespace exited: "
-                                       "unshare(CLONE_NEWUSER) failed")
+                                       "unshare(CLONE_NEWUSER) failed") from None
         write_maps(pid, ids.id_map + "\n", ids.id_map + "\n")
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
