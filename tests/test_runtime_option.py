@@ -89,9 +89,9 @@ def test_bad_runtime_is_refused_before_anything_exists(busybox, clean_host, tmp_
     missing = str(tmp_path / "no-tini")
     for args, says in ((["--runtime", "no-such-runtime"], "'no-such-runtime': not found"),
                        # --init binds tini: without it, the path and the package to install
-                       (["--runtime", "runc", "--init"], f"invalid --init: {missing}: not a file; --init with "
-                                                         "--runtime runs tini as PID 1, as Docker does: install "
-                                                         "Debian's package tini")):
+                       (["--runtime", "runc", "--init"], f"invalid --init: {missing}: not a file; --init runs "
+                                                         "tini as PID 1, as Docker does (--runtime pyrun: pyrun's "
+                                                         "own reaper): install Debian's package tini")):
         r = pyrun("run", *args, "--network", "none", busybox, "true", env={**os.environ, "PYRUN_INIT_PATH": missing})
         assert r.returncode == 125 and r.stdout == "", r
         assert len(r.stderr.splitlines()) == 1 and says in r.stderr, r.stderr

@@ -37,9 +37,9 @@ def tini() -> str:
     """The tini --init copies from: PYRUN_INIT_PATH, as dockerd's --init-path, else Debian's tini-static."""
     path = os.environ.get("PYRUN_INIT_PATH") or TINI
     if not os.path.isfile(path):
-        raise PyrunError("invalid --init", f"{path}: not a file; --init with --runtime runs tini as PID 1, as "
-                                           "Docker does: install Debian's package tini (apt-get install tini), or "
-                                           "name a static tini in PYRUN_INIT_PATH")
+        raise PyrunError("invalid --init", f"{path}: not a file; --init runs tini as PID 1, as Docker does "
+                                           "(--runtime pyrun: pyrun's own reaper): install Debian's package tini "
+                                           "(apt-get install tini), or name a static tini in PYRUN_INIT_PATH")
     return os.path.abspath(path)
 
 
