@@ -10,6 +10,7 @@
 
 linux.seccomp is read in config.load, with runtime/seccomp.py.
 """
+import fcntl
 import json
 import os
 import re
@@ -28,6 +29,7 @@ NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ip
 # 0 .. 4294966294 on both sides, as (uid_t)-1 means "no id".
 MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, (1 << 32) - 2
 # Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
+NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): the CLONE_NEW* type of the namespace an fd is for
 _SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
 
 
@@ -42,15 +44,36 @@ def namespaces(entries) -> tuple:
         if any(k == kind for k, _ in out):
             raise bad(where, f"the {kind} namespace is listed twice")
         path = expect(ns.get("path"), str, f"{where}.path", "the absolute path of a namespace", "") or None
-        if path is not None and (not os.path.isabs(path) or not os.path.exists(path)):
-            raise bad(f"{where}.path", f"{path!r}: expected the absolute path of an existing namespace, such as "
-                                       "/proc/PID/ns/net or /run/netns/NAME")
+        if path is not None and _type_of(path) != NAMESPACES[kind]:
+            raise bad(f"{where}.path", f"{path!r}: expected the absolute path of a {kind} namespace, such as "
+                                       f"/proc/PID/ns/{_PROC_NS.get(kind, kind)} or /run/netns/NAME")
         if kind == "mount" and path:
             raise bad(where, "pyrun builds the container's root in a new mount namespace; it cannot join one")
         out.append((kind, path))
     if ("mount", None) not in out:
         raise bad("linux.namespaces", "pyrun needs a new mount namespace (type mount) to build the root in")
     return tuple(out)
+
+
+_PROC_NS = {"network": "net", "mount": "mnt"}  # /proc/PID/ns/ names where they are not the spec's
+
+
+def _type_of(path: str) -> int | None:
+    """The CLONE_NEW* type of the namespace file at PATH; None for a relative path or a file of no namespace.
+    The spec's MUST: a path of another type would be joined as it (setns(2) with no type joins any), or fail
+    late in the intermediate as EINVAL."""
+    if not os.path.isabs(path):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # O_NONBLOCK: a FIFO does not hold create
+    except OSError:
+        return None
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def id_maps(linux: dict, namespaces, process: Process) -> tuple[tuple, tuple]:
