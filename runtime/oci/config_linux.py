@@ -185,9 +185,12 @@ def cgroups_path(value, cid: str) -> tuple[str, str]:
     if ":" in value:
         raise bad("linux.cgroupsPath", f"{value!r} is systemd's slice:prefix:name form; pyrun drives cgroupfs, "
                                        "give a path such as /machine/ID")
-    parts = [p for p in value.split("/") if p]
-    if not parts or ".." in parts:
-        raise bad("linux.cgroupsPath", f"{value!r}: expected a path such as /machine/ID")
+    # "." is dropped as runc's CleanPath drops it: "/." would otherwise name the hierarchy's root as the
+    # container's own cgroup, whose every process delete kills. The kernel refuses a name with a newline.
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or "\n" in value:
+        raise bad("linux.cgroupsPath", f"{value!r}: expected a path such as /machine/ID, below the root, without "
+                                       "'..' or a newline")
     return "/".join(parts[:-1]), parts[-1]
 
 
