@@ -208,6 +208,8 @@ def check_sysctl(key: str, value, namespaces) -> None:
         return
     if key.startswith("net.") and ("network", None) in namespaces:
         return
-    if key in ("kernel.hostname", "kernel.domainname") and ("uts", None) in namespaces:
+    if key == "kernel.hostname":  # runc's rule: it would undo, or be undone by, the hostname field
+        raise bad(f"linux.sysctl.{key}", f"{value!r}: expected the container's hostname in the hostname field")
+    if key == "kernel.domainname" and ("uts", None) in namespaces:
         return
     raise bad(f"linux.sysctl.{key}", "not a sysctl of a namespace the container makes; it would change the host")
