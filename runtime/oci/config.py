@@ -41,6 +41,7 @@ from runtime.security import DEFAULT_CAPS
 from runtime.spec import DEFAULT_PATH, Resources
 
 _ID = re.compile(r"[\w+.-]+")
+HOST_NAME_MAX = 64
 # Two rules of a config.json for one call are left to libseccomp, as runc leaves them: engines' profiles rely on
 # it (podman's names setns in its allow list and in a later ERRNO rule), and a runtime must run them as runc does.
 SECCOMP_OVERLAPS = "libseccomp"
@@ -113,9 +114,12 @@ def load(bundle: str, cid: str) -> Bundle:
     if not isinstance(version, str) or not version.startswith("1."):
         raise bad("ociVersion", f"{version!r}: expected a 1.x version of the runtime specification")
     root = expect(config.get("root"), dict, "root", "an object with path")
-    rootfs = os.path.join(path, expect(root.get("path"), str, "root.path", "a path"))
-    if not os.path.isdir(rootfs):
-        raise bad("root.path", f"{rootfs} is not a directory")
+    given = expect(root.get("path"), str, "root.path", "a path")
+    rootfs = os.path.join(path, given)  # "" would be the bundle itself, config.json and all: the spec REQUIRES one
+    if not given or not os.path.isdir(rootfs):
+        seen = f"{given!r} ({rootfs}) is not a directory" if given else "''"
+        raise bad("root.path", f"{seen}: expected the root filesystem's directory, absolute or in the bundle "
+                               "(such as rootfs)")
     linux = expect(config.get("linux"), dict, "linux", "an object", {})
     refuse(linux, "linux", ("devices", "intelRdt", "personality", "mountLabel",
                             "rootfsPropagation", "timeOffsets"), "pyrun does not do it yet")
@@ -123,6 +127,8 @@ def load(bundle: str, cid: str) -> Bundle:
     hostname = expect(config.get("hostname"), str, "hostname", "a string", "") or None
     if hostname and ("uts", None) not in namespaces:
         raise bad("hostname", "setting a hostname needs a new uts namespace (the spec says so)")
+    if hostname and len(hostname.encode()) > HOST_NAME_MAX:  # sethostname(2)'s EINVAL, late in PID 1
+        raise bad("hostname", f"{hostname!r}: expected at most {HOST_NAME_MAX} bytes")
     process = config_process.read(expect(config.get("process"), dict, "process", "an object"))
     uid_map, gid_map = config_linux.id_maps(linux, namespaces, process)
     limits, devices = config_linux.resources(linux.get("resources"))
