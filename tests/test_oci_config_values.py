@@ -12,6 +12,7 @@ exists, and so by the real `create`: exit 1, the line on stderr and in the
 json log, no state directory, cgroup or mount left.
 """
 import json
+import platform
 import re
 import shutil
 
@@ -96,3 +97,14 @@ def test_pyrun_run_refuses_an_unknown_seccomp_architecture(busybox, tmp_path, cl
     assert r.returncode == 125 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("pyrun: invalid --security-opt: seccomp=") and "'x86'" in r.stderr, r.stderr
     assert "expected" in r.stderr, r.stderr
+
+
+@pytest.mark.noroot
+def test_an_arch_map_without_sub_architectures_is_this_machines_architecture():
+    """Docker's profiles write "subArchitectures": null (test_seccomp.py loads one): it is none, not a crash."""
+    from runtime.oci import engine
+
+    profile = {"defaultAction": "SCMP_ACT_ALLOW", "archMap": [{"architecture": engine._SCMP_ARCH["x86_64"],
+                                                               "subArchitectures": None}]}
+    arches = engine._seccomp(profile, frozenset()).get("architectures")
+    assert arches == ([engine._SCMP_ARCH[platform.machine()]] if platform.machine() in engine._SCMP_ARCH else None)
