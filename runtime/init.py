@@ -39,8 +39,9 @@ import sys
 
 from runtime import namespaces, pid1, seccomp, sync, syscalls, userns, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
+from runtime.oci.config_process import DEFAULT_PATH
 from runtime.security import drop_privileges, make_undumpable
-from runtime.spec import DEFAULT_PATH, ULIMITS, ContainerSpec
+from runtime.spec import ULIMITS, ContainerSpec
 
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
 _TIOCSPTLCK, _TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h

@@ -28,15 +28,15 @@ import re
 from dataclasses import dataclass, field
 
 from runtime import cgroups
+from runtime.cgroups import Resources
 from runtime.errors import PyrunError
 from runtime.oci import config_linux, config_mounts, config_process
 from runtime.oci.config_check import bad, expect, refuse
 from runtime.oci.config_linux import NAMESPACES  # noqa: F401  (init.py's, by this name)
 from runtime.oci.config_mounts import Mount
-from runtime.oci.config_process import RLIMITS, Process  # noqa: F401  (RLIMITS: init.py's, by this name)
+from runtime.oci.config_process import DEFAULT_PATH, RLIMITS, Process  # noqa: F401  (RLIMITS: init.py's)
 from runtime.oci.state import OCI_VERSION
 from runtime.security import DEFAULT_CAPS
-from runtime.spec import DEFAULT_PATH, Resources
 
 # The spec's hooks, in the order a container meets them (hooks.py runs them).
 HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
