@@ -42,9 +42,8 @@ import sys
 import _prctl  # noqa: F401  (security.py's: imported now, as after pivot_root the host's modules are gone)
 import prctl
 
-from runtime import init_shared, rootfs, seccomp, sync, syscalls, userns
+from runtime import init_shared, rootfs, sync, syscalls, userns
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
-from runtime.oci import hooks
 from runtime.oci.config import NAMESPACES, RLIMITS, SECCOMP_OVERLAPS, Bundle, Mount, Process
 from runtime.security import limit_bounding, make_undumpable, set_capabilities
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, mount
@@ -81,6 +80,7 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
 
     PARENT (pyrun run's, a pidfd of the engine): PID 1 is killed when that process dies (see _die_with)."""
     trees = {}
+    _preload(bundle.seccomp, bundle.hooks)
 
     def enter() -> None:
         sync.expect(sock, "joined")  # first: PID 1 is born in the cgroup, and a new cgroup namespace is rooted there
@@ -118,6 +118,17 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
                                                                          pivot, keyring, trees, parent))
 
 
+def _preload(profile: dict | None, hooks: dict | None = None) -> None:
+    """Import now, while the host's files are in reach, what PID 1 needs after pivot_root, and only what this
+    container needs: the seccomp module (it loads libseccomp) for a filter, the hooks module (subprocess)
+    for createContainer or startContainer hooks. Most configs an engine hands over have neither, and the
+    two imports were a good part of what a create cost."""
+    if profile is not None:
+        import runtime.seccomp  # noqa: F401
+    if hooks and (hooks.get("createContainer") or hooks.get("startContainer")):
+        import runtime.oci.hooks  # noqa: F401
+
+
 def _check_joined_maps(b: Bundle) -> None:
     """A user namespace joined by path has its maps already: the config's, if it gives any, must be them."""
     for kind in ("uid", "gid"):
@@ -148,6 +159,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         sync.send(sock, "hooks")
         hook_state.update(sync.expect(sock, "state")["state"])
         at.step = "createContainer hook"
+        from runtime.oci import hooks  # imported already (_preload)
+
         hooks.run(b.hooks, "createContainer", hook_state, cwd=b.path)
         at.step = "rootfs"
 
@@ -184,6 +197,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         start_hooks = None
         if b.hooks.get("startContainer"):
             def start_hooks() -> None:
+                from runtime.oci import hooks  # imported already (_preload)
+
                 at.step = "startContainer hook"
                 hooks.run(b.hooks, "startContainer", {**hook_state, "status": "created"}, cwd="/")
         _finish(at, p, program, syscall_filter, late, preserve_fds, keep_sock=False, before_exec=start_hooks,
@@ -195,6 +210,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
 def exec_intermediate(sock, target: int, p: Process, profile: dict | None, preserve_fds: int,
                       cgroup_dirs: list[str]) -> None:
     """`exec`: join the cgroup, the namespaces and the root of the container whose PID 1 is TARGET, fork."""
+    _preload(profile)
+
     def enter() -> None:
         _join_cgroup(cgroup_dirs)  # first, while its cgroupfs is the host's to name
         # Opened before any is joined: after the mount namespace, /proc/TARGET is the container's view.
@@ -250,7 +267,11 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool, roo
     at.step = f"exec {p.args[0]}"
     program = _look_up(p.args[0], p.path(), p.cwd, rootfs)
     at.step = "seccomp"
-    syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS) if profile is not None else None
+    syscall_filter = None
+    if profile is not None:
+        from runtime import seccomp  # imported already (_preload): the host's files are gone by now
+
+        syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS)
     if syscall_filter is not None and not p.no_new_privileges:
         syscall_filter.load()
     at.step = "setsid"
