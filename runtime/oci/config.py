@@ -29,16 +29,16 @@ import re
 from dataclasses import dataclass, field
 
 from runtime import cgroups
+from runtime.cgroups import Resources
 from runtime.errors import PyrunError
 from runtime.oci import config_hooks, config_linux, config_mounts, config_process
 from runtime.oci.config_check import bad, expect, refuse
 from runtime.oci.config_hooks import HOOKS  # noqa: F401  (features.py's, by this name)
 from runtime.oci.config_linux import NAMESPACES  # noqa: F401  (init.py's, by this name)
 from runtime.oci.config_mounts import Mount
-from runtime.oci.config_process import RLIMITS, Process  # noqa: F401  (RLIMITS: init.py's, by this name)
+from runtime.oci.config_process import DEFAULT_PATH, RLIMITS, Process  # noqa: F401  (RLIMITS: init.py's)
 from runtime.oci.state import OCI_VERSION
 from runtime.security import DEFAULT_CAPS
-from runtime.spec import DEFAULT_PATH, Resources
 
 _ID = re.compile(r"[\w+.-]+")
 HOST_NAME_MAX = 64

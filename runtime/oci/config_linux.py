@@ -16,9 +16,9 @@ import os
 import re
 
 from runtime import cgroups
+from runtime.cgroups import Resources
 from runtime.oci.config_check import bad, expect, refuse, within
 from runtime.oci.config_process import Process
-from runtime.spec import Resources
 
 CLONE_NEWCGROUP = 0x02000000
 DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks for it asks for nothing

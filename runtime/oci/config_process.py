@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from runtime.errors import PyrunError
 from runtime.oci.config_check import bad, expect, refuse, within
 from runtime.security import ALL_CAPS
-from runtime.spec import DEFAULT_PATH
 
+# Docker's and runc's PATH for a process whose environment names none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 # What a --process file leaves out comes from the container's own process, as runc fills it in.
 INHERITED = ("capabilities", "noNewPrivileges", "rlimits", "oomScoreAdj", "apparmorProfile", "selinuxLabel")
