@@ -193,6 +193,25 @@ def explained_config(script: str) -> dict:
     return json.loads(script.split("config.json <<'EOF'\n")[1].split("\nEOF\n")[0])
 
 
+def pid_of(cmdline: str, parent: int | None = None) -> int | None:
+    """A process whose command line is CMDLINE (its words joined by spaces), among PARENT's children if given:
+    other suites' containers may run the same command on this machine."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().replace(b"\0", b" ").strip() == cmdline.encode() and \
+                        (parent is None or parent_of(int(pid)) == parent):
+                    return int(pid)
+        except (FileNotFoundError, ProcessLookupError):  # gone meanwhile
+            continue
+    return None
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def wait_for(predicate, timeout: float = 10, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, wait_for
+from conftest import REPO, parent_of, wait_for  # noqa: F401  (parent_of: its users import it from here)
 
 OCI_ROOT = "/run/pyrun-oci"  # inside the suite's own mount namespace, with a tmpfs over /run
 
@@ -194,11 +194,6 @@ def state(cid: str) -> dict:
     r = oci("state", cid)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def leftovers(cid: str) -> list[str]:

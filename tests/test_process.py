@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, RUNTIMES, pty_session, pyrun, pyrun_bg, running_record, wait_for
+from conftest import REPO, RUNTIMES, pid_of, pty_session, pyrun, pyrun_bg, running_record, wait_for
 from ocitools import parent_of
 
 
@@ -87,7 +87,7 @@ def test_init_reaps_orphans_and_stop_is_polite(runtime, busybox, clean_host):
     try:
         record = wait_for(lambda: running_record(name), what="the container")
         init = record["Init"]["Pid"]
-        orphan = wait_for(lambda: _pid_of("sleep 7391"), what="the orphan")
+        orphan = wait_for(lambda: pid_of("sleep 7391"), what="the orphan")
         wait_for(lambda: parent_of(orphan) == init, what="PID 1 to take in the orphan (once its sh is gone)")
         os.kill(orphan, signal.SIGKILL)
         wait_for(lambda: not os.path.exists(f"/proc/{orphan}"), what="PID 1 to reap the orphan")
@@ -101,24 +101,13 @@ def test_init_reaps_orphans_and_stop_is_polite(runtime, busybox, clean_host):
 def test_container_dies_with_pyrun(busybox, clean_host):
     p = pyrun_bg("run", "--rm", "--network", "none", "--name", "orphan-test", busybox, "sleep", "300")
     # pyrun's child (its subreaper's): another test's container may run a sleep 300 too
-    pid = wait_for(lambda: _pid_of("sleep 300", parent=p.pid), what="the container's sleep")
+    pid = wait_for(lambda: pid_of("sleep 300", parent=p.pid), what="the container's sleep")
     p.kill()
     p.wait()
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the container to die with pyrun")
     # pyrun was SIGKILLed: the host-side leftovers are `pyrun prune`'s job (crash recovery).
     subprocess.run([sys.executable, "-m", "runtime", "prune"], cwd=REPO, capture_output=True)
 
-
-def _pid_of(cmdline: str, parent: int | None = None) -> int | None:
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().replace(b"\0", b" ").strip() == cmdline.encode() and \
-                        (parent is None or parent_of(int(pid)) == parent):
-                    return int(pid)
-        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-            continue
-    return None
 
 
 def test_tty_gives_an_interactive_shell(busybox, clean_host):

@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (HOST_IP, REPO, STATE_ROOT, explained_config, fetch, pty_session, pyrun, pyrun_bg,
+from conftest import (HOST_IP, REPO, STATE_ROOT, explained_config, fetch, pid_of, pty_session, pyrun, pyrun_bg,
                       running_record, snapshot, wait_for)
 
 pytestmark = pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed: scripts/setup-engines")
@@ -119,9 +119,7 @@ def _gone_everywhere(runtime: str, before: dict) -> None:
     else:  # pyrun-oci has no list: a directory per container (runtime/oci/state.py)
         kept = os.path.join(root, "containers")
         assert not os.path.isdir(kept) or os.listdir(kept) == []
-    wait_for(lambda: not any(b"sleep\x007283" in open(f"/proc/{pid}/cmdline", "rb").read()
-                             for pid in filter(str.isdigit, os.listdir("/proc")) if os.path.exists(f"/proc/{pid}")),
-             timeout=5, what="the container's process to be gone")
+    wait_for(lambda: pid_of("sleep 7283") is None, timeout=5, what="the container's process to be gone")
 
 
 @contextlib.contextmanager
