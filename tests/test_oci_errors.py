@@ -81,6 +81,13 @@ def _set(path: str, value):
     return edit
 
 
+def _all(*edits):
+    def edit(config):
+        for one in edits:
+            one(config)
+    return edit
+
+
 @pytest.mark.parametrize("edit,message", [
     (_set("process.capabilities.bounding", ["CAP_NOPE"]), "'CAP_NOPE' is not a capability"),
     (_set("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]), "'RLIMIT_NOPE' is not a limit"),
@@ -96,6 +103,10 @@ def _set(path: str, value):
     (_set("linux.resources.cpu", {"shares": 512}), "linux.resources.cpu.shares"),
     (_set("linux.resources.devices", [{"allow": True, "type": "x"}]), "linux.resources.devices[0]"),
     (_set("linux.sysctl", {"kernel.panic": "1"}), "it would change the host"),
+    (_all(_set("linux.namespaces", [{"type": "mount"}, {"type": "uts"},
+                                    {"type": "network", "path": "/proc/self/ns/net"}]),  # the runtime's own: the host's
+          _set("linux.sysctl", {"net.ipv4.ping_group_range": "1 0"})),
+     "it would change the host"),
     (_set("linux.cgroupsPath", "system.slice:pyrun:x"), "systemd"),
     (_set("hooks", {"prestart": [{"path": "bin/true"}]}), "hooks.prestart[0].path"),
     (_set("hooks", {"poststop": [{"path": "/bin/true", "timeout": 0}]}), "hooks.poststop[0].timeout"),

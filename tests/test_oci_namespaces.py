@@ -1,5 +1,6 @@
 """linux.namespaces: new ones, and joining one by path, which is how a pod's containers share a network."""
 import os
+import subprocess
 
 from ocitools import Shim, cleanup, make_bundle, oci, run_bundle
 
@@ -17,11 +18,17 @@ def test_a_second_container_joins_the_first_ones_network_namespace(busybox, tmp_
         def edit(c):
             c["linux"]["namespaces"] = [ns if ns["type"] != "network" else {"type": "network", "path": netns}
                                         for ns in c["linux"]["namespaces"]]
+            c["linux"]["sysctl"] = {"net.ipv4.ip_unprivileged_port_start": "80"}  # the pod's, as podman sets it
         bundle = make_bundle(str(tmp_path / "app"), busybox, ["readlink", "/proc/self/ns/net"], edit)
         code, out, err = run_bundle(bundle, str(tmp_path), "pod-app")
         assert code == 0, err
         assert out.strip() == os.readlink(netns)
         assert os.readlink(netns) != os.readlink("/proc/self/ns/net")
+        seen = subprocess.run(["nsenter", f"--net={netns}", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+                              capture_output=True, text=True)
+        assert seen.stdout == "80\n", seen
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            assert f.read() != "80\n"  # the test's own network namespace kept its value
     finally:
         shim.close()
         cleanup("pod-pause")

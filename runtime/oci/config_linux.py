@@ -28,12 +28,12 @@ NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ip
 # user_namespaces(7): at most 340 lines in one uid_map or gid_map, written at once in under a page; ids are
 # 0 .. 4294966294 on both sides, as (uid_t)-1 means "no id".
 MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, (1 << 32) - 2
-# Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
 NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): the CLONE_NEW* type of the namespace an fd is for
 # The spec's limits are int64s with -1 for "unlimited" (a device's numbers: for "any"); the cgroup files take
 # nothing below it. runc writes such a number and the kernel refuses it: taken for "unlimited", a limit is lost.
 INT64 = (1 << 63) - 1
 MIN_QUOTA_US = 1000  # the kernel refuses a cfs quota under 1 ms (EINVAL)
+# Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
 _SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
 
 
@@ -203,13 +203,28 @@ def paths(values, where: str) -> list[str]:
 
 
 def check_sysctl(key: str, value, namespaces) -> None:
+    """A sysctl of a namespace the container has, made or joined (a pod's containers set net.* in the pod's
+    network namespace), but not the runtime's own: that one is the host's, as runc says."""
     expect(value, str, f"linux.sysctl.{key}", "a string value")
-    if _SYSCTL_IPC.fullmatch(key) and ("ipc", None) in namespaces:
+    if _SYSCTL_IPC.fullmatch(key) and _separate(namespaces, "ipc"):
         return
-    if key.startswith("net.") and ("network", None) in namespaces:
+    if key.startswith("net.") and _separate(namespaces, "network"):
         return
     if key == "kernel.hostname":  # runc's rule: it would undo, or be undone by, the hostname field
         raise bad(f"linux.sysctl.{key}", f"{value!r}: expected the container's hostname in the hostname field")
-    if key == "kernel.domainname" and ("uts", None) in namespaces:
+    if key == "kernel.domainname" and _separate(namespaces, "uts"):
         return
-    raise bad(f"linux.sysctl.{key}", "not a sysctl of a namespace the container makes; it would change the host")
+    raise bad(f"linux.sysctl.{key}", "not a sysctl of a namespace the container has; it would change the host's")
+
+
+def _separate(namespaces, kind: str) -> bool:
+    """Does the container get a KIND namespace of its own: a new one, or one joined by a path that is not the one
+    this process is in?"""
+    ours = os.stat(f"/proc/self/ns/{_PROC_NS.get(kind, kind)}")
+    for k, path in namespaces:
+        if k == kind:
+            if path is None:
+                return True
+            joined = os.stat(path)  # the path was checked to be a namespace of KIND already (namespaces())
+            return (joined.st_dev, joined.st_ino) != (ours.st_dev, ours.st_ino)
+    return False
