@@ -140,6 +140,8 @@ def test_exec_errors(busybox, tmp_path):
         assert r.returncode == 1 and "no such file" in r.stderr, r.stderr  # an error of exec, as any other
         r = oci("exec", "--user", "nobody", "ex8", "true")
         assert r.returncode == 1 and "expected UID[:GID]" in r.stderr
+        r = oci("exec", "--user", "4294967295", "ex8", "true")  # setresuid's "unchanged": the flag is named
+        assert r.returncode == 1 and "invalid --user: '4294967295'" in r.stderr, r.stderr
         r = oci("exec", "--tty", "ex8", "true")
         assert r.returncode == 1 and "give --console-socket" in r.stderr
         assert oci("ps", "--format", "json", "ex8").stdout.strip() == f"[{pid}]"  # nothing left running

@@ -18,7 +18,7 @@ import re
 from runtime import cgroups
 from runtime.cgroups import Resources
 from runtime.oci.config_check import bad, expect, refuse, within
-from runtime.oci.config_process import Process
+from runtime.oci.config_process import ID, Process
 
 CLONE_NEWCGROUP = 0x02000000
 DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks for it asks for nothing
@@ -26,8 +26,8 @@ DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks f
 NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ipc": 0x08000000,
               "uts": 0x04000000, "cgroup": CLONE_NEWCGROUP, "user": 0x10000000}
 # user_namespaces(7): at most 340 lines in one uid_map or gid_map, written at once in under a page; ids are
-# 0 .. 4294966294 on both sides, as (uid_t)-1 means "no id".
-MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, (1 << 32) - 2
+# config_process.ID's on both sides.
+MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, ID[1]
 NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): the CLONE_NEW* type of the namespace an fd is for
 # The spec's limits are int64s with -1 for "unlimited" (a device's numbers: for "any"); the cgroup files take
 # nothing below it. runc writes such a number and the kernel refuses it: taken for "unlimited", a limit is lost.

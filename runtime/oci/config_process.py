@@ -154,8 +154,9 @@ def exec_process(config: dict, given: dict | None, args: list[str], tty: bool, c
             p["cwd"] = cwd
         if user:
             uid, _, gid = user.partition(":")
-            if not uid.isdigit() or not (gid.isdigit() or not gid):
-                raise PyrunError("invalid --user", f"{user!r}: expected UID[:GID], numbers")
+            low, high, _ = ID
+            if not uid.isdigit() or not (gid.isdigit() or not gid) or max(int(uid), int(gid or 0)) > high:
+                raise PyrunError("invalid --user", f"{user!r}: expected UID[:GID], numbers from {low} to {high}")
             p["user"] = {"uid": int(uid), "gid": int(gid or 0)}
         if caps:
             sets = {**(p.get("capabilities") or {})}
