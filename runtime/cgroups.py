@@ -90,6 +90,15 @@ def _write(path: str, value) -> None:
         f.write(str(value))
 
 
+@dataclass(frozen=True)
+class Resources:
+    """The limits a cgroup enforces, as --memory, --cpus and --pids-limit (or config.json's linux.resources)
+    give them; None sets no limit."""
+    memory: int | None = None       # bytes
+    cpus: float | None = None       # CPUs' worth of time per period
+    pids_limit: int | None = None
+
+
 @dataclass
 class Cgroup(Step):
     """A cgroup per controller hierarchy, named pyrun/ID, with the limits

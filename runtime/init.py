@@ -30,24 +30,19 @@ unprivileged host uid, and the state directory is root's alone.
 Both report to pyrun over the sync socket (sync.py). Nothing here returns:
 each process ends in execve or _exit.
 """
-import fcntl
 import os
 import resource
-import select
 import signal
 import socket
-import stat
-import struct
-import sys
 
 from runtime import cgroups, namespaces, pid1, seccomp, sync, syscalls, userns, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
+from runtime.init_shared import die_with_parent, fail, fork_init, not_found, open_pty
+from runtime.oci.config_process import DEFAULT_PATH
 from runtime.security import drop_privileges, make_undumpable
-from runtime.spec import DEFAULT_PATH, ULIMITS, ContainerSpec
+from runtime.spec import ULIMITS, ContainerSpec
 
 _SYNC_FD = 3  # where the sync socket sits while everything above it is closed
-_TIOCSPTLCK, _TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h
-_PTMX = (5, 2)
 # What --init's PID 1 passes on to the command (explain.py's script traps the same).
 INIT_FORWARDS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
                  signal.SIGWINCH)
@@ -66,7 +61,7 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, actions: list[pid1.Ac
             _enter_userns(sock, actions)
         namespaces.unshare([k for k in kinds if k != "user"])
 
-    fork_init(sock, "unshare" if join is None else "setns", enter,
+    fork_init(sock, "unshare", enter,
               lambda null: _init(sock, spec, actions, hostname, null, trace))
 
 
@@ -98,7 +93,7 @@ def _join(sock, spec: ContainerSpec, hostname: str, target: int, kinds: list[str
             pty = None
             if spec.tty:
                 step = "open(/dev/pts/ptmx)"
-                pty = _open_pty()
+                pty = open_pty()
             step = "seccomp"
             profile = seccomp.profile_for(spec.seccomp_setting, spec.seccomp)
             syscall_filter = seccomp.build(profile, spec.caps) if profile is not None else None
@@ -108,7 +103,7 @@ def _join(sock, spec: ContainerSpec, hostname: str, target: int, kinds: list[str
                 step = "seccomp"
                 syscall_filter.load()  # no_new_privs is on: the filter needs no privilege, and the fork inherits it
         except (OSError, PyrunError) as e:
-            _fail(sock, step, e)
+            fail(sock, step, e)
         prepared.update(who=who, pty=pty)
 
     fork_init(sock, "setns", enter, lambda null: _joined(sock, spec, hostname, null, **prepared))
@@ -127,10 +122,10 @@ def _joined(sock, spec: ContainerSpec, hostname: str, null: int, who: users.Iden
         if sync.recv(sock) is None:
             os._exit(EXIT_PYRUN)  # pyrun went away before saying go
         step = "prctl(PR_SET_PDEATHSIG)"
-        _die_with_parent(sock)
+        die_with_parent(sock)
         _exec(sock, spec, hostname, pty and pty[1], null, None, who, dropped=True)
     except (OSError, PyrunError) as e:
-        _fail(sock, step, e)
+        fail(sock, step, e)
 
 
 def _enter_userns(sock, actions: list[pid1.Action]) -> None:
@@ -151,32 +146,6 @@ def _enter_userns(sock, actions: list[pid1.Action]) -> None:
     make_undumpable()  # a change of uid resets it to fs.suid_dumpable: say it again rather than rely on that
 
 
-def fork_init(sock: socket.socket, step: str, enter, child) -> None:
-    """The intermediate's work: ENTER the namespaces, fork, report the child's pid and exit; the child calls
-    CHILD(null). Shared with the OCI runtime (runtime/oci/init.py), whose namespaces come from config.json."""
-    os.umask(0o022)  # Docker's, for the container's files; pyrun's own 0077 is for its state only
-    try:
-        make_undumpable()  # before setns: a process in the container must not reach into ours (CVE-2019-5736)
-        # The host's, opened while still on the host: a running container's /dev/null may be a FIFO
-        # (open would block for good) or a symlink to one of its files.
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        enter()
-        step = "fork"
-        sent, send = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(send)
-            # Both processes write to the sync socket: PID 1 waits until the intermediate has said
-            # "pid" and exited (end of file), so that pyrun never reads "ready" before "pid".
-            os.read(sent, 1)
-            os.close(sent)
-            child(null)
-        sync.send(sock, "pid", pid=pid)
-    except (OSError, PyrunError) as e:
-        _fail(sock, step, e)
-    os._exit(0)
-
-
 def _init(sock, spec: ContainerSpec, actions: list[pid1.Action], hostname: str, null: int,
           trace: bool = False) -> None:
     """PID 1 (or, with no ACTIONS, a process joining a running container): set up, wait for go, exec.
@@ -194,7 +163,7 @@ def _init(sock, spec: ContainerSpec, actions: list[pid1.Action], hostname: str, 
         tty = None
         if spec.tty:
             step = "open(/dev/pts/ptmx)"
-            master, tty = _open_pty()
+            master, tty = open_pty()
             sync.send(sock, "pty", fds=[master])
             os.close(master)
         step = "seccomp"
@@ -204,48 +173,12 @@ def _init(sock, spec: ContainerSpec, actions: list[pid1.Action], hostname: str, 
         if sync.recv(sock) is None:
             os._exit(EXIT_PYRUN)  # pyrun went away before saying go
         step = "prctl(PR_SET_PDEATHSIG)"
-        _die_with_parent(sock)
+        die_with_parent(sock)
         if spec.init:
             _reap(sock, spec, hostname, tty, null, syscall_filter, who)
         _exec(sock, spec, hostname, tty, null, syscall_filter, who)
     except (OSError, PyrunError) as e:
-        _fail(sock, step, e)
-
-
-def _open_pty() -> tuple[int, int]:
-    """A pseudo-terminal from the container's own devpts, so the shell's tty is /dev/pts/0 inside.
-
-    A pty opened by pyrun on the host would belong to the host's devpts,
-    where the container cannot name it: `tty` would say "not a tty". A
-    running container may have swapped /dev/ptmx (a symlink into /dev/pts
-    that pyrun made) for a FIFO or a link to a file, so pyrun opens the
-    devpts's own ptmx, which no one can replace without mounting over it,
-    without following a link or waiting, checks that it is the pty
-    multiplexer, and asks it for the other side (TIOCGPTPEER) instead of
-    opening a path again.
-    """
-    master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        st = os.fstat(master)
-        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(*_PTMX):
-            raise PyrunError("open(/dev/pts/ptmx)", "not the pty multiplexer (character device 5:2)")
-        os.set_blocking(master, True)
-        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
-        return master, fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-    except BaseException:
-        os.close(master)
-        raise
-
-
-def _die_with_parent(sock) -> None:
-    """Be killed when pyrun dies. Set now, not earlier: until the intermediate exited it was our parent."""
-    import prctl
-
-    prctl.set_pdeathsig(signal.SIGKILL)
-    poll = select.poll()
-    poll.register(sock, select.POLLIN | select.POLLHUP)
-    if poll.poll(0):  # pyrun died before the setting took hold
-        os._exit(EXIT_PYRUN)
+        fail(sock, step, e)
 
 
 def environment(spec: ContainerSpec, hostname: str, home: str = "/root") -> dict[str, str]:
@@ -279,7 +212,7 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
             step = "capabilities" if who is None else f"capabilities and user {spec.user}"
             drop_privileges(spec.caps, who)
             if who is not None:
-                _die_with_parent(sock)  # a change of uid cleared the parent-death signal
+                die_with_parent(sock)  # a change of uid cleared the parent-death signal
         step = "close fds"
         sock = _close_fds(sock)
         # chdir only once no host fd is open: -w /proc/self/fd/N must not reach the host (CVE-2024-21626).
@@ -299,35 +232,18 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         os.execvpe(spec.command[0], list(spec.command), env)
     except FileNotFoundError as e:
         if not step.startswith("exec"):
-            _fail(sock, step, e)
-        _fail(sock, step, PyrunError(step, _not_found(spec, env["PATH"])), EXIT_NOT_FOUND)
+            fail(sock, step, e)
+        fail(sock, step, PyrunError(step, _not_found(spec, env["PATH"])), EXIT_NOT_FOUND)
     except PermissionError as e:
         if not step.startswith("exec"):
-            _fail(sock, step, e)
-        _fail(sock, step, PyrunError(step, "permission denied: not an executable file"), EXIT_NOT_EXECUTABLE)
+            fail(sock, step, e)
+        fail(sock, step, PyrunError(step, "permission denied: not an executable file"), EXIT_NOT_EXECUTABLE)
     except (OSError, PyrunError) as e:
-        _fail(sock, step, e)
+        fail(sock, step, e)
 
 
 def _not_found(spec: ContainerSpec, path: str) -> str:
     return not_found(spec.command[0], path, spec.workdir, spec.rootfs)
-
-
-def not_found(name: str, path: str, workdir: str, rootfs: str | None) -> str:
-    """Why execve said ENOENT, for a user who expected Docker to bring the command along with an image; with
-    ROOTFS (the directory the user gave pyrun run), what to do about it.
-
-    Looked up in PID 1 after pivot_root: the paths are the container's, never the host's."""
-    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]
-    found = next((c for c in candidates if os.path.lexists(c)), None)
-    if found is not None:  # the file is there: what is missing is its #! interpreter or its dynamic loader
-        return f"{found} exists, but the interpreter on its #! line or its dynamic loader is missing from the rootfs"
-    what = (f"executable file not found in $PATH ({path})" if "/" not in name else "no such file or directory"
-            + ("" if name.startswith("/") else f" (from {workdir})"))
-    if rootfs is None:
-        return what
-    return (f"{what}: the rootfs {rootfs} has no {name!r}; pyrun runs what the directory holds: "
-            "scripts/build-rootfs DIR builds a Debian one with python3, scripts/build-busybox-rootfs DIR a tiny one")
 
 
 def _close_fds(sock: socket.socket) -> socket.socket:
@@ -356,7 +272,7 @@ def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
     # As the command's user too (as Docker's tini is): a root reaper without CAP_KILL could not signal it.
     drop_privileges(spec.caps, who)
     if who is not None:
-        _die_with_parent(sock)
+        die_with_parent(sock)
     sock.close()
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     for sig in INIT_FORWARDS:
@@ -366,12 +282,3 @@ def _reap(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
             os._exit(128 - code if code < 0 else code)
-
-
-def _fail(sock, step: str, error: Exception, code: int = EXIT_PYRUN) -> None:
-    detail = error.detail if isinstance(error, PyrunError) else (error.strerror or str(error))
-    try:
-        sync.send(sock, "error", step=step, detail=detail, code=code)
-    except OSError:
-        print(f"pyrun: {step}: {detail}", file=sys.stderr)
-    os._exit(code)

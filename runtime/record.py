@@ -94,7 +94,8 @@ class Record:
 
     def spec(self):
         """The ContainerSpec that describe() wrote down (ports and limits aside): what exec needs."""
-        from runtime.spec import BindMount, ContainerSpec, Resources, Ulimit, parse_security_opts
+        from runtime.cgroups import Resources
+        from runtime.spec import BindMount, ContainerSpec, Ulimit, parse_security_opts
 
         config, host = self.data["Config"], self.data["HostConfig"]
         return ContainerSpec(

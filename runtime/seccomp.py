@@ -130,6 +130,9 @@ FILTER_FIELDS = {"caps", "arches", "minKernel"}
 ARG_FIELDS = {"index", "value", "valueTwo", "op"}
 ARCHES = {"amd64", "arm64", "x86", "x32", "arm", "mips", "mipsle", "mips64", "mips64le", "mips64n32",
           "mips64len32", "ppc", "ppc64", "ppc64le", "s390", "s390x", "riscv64", "loong64"}
+SCMP_ARCHES = tuple(f"SCMP_ARCH_{a}" for a in (
+    "X86", "X86_64", "X32", "ARM", "AARCH64", "MIPS", "MIPS64", "MIPS64N32", "MIPSEL", "MIPSEL64", "MIPSEL64N32", "PPC",
+    "PPC64", "PPC64LE", "S390", "S390X", "PARISC", "PARISC64", "RISCV64", "LOONGARCH64", "M68K", "SH", "SHEB"))
 MAX_ERRNO = 4095     # the kernel turns larger SECCOMP_RET_ERRNO data into 4095
 MAX_ARGS = 6         # a system call has six argument registers
 U64 = (1 << 64) - 1  # a comparison's value is one register's worth
@@ -175,9 +178,14 @@ def _checked(profile, bad) -> dict:
     if profile.get("listenerPath") or profile.get("flags"):
         field = "listenerPath" if profile.get("listenerPath") else "flags"
         raise bad(field, "pyrun has no seccomp agent and sets no filter flags; leave it out")
-    _strings(profile.get("architectures"), "architectures", bad)
+    _architectures(profile.get("architectures"), "architectures", bad)
     if profile.get("archMap") is not None and not isinstance(profile["archMap"], list):
         raise bad("archMap", f"expected a list, got {_shown(profile['archMap'])}")
+    for i, entry in enumerate(profile.get("archMap") or []):  # pyrun run's config.json takes this machine's
+        if not isinstance(entry, dict):
+            raise bad(f"archMap[{i}]", f"expected an object with architecture, subArchitectures; got {_shown(entry)}")
+        _architectures([entry.get("architecture")], f"archMap[{i}] architecture", bad)
+        _architectures(entry.get("subArchitectures"), f"archMap[{i}] subArchitectures", bad)
     rules = profile.get("syscalls")
     rules = [] if rules is None else rules  # null is unset; false or {} is no list of rules
     if not isinstance(rules, list):
@@ -247,6 +255,14 @@ def _filter(spec, where: str, bad) -> None:
         raise bad(f"{where} arches", f"{unknown[0]!r} is not an architecture; expected one of {', '.join(sorted(ARCHES))}")
     if "minKernel" in spec and not (isinstance(spec["minKernel"], str) and _kernel(spec["minKernel"])):
         raise bad(f"{where} minKernel", f"expected a kernel version such as \"4.8\", got {_shown(spec['minKernel'])}")
+
+
+def _architectures(names, where: str, bad) -> None:
+    """libseccomp's names (the spec's list, as of libseccomp 2.6): runc refuses any other, and the filter would
+    not be the one asked for."""
+    for i, name in enumerate(_strings(names, where, bad)):
+        if name not in SCMP_ARCHES:
+            raise bad(f"{where}[{i}]", f"{name!r} is not an architecture; expected one of {', '.join(SCMP_ARCHES)}")
 
 
 def _errno(obj: dict, action_field: str, field: str, where: str, bad) -> None:

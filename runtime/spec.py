@@ -9,11 +9,11 @@ import re
 from dataclasses import dataclass, field
 
 from runtime import users
+from runtime.cgroups import Resources
 from runtime.errors import PyrunError
 from runtime.network.ports import PortMapping, check_fd_budget, parse_port
 from runtime.security import ALL_CAPS, DEFAULT_CAPS
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_MODES = ("bridge", "none", "host")
 USERNS_MODES = ("host", "auto")
 BUILT_IN = "pyrun"  # runtime/init.py makes the container in pyrun's own process: no bundle, no OCI verbs
@@ -65,13 +65,6 @@ _TMPFS_FLAGS = {"ro": ("ro", True), "rw": ("ro", False), "noexec": ("noexec", Tr
                 "nosuid": ("nosuid", True), "suid": ("nosuid", False), "nodev": ("nodev", True), "dev": ("nodev", False)}
 _TMPFS_DATA = {"size": r"(\d+)([kmg]?)", "nr_inodes": r"(\d+)([kmg]?)", "mode": r"[0-7]{3,4}", "uid": r"\d+",
                "gid": r"\d+"}
-
-
-@dataclass(frozen=True)
-class Resources:
-    memory: int | None = None       # bytes
-    cpus: float | None = None       # CPUs' worth of time per period
-    pids_limit: int | None = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,54 @@ def make_bundle(path: str, busybox: str, args: list[str], edit=None) -> str:
     return path
 
 
+def put(config: dict, path: str, value) -> None:
+    """Set PATH ("mounts.0.options", digits index a list) in CONFIG, making the objects and lists on the way; an
+    index one past a list's end appends."""
+    *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+    obj = config
+    for key, after in zip(parents, [*parents[1:], last]):
+        empty = [] if isinstance(after, int) else {}
+        if isinstance(key, int):
+            if key == len(obj):
+                obj.append(empty)
+            obj = obj[key]
+        else:
+            obj = obj.setdefault(key, empty)
+    if isinstance(last, int) and last == len(obj):
+        obj.append(value)
+    else:
+        obj[last] = value
+
+
+def edit(*pairs):
+    """A make_bundle edit that puts each PATH, VALUE of PAIRS."""
+    def edit(config):
+        for path, value in zip(pairs[::2], pairs[1::2]):
+            put(config, path, value)
+    return edit
+
+
+def refused_by_create(bundle: str, cid: str, tmp: str) -> str:
+    """The error of `create` for BUNDLE, which must fail as a bad config.json does: exit 1, one line on stderr,
+    the same line as the --log json's only entry, nothing left behind (no state directory, no cgroup)."""
+    log, err = os.path.join(tmp, f"{cid}.log.json"), os.path.join(tmp, f"{cid}.stderr")
+    try:
+        with open(err, "w") as stderr:
+            r = oci("--log", log, "--log-format", "json", "create", "--bundle", bundle, cid,
+                    stdout=subprocess.DEVNULL, stderr=stderr)
+        with open(err) as f:
+            err = f.read()
+        assert r.returncode == 1 and err.startswith("pyrun-oci: ") and err.count("\n") == 1, err
+        assert "Traceback" not in err, err
+        with open(log) as f:
+            entries = [json.loads(line) for line in f]
+        assert [e["level"] for e in entries] == ["error"] and entries[0]["msg"] == err[len("pyrun-oci: "):-1]
+        assert leftovers(cid) == []
+        return err
+    finally:
+        cleanup(cid)
+
+
 _SHIM = r"""
 import json, os, subprocess, sys
 import prctl

@@ -100,7 +100,8 @@ def test_init_reaps_orphans_and_stop_is_polite(runtime, busybox, clean_host):
 
 def test_container_dies_with_pyrun(busybox, clean_host):
     p = pyrun_bg("run", "--rm", "--network", "none", "--name", "orphan-test", busybox, "sleep", "300")
-    pid = wait_for(lambda: _pid_of("sleep 300"), what="the container's sleep")
+    # pyrun's child (its subreaper's): another test's container may run a sleep 300 too
+    pid = wait_for(lambda: _pid_of("sleep 300", parent=p.pid), what="the container's sleep")
     p.kill()
     p.wait()
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the container to die with pyrun")
@@ -108,11 +109,12 @@ def test_container_dies_with_pyrun(busybox, clean_host):
     subprocess.run([sys.executable, "-m", "runtime", "prune"], cwd=REPO, capture_output=True)
 
 
-def _pid_of(cmdline: str) -> int | None:
+def _pid_of(cmdline: str, parent: int | None = None) -> int | None:
     for pid in os.listdir("/proc"):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().replace(b"\0", b" ").strip() == cmdline.encode():
+                if f.read().replace(b"\0", b" ").strip() == cmdline.encode() and \
+                        (parent is None or parent_of(int(pid)) == parent):
                     return int(pid)
         except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
             continue

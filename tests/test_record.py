@@ -15,7 +15,8 @@ import pytest
 from conftest import REPO
 from runtime import state
 from runtime.record import Record
-from runtime.spec import Resources, build_spec
+from runtime.cgroups import Resources
+from runtime.spec import build_spec
 
 # What runtime/network/ may not import: the layers above it (a network module that reads containers goes
 # through record.py, which state.py alone backs).

@@ -17,9 +17,10 @@ load() checks all of it before anything exists, a section at a time:
     config_process.py   process: what the program runs as (capabilities, rlimits, user)
     config_mounts.py    mounts: mount(2) flags and propagation, in the config's order
     config_linux.py     linux: namespaces, id maps, cgroup and devices, sysctl, masked paths
+    config_hooks.py     hooks: what runs at each point of the container's life
     config_check.py     expect, refuse, bad: the words each section is checked in
 
-This module holds the rest: root, hostname, hooks, annotations, the Bundle
+This module holds the rest: root, hostname, annotations, the Bundle
 they make, and the default config `pyrun-oci spec` prints.
 """
 import json
@@ -28,19 +29,19 @@ import re
 from dataclasses import dataclass, field
 
 from runtime import cgroups
+from runtime.cgroups import Resources
 from runtime.errors import PyrunError
-from runtime.oci import config_linux, config_mounts, config_process
+from runtime.oci import config_hooks, config_linux, config_mounts, config_process
 from runtime.oci.config_check import bad, expect, refuse
+from runtime.oci.config_hooks import HOOKS  # noqa: F401  (features.py's, by this name)
 from runtime.oci.config_linux import NAMESPACES  # noqa: F401  (init.py's, by this name)
 from runtime.oci.config_mounts import Mount
-from runtime.oci.config_process import RLIMITS, Process  # noqa: F401  (RLIMITS: init.py's, by this name)
+from runtime.oci.config_process import DEFAULT_PATH, RLIMITS, Process  # noqa: F401  (RLIMITS: init.py's)
 from runtime.oci.state import OCI_VERSION
 from runtime.security import DEFAULT_CAPS
-from runtime.spec import DEFAULT_PATH, Resources
 
-# The spec's hooks, in the order a container meets them (hooks.py runs them).
-HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 _ID = re.compile(r"[\w+.-]+")
+HOST_NAME_MAX = 64
 # Two rules of a config.json for one call are left to libseccomp, as runc leaves them: engines' profiles rely on
 # it (podman's names setns in its allow list and in a later ERRNO rule), and a runtime must run them as runc does.
 SECCOMP_OVERLAPS = "libseccomp"
@@ -113,9 +114,12 @@ def load(bundle: str, cid: str) -> Bundle:
     if not isinstance(version, str) or not version.startswith("1."):
         raise bad("ociVersion", f"{version!r}: expected a 1.x version of the runtime specification")
     root = expect(config.get("root"), dict, "root", "an object with path")
-    rootfs = os.path.join(path, expect(root.get("path"), str, "root.path", "a path"))
-    if not os.path.isdir(rootfs):
-        raise bad("root.path", f"{rootfs} is not a directory")
+    given = expect(root.get("path"), str, "root.path", "a path")
+    rootfs = os.path.join(path, given)  # "" would be the bundle itself, config.json and all: the spec REQUIRES one
+    if not given or not os.path.isdir(rootfs):
+        seen = f"{given!r} ({rootfs}) is not a directory" if given else "''"
+        raise bad("root.path", f"{seen}: expected the root filesystem's directory, absolute or in the bundle "
+                               "(such as rootfs)")
     linux = expect(config.get("linux"), dict, "linux", "an object", {})
     refuse(linux, "linux", ("devices", "intelRdt", "personality", "mountLabel",
                             "rootfsPropagation", "timeOffsets"), "pyrun does not do it yet")
@@ -123,6 +127,8 @@ def load(bundle: str, cid: str) -> Bundle:
     hostname = expect(config.get("hostname"), str, "hostname", "a string", "") or None
     if hostname and ("uts", None) not in namespaces:
         raise bad("hostname", "setting a hostname needs a new uts namespace (the spec says so)")
+    if hostname and len(hostname.encode()) > HOST_NAME_MAX:  # sethostname(2)'s EINVAL, late in PID 1
+        raise bad("hostname", f"{hostname!r}: expected at most {HOST_NAME_MAX} bytes")
     process = config_process.read(expect(config.get("process"), dict, "process", "an object"))
     uid_map, gid_map = config_linux.id_maps(linux, namespaces, process)
     limits, devices = config_linux.resources(linux.get("resources"))
@@ -149,7 +155,7 @@ def load(bundle: str, cid: str) -> Bundle:
         masked=tuple(config_linux.paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(config_linux.paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
-        annotations=_annotations(config.get("annotations")), config=config, hooks=_hooks(config.get("hooks")))
+        annotations=_annotations(config.get("annotations")), config=config, hooks=config_hooks.read(config.get("hooks")))
 
 
 def _annotations(annotations) -> dict:
@@ -158,40 +164,6 @@ def _annotations(annotations) -> dict:
     for key, value in annotations.items():
         expect(value, str, f"annotations.{key}", "a string")
     return annotations
-
-
-def _hooks(hooks) -> dict:
-    """config.md's hooks: each an absolute path, args (argv, with its [0]), env (NAME=VALUE), timeout > 0."""
-    out = {}
-    for name, entries in expect(hooks, dict, "hooks", "an object", {}).items():
-        if name not in HOOKS:
-            continue  # a hook the spec adds later: unknown, so ignored, as the spec says
-        checked = []
-        for i, hook in enumerate(expect(entries, list, f"hooks.{name}", "a list of hooks", [])):
-            where = f"hooks.{name}[{i}]"
-            hook = expect(hook, dict, where, "an object with path")
-            path = expect(hook.get("path"), str, f"{where}.path", "an absolute path")
-            if not path.startswith("/"):
-                raise bad(f"{where}.path", f"{path!r}: expected an absolute path")
-            entry = {"path": path}
-            if hook.get("args") is not None:
-                args = expect(hook["args"], list, f"{where}.args", "a list of strings")
-                if not all(isinstance(a, str) for a in args):
-                    raise bad(f"{where}.args", "expected a list of strings")
-                entry["args"] = args
-            if hook.get("env") is not None:
-                env = expect(hook["env"], list, f"{where}.env", "a list of NAME=VALUE strings")
-                if not all(isinstance(e, str) and "=" in e for e in env):
-                    raise bad(f"{where}.env", "expected a list of NAME=VALUE strings")
-                entry["env"] = env
-            if hook.get("timeout") is not None:
-                timeout = expect(hook["timeout"], int, f"{where}.timeout", "a number of seconds")
-                if timeout <= 0:
-                    raise bad(f"{where}.timeout", f"{timeout}: expected a number of seconds above 0")
-                entry["timeout"] = timeout
-            checked.append(entry)
-        out[name] = checked
-    return out
 
 
 def default() -> dict:

@@ -1,6 +1,7 @@
 """How a config.json field is checked: the three words every section's reader is written in.
 
     expect(value, kind, where, what)   the value, if of the type the spec gives the field
+    within(value, where, low, high, what)  a number, if in the range the spec's type or the kernel gives it
     refuse(obj, where, fields, why)    a field pyrun knows and cannot honour, present: an error
     bad(where, why)                    the one-line error, naming the field ("config.json process.cwd")
 
@@ -34,6 +35,15 @@ def expect(value, kind, where: str, what: str, default=_REQUIRED):
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise bad(where or "the file", f"expected {what}, got {json.dumps(value)[:60]}")
     return value
+
+
+def within(value, where: str, low: int, high: int, what: str, default=_REQUIRED):
+    """VALUE if it is a whole number from LOW to HIGH; WHAT says so ("a uid from 0 to 4294967294"). A number the
+    kernel would refuse later, or read as something else, is this one line now."""
+    number = expect(value, int, where, what, default)
+    if value is not None and not low <= number <= high:
+        raise bad(where, f"{number}: expected {what}")
+    return number
 
 
 def refuse(obj: dict, where: str, fields, why: str) -> None:

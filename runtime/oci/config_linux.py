@@ -10,14 +10,15 @@
 
 linux.seccomp is read in config.load, with runtime/seccomp.py.
 """
+import fcntl
 import json
 import os
 import re
 
 from runtime import cgroups
-from runtime.oci.config_check import bad, expect, refuse
+from runtime.cgroups import Resources
+from runtime.oci.config_check import bad, expect, refuse, within
 from runtime.oci.config_process import Process
-from runtime.spec import Resources
 
 CLONE_NEWCGROUP = 0x02000000
 DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks for it asks for nothing
@@ -28,6 +29,11 @@ NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ip
 # 0 .. 4294966294 on both sides, as (uid_t)-1 means "no id".
 MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, (1 << 32) - 2
 # Namespaced sysctls (runc's list): any other would change the host's kernel, not the container's.
+NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): the CLONE_NEW* type of the namespace an fd is for
+# The spec's limits are int64s with -1 for "unlimited" (a device's numbers: for "any"); the cgroup files take
+# nothing below it. runc writes such a number and the kernel refuses it: taken for "unlimited", a limit is lost.
+INT64 = (1 << 63) - 1
+MIN_QUOTA_US = 1000  # the kernel refuses a cfs quota under 1 ms (EINVAL)
 _SYSCTL_IPC = re.compile(r"kernel\.(msgmax|msgmnb|msgmni|sem|shmall|shmmax|shmmni|shm_rmid_forced)|fs\.mqueue\..+")
 
 
@@ -42,15 +48,36 @@ def namespaces(entries) -> tuple:
         if any(k == kind for k, _ in out):
             raise bad(where, f"the {kind} namespace is listed twice")
         path = expect(ns.get("path"), str, f"{where}.path", "the absolute path of a namespace", "") or None
-        if path is not None and (not os.path.isabs(path) or not os.path.exists(path)):
-            raise bad(f"{where}.path", f"{path!r}: expected the absolute path of an existing namespace, such as "
-                                       "/proc/PID/ns/net or /run/netns/NAME")
+        if path is not None and _type_of(path) != NAMESPACES[kind]:
+            raise bad(f"{where}.path", f"{path!r}: expected the absolute path of a {kind} namespace, such as "
+                                       f"/proc/PID/ns/{_PROC_NS.get(kind, kind)} or /run/netns/NAME")
         if kind == "mount" and path:
             raise bad(where, "pyrun builds the container's root in a new mount namespace; it cannot join one")
         out.append((kind, path))
     if ("mount", None) not in out:
         raise bad("linux.namespaces", "pyrun needs a new mount namespace (type mount) to build the root in")
     return tuple(out)
+
+
+_PROC_NS = {"network": "net", "mount": "mnt"}  # /proc/PID/ns/ names where they are not the spec's
+
+
+def _type_of(path: str) -> int | None:
+    """The CLONE_NEW* type of the namespace file at PATH; None for a relative path or a file of no namespace.
+    The spec's MUST: a path of another type would be joined as it (setns(2) with no type joins any), or fail
+    late in the intermediate as EINVAL."""
+    if not os.path.isabs(path):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # O_NONBLOCK: a FIFO does not hold create
+    except OSError:
+        return None
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def id_maps(linux: dict, namespaces, process: Process) -> tuple[tuple, tuple]:
@@ -108,13 +135,18 @@ def resources(r) -> tuple[Resources, tuple]:
     refuse(cpu, "linux.resources.cpu", ("realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"),
            "pyrun sets only quota and period (and shares at the default)")
     quota = expect(cpu.get("quota"), int, "linux.resources.cpu.quota", "a number of microseconds", 0)
+    if 0 < quota < MIN_QUOTA_US:
+        raise bad("linux.resources.cpu.quota", f"{quota}: expected -1 (unlimited), 0 (unset) or at least "
+                                               f"{MIN_QUOTA_US} µs, the kernel's least")
     period = expect(cpu.get("period"), int, "linux.resources.cpu.period", "a number of microseconds", None)
     if period not in (None, cgroups.CPU_PERIOD_US):
         raise bad("linux.resources.cpu.period", f"{period}: pyrun's period is {cgroups.CPU_PERIOD_US} µs")
     devices = expect(r.get("devices"), list, "linux.resources.devices", "a list of rules", [])
     pids = expect(r.get("pids"), dict, "linux.resources.pids", "an object", {})
-    limit = expect(pids.get("limit"), int, "linux.resources.pids.limit", "a number", 0)
-    mem = expect(memory.get("limit"), int, "linux.resources.memory.limit", "bytes", 0)
+    limit = within(pids.get("limit"), "linux.resources.pids.limit", -1, INT64,
+                   "-1 (unlimited), 0 (unset) or a number of tasks", default=0)
+    mem = within(memory.get("limit"), "linux.resources.memory.limit", -1, INT64,
+                 "-1 (unlimited), 0 (unset) or a number of bytes", default=0)
     return Resources(  # 0 and -1 (the spec's "unlimited") set no limit
         memory=mem if mem > 0 else None, cpus=quota / cgroups.CPU_PERIOD_US if quota > 0 else None,
         pids_limit=limit if limit > 0 else None,
@@ -126,10 +158,16 @@ def _device_rule(rule, where: str) -> tuple[str, str]:
     after the config's, as runc adds its own: a config's "deny all" first leaves exactly those."""
     rule = expect(rule, dict, where, "an object with allow, type, major, minor and access")
     kind = expect(rule.get("type"), str, f"{where}.type", "a, b or c", "") or "a"
-    access = expect(rule.get("access"), str, f"{where}.access", "letters of r, w, m", "") or "rwm"
+    # Left out, access is all of it; given empty, it is none, as runc reads it (as "rwm", an allow would open all).
+    access = expect(rule.get("access"), str, f"{where}.access", "letters of r, w, m", None)
+    if access == "":
+        raise bad(f"{where}.access", "'': expected letters of r, w, m (leave access out for all three)")
+    access = access or "rwm"
     if kind not in ("a", "b", "c") or not set(access) <= set("rwm"):
         raise bad(where, f"expected type a, b or c and access made of r, w, m, got {json.dumps(rule)}")
-    number = lambda key: "*" if rule.get(key) in (None, -1) else str(expect(rule[key], int, f"{where}.{key}", "a number"))  # noqa: E731
+    numbers = {key: within(rule.get(key), f"{where}.{key}", -1, INT64, "-1 (any) or a device number from 0",
+                           default=-1) for key in ("major", "minor")}
+    number = lambda key: "*" if numbers[key] == -1 else str(numbers[key])  # noqa: E731
     text = "a" if kind == "a" else f"{kind} {number('major')}:{number('minor')} {access}"
     # "allow": "false" is a string, truthy: taken for true, it would open what the rule closes.
     return ("allow" if expect(rule.get("allow"), bool, f"{where}.allow", "true or false", False) else "deny", text)
@@ -147,9 +185,12 @@ def cgroups_path(value, cid: str) -> tuple[str, str]:
     if ":" in value:
         raise bad("linux.cgroupsPath", f"{value!r} is systemd's slice:prefix:name form; pyrun drives cgroupfs, "
                                        "give a path such as /machine/ID")
-    parts = [p for p in value.split("/") if p]
-    if not parts or ".." in parts:
-        raise bad("linux.cgroupsPath", f"{value!r}: expected a path such as /machine/ID")
+    # "." is dropped as runc's CleanPath drops it: "/." would otherwise name the hierarchy's root as the
+    # container's own cgroup, whose every process delete kills. The kernel refuses a name with a newline.
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or "\n" in value:
+        raise bad("linux.cgroupsPath", f"{value!r}: expected a path such as /machine/ID, below the root, without "
+                                       "'..' or a newline")
     return "/".join(parts[:-1]), parts[-1]
 
 
@@ -167,6 +208,8 @@ def check_sysctl(key: str, value, namespaces) -> None:
         return
     if key.startswith("net.") and ("network", None) in namespaces:
         return
-    if key in ("kernel.hostname", "kernel.domainname") and ("uts", None) in namespaces:
+    if key == "kernel.hostname":  # runc's rule: it would undo, or be undone by, the hostname field
+        raise bad(f"linux.sysctl.{key}", f"{value!r}: expected the container's hostname in the hostname field")
+    if key == "kernel.domainname" and ("uts", None) in namespaces:
         return
     raise bad(f"linux.sysctl.{key}", "not a sysctl of a namespace the container makes; it would change the host")

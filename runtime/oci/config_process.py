@@ -17,13 +17,21 @@ import resource
 from dataclasses import dataclass, field
 
 from runtime.errors import PyrunError
-from runtime.oci.config_check import bad, expect, refuse
+from runtime.oci.config_check import bad, expect, refuse, within
 from runtime.security import ALL_CAPS
-from runtime.spec import DEFAULT_PATH
 
+# Docker's and runc's PATH for a process whose environment names none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 # What a --process file leaves out comes from the container's own process, as runc fills it in.
 INHERITED = ("capabilities", "noNewPrivileges", "rlimits", "oomScoreAdj", "apparmorProfile", "selinuxLabel")
+# The ranges the kernel takes. An id is a uint32 in the spec's Go types, but (uid_t)-1 means "leave it unchanged"
+# to setresuid(2): a uid of 4294967295 would run the program as root.
+ID = (0, (1 << 32) - 2, "an id from 0 to 4294967294")
+UMASK = (0, 0o777, "a mode mask from 0 to 511 (0o777); umask(2) drops other bits")
+OOM_SCORE_ADJ = (-1000, 1000, "a number from -1000 to 1000 (proc(5)'s oom_score_adj)")
+CONSOLE = (0, 0xFFFF, "a number of characters from 0 to 65535 (struct winsize)")
+RLIMIT = (0, (1 << 64) - 1, "a number from 0 to 18446744073709551615 (RLIM_INFINITY, unlimited)")  # uint64
 
 
 @dataclass(frozen=True)
@@ -75,20 +83,19 @@ def read(p: dict) -> Process:
     refuse(p, "process", ("selinuxLabel",) if _lsm_enabled("selinux") else (), "pyrun sets no SELinux label")
     refuse(p, "process", ("ioPriority", "scheduler", "execCPUAffinity"), "pyrun does not set it yet")
     user = expect(p.get("user"), dict, "process.user", "an object with uid and gid", {})
-    ids = [expect(user.get(k), int, f"process.user.{k}", "a number", 0) for k in ("uid", "gid")]
+    ids = [within(user.get(k), f"process.user.{k}", *ID, default=0) for k in ("uid", "gid")]
     gids = expect(user.get("additionalGids"), list, "process.user.additionalGids", "a list of numbers", [])
     size = expect(p.get("consoleSize"), dict, "process.consoleSize", "an object with height and width", {})
     return Process(
         args=tuple(args), env=tuple(env), cwd=os.path.normpath(cwd), uid=ids[0], gid=ids[1],
-        additional_gids=tuple(expect(g, int, f"process.user.additionalGids[{i}]", "a number")
-                              for i, g in enumerate(gids)),
-        umask=expect(user.get("umask"), int, "process.user.umask", "a number", None),
+        additional_gids=tuple(within(g, f"process.user.additionalGids[{i}]", *ID) for i, g in enumerate(gids)),
+        umask=within(user.get("umask"), "process.user.umask", *UMASK, default=None),
         terminal=expect(p.get("terminal"), bool, "process.terminal", "true or false", False),
-        console_size=tuple(expect(size.get(k), int, f"process.consoleSize.{k}", "a number", 0)
+        console_size=tuple(within(size.get(k), f"process.consoleSize.{k}", *CONSOLE, default=0)
                            for k in ("height", "width")) if size else None,
         caps=_capabilities(p.get("capabilities")), rlimits=_rlimits(p.get("rlimits")),
         no_new_privileges=expect(p.get("noNewPrivileges"), bool, "process.noNewPrivileges", "true or false", False),
-        oom_score_adj=expect(p.get("oomScoreAdj"), int, "process.oomScoreAdj", "a number", None))
+        oom_score_adj=within(p.get("oomScoreAdj"), "process.oomScoreAdj", *OOM_SCORE_ADJ, default=None))
 
 
 def _lsm_enabled(name: str) -> bool:
@@ -120,12 +127,15 @@ def _rlimits(rlimits) -> tuple:
     for i, r in enumerate(expect(rlimits, list, "process.rlimits", "a list of limits", [])):
         where = f"process.rlimits[{i}]"
         r = expect(r, dict, where, "an object with type, soft and hard")
-        if expect(r.get("type"), str, f"{where}.type", "a limit's name, such as RLIMIT_NOFILE") not in RLIMITS:
-            raise bad(f"{where}.type", f"{r.get('type')!r} is not a limit; expected one of {', '.join(sorted(RLIMITS))}")
-        soft, hard = (expect(r.get(k), int, f"{where}.{k}", "a number") for k in ("soft", "hard"))
+        kind = expect(r.get("type"), str, f"{where}.type", "a limit's name, such as RLIMIT_NOFILE")
+        if kind not in RLIMITS:
+            raise bad(f"{where}.type", f"{kind!r} is not a limit; expected one of {', '.join(sorted(RLIMITS))}")
+        if any(kind == other for other, _, _ in out):  # which one would win is the order of setrlimit calls
+            raise bad(f"{where}.type", f"{kind!r} is listed twice; expected each limit once (the spec says so)")
+        soft, hard = (within(r.get(k), f"{where}.{k}", *RLIMIT) for k in ("soft", "hard"))
         if soft > hard:
             raise bad(where, f"soft limit {soft} is above the hard limit {hard}")
-        out.append((r["type"], soft, hard))
+        out.append((kind, soft, hard))
     return tuple(out)
 
 

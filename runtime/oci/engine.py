@@ -166,7 +166,7 @@ def _seccomp(profile: dict, caps: frozenset[str]) -> dict:
     if arches is None and profile.get("archMap"):
         native = _SCMP_ARCH.get(platform.machine())
         entry = next((a for a in profile["archMap"] if a.get("architecture") == native), None)
-        arches = [native, *entry.get("subArchitectures", [])] if entry else None
+        arches = [native, *(entry.get("subArchitectures") or [])] if entry else None
     if arches:
         out["architectures"] = arches
     out["syscalls"] = []

@@ -10,7 +10,7 @@ someone opens it for reading, and that someone is `start` (as runc's
 exec.fifo). Until then, nothing of the user's has run.
 
     join namespaces by path -> [new user namespace: create writes its maps] -> make the rest
-    -> fork PID 1 (runtime/init.fork_init)
+    -> fork PID 1 (runtime/init_shared.fork_init)
     PID 1: mounts in config order -> devices -> [create: prestart, createRuntime hooks; createContainer hooks]
     -> pivot_root -> hostname, lo, sysctl -> masked paths
     -> keyring, oom_score_adj, rlimits -> terminal -> look up the program -> seccomp built
@@ -46,9 +46,8 @@ import sys
 import _prctl  # noqa: F401  (security.py's: imported now, as after pivot_root the host's modules are gone)
 import prctl
 
-from runtime import init, rootfs, seccomp, sync, syscalls, userns
+from runtime import init_shared, rootfs, sync, syscalls, userns
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
-from runtime.oci import hooks
 from runtime.oci.config import NAMESPACES, RLIMITS, SECCOMP_OVERLAPS, Bundle, Mount, Process
 from runtime.security import limit_bounding, make_undumpable, set_capabilities
 from runtime.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, mount
@@ -85,6 +84,7 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
 
     PARENT (pyrun run's, a pidfd of the engine): PID 1 is killed when that process dies (see _die_with)."""
     trees = {}
+    _preload(bundle.seccomp, bundle.hooks)
 
     def enter() -> None:
         sync.expect(sock, "joined")  # first: PID 1 is born in the cgroup, and a new cgroup namespace is rooted there
@@ -118,8 +118,19 @@ def intermediate(sock, bundle: Bundle, fifo: int, preserve_fds: int, cgroup_dirs
             flags |= NAMESPACES[kind] if path is None and kind != "user" else 0
         syscalls.unshare(flags)
 
-    init.fork_init(sock, "namespaces", enter,
-                   lambda _null: _pid1(sock, bundle, fifo, preserve_fds, cgroup_dirs, pivot, keyring, trees, parent))
+    init_shared.fork_init(sock, "namespaces", enter, lambda _null: _pid1(sock, bundle, fifo, preserve_fds, cgroup_dirs,
+                                                                         pivot, keyring, trees, parent))
+
+
+def _preload(profile: dict | None, hooks: dict | None = None) -> None:
+    """Import now, while the host's files are in reach, what PID 1 needs after pivot_root, and only what this
+    container needs: the seccomp module (it loads libseccomp) for a filter, the hooks module (subprocess)
+    for createContainer or startContainer hooks. Most configs an engine hands over have neither, and the
+    two imports were a good part of what a create cost."""
+    if profile is not None:
+        import runtime.seccomp  # noqa: F401
+    if hooks and (hooks.get("createContainer") or hooks.get("startContainer")):
+        import runtime.oci.hooks  # noqa: F401
 
 
 def _check_joined_maps(b: Bundle) -> None:
@@ -152,6 +163,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         sync.send(sock, "hooks")
         hook_state.update(sync.expect(sock, "state")["state"])
         at.step = "createContainer hook"
+        from runtime.oci import hooks  # imported already (_preload)
+
         hooks.run(b.hooks, "createContainer", hook_state, cwd=b.path)
         at.step = "rootfs"
 
@@ -187,6 +200,8 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         start_hooks = None
         if b.hooks.get("startContainer"):
             def start_hooks() -> None:
+                from runtime.oci import hooks  # imported already (_preload)
+
                 at.step = "startContainer hook"
                 hooks.run(b.hooks, "startContainer", {**hook_state, "status": "created"}, cwd="/")
         _finish(at, p, program, syscall_filter, late, preserve_fds, before_exec=start_hooks, parent=parent)
@@ -204,6 +219,7 @@ def exec_intermediate(sock, target: int, p: Process, profile: dict | None, prese
     seize it, dumpable or not (ptrace(2)), and would run its own code with whatever the child still held
     (runtime/init.py's _join says the same for pyrun exec; tests/test_hostile_default.py)."""
     prepared = {}
+    _preload(profile)
 
     def enter() -> None:
         _join_cgroup(cgroup_dirs)  # first, while its cgroupfs is the host's to name
@@ -247,7 +263,7 @@ def exec_intermediate(sock, target: int, p: Process, profile: dict | None, prese
             _failed(at, e)
         prepared.update(pty=pty, program=program, late=late)
 
-    init.fork_init(sock, "setns", enter, lambda _null: _exec_child(sock, p, preserve_fds, **prepared))
+    init_shared.fork_init(sock, "setns", enter, lambda _null: _exec_child(sock, p, preserve_fds, **prepared))
 
 
 def _exec_child(sock, p: Process, preserve_fds: int, pty: tuple[int, int] | None, program: str,
@@ -301,7 +317,11 @@ def _program(at: _At, p: Process, profile: dict | None, rootfs: str | None = Non
     at.step = f"exec {p.args[0]}"
     program = _look_up(p.args[0], p.path(), p.cwd, rootfs)
     at.step = "seccomp"
-    syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS) if profile is not None else None
+    syscall_filter = None
+    if profile is not None:
+        from runtime import seccomp  # imported already (_preload): the host's files are gone by now
+
+        syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS)
     if syscall_filter is not None and not p.no_new_privileges:
         syscall_filter.load()
     return program, syscall_filter
@@ -364,17 +384,17 @@ def _run(at: _At, p: Process, program: str, syscall_filter, late_rlimits: list, 
     try:
         os.execve(program, list(p.args), dict(e.split("=", 1) for e in p.env))
     except FileNotFoundError:  # the program is there (_look_up found it): its #! interpreter or loader is not
-        raise PyrunError(at.step, init.not_found(program, p.path(), p.cwd, None), EXIT_NOT_FOUND) from None
+        raise PyrunError(at.step, init_shared.not_found(program, p.path(), p.cwd, None), EXIT_NOT_FOUND) from None
 
 
 def _failed(at: _At, e: Exception) -> None:
     """Report E to create or exec (or, once the socket is closed, to the container's stderr) and exit with the
     code a shell would: 126 for a program that is not executable, 127 for a missing one."""
     if at.step.startswith("exec") and isinstance(e, PermissionError):
-        init._fail(at.sock, at.step, PyrunError(at.step, "permission denied"), EXIT_NOT_EXECUTABLE)
+        init_shared.fail(at.sock, at.step, PyrunError(at.step, "permission denied"), EXIT_NOT_EXECUTABLE)
     # _look_up's 126 or 127, and _finish's 127 for an execve that found no interpreter: pyrun run exits with it
     code = e.exit_code if at.step.startswith("exec") and isinstance(e, PyrunError) else 1
-    init._fail(at.sock, at.step, e, code)
+    init_shared.fail(at.sock, at.step, e, code)
 
 
 def _build_root(b: Bundle, cgroup_dirs: list[str], pivot: bool, before_pivot=None, trees: dict | None = None) -> None:
@@ -526,8 +546,8 @@ def _join_keyring(name: str) -> None:
 
 
 def _pty(size: tuple[int, int] | None) -> tuple[int, int]:
-    """A pty from the container's devpts (init._open_pty), of SIZE: (master, the other side)."""
-    master, tty = init._open_pty()
+    """A pty from the container's devpts (init_shared.open_pty), of SIZE: (master, the other side)."""
+    master, tty = init_shared.open_pty()
     try:
         if size:
             fcntl.ioctl(master, 0x5414, struct.pack("HHHH", size[0], size[1], 0, 0))  # TIOCSWINSZ
@@ -583,7 +603,7 @@ def _look_up(name: str, path: str, cwd: str, rootfs: str | None) -> str:
             return candidate
     if "/" in name and os.path.isfile(name):  # there, but not executable: runc's "permission denied", 126
         raise PyrunError(f"exec {name}", "permission denied", EXIT_NOT_EXECUTABLE)
-    raise PyrunError(f"exec {name}", init.not_found(name, path, cwd, rootfs), EXIT_NOT_FOUND)
+    raise PyrunError(f"exec {name}", init_shared.not_found(name, path, cwd, rootfs), EXIT_NOT_FOUND)
 
 
 def _switch_user(uid: int, gid: int, groups: tuple[int, ...]) -> None:
@@ -596,7 +616,7 @@ def _switch_user(uid: int, gid: int, groups: tuple[int, ...]) -> None:
 
 
 def _die_with(parent: int) -> None:
-    """Be killed when pyrun run dies, as its own PID 1 is (init._die_with_parent): a foreground container
+    """Be killed when pyrun run dies, as its own PID 1 is (init_shared.die_with_parent): a foreground container
     goes with the terminal's pyrun. Set after the user switch, which clears it; PARENT is the pidfd of the
     process we were re-parented to when the intermediate exited, readable once that process has exited."""
     prctl.set_pdeathsig(signal.SIGKILL)
