@@ -1,6 +1,6 @@
 """Attacks on the default path (pyrun run with pyrun-oci in pyrun's process) and on pyrun-oci as an engine's
-runtime, from angles the older attack tests do not take: a container that can ptrace, and a local user who
-plants links where root's pyrun-oci writes. Each checks the effect from the host.
+runtime, from angles the older attack tests do not take: here, a container that can ptrace (a local user's
+links where root writes: test_oci_pid_file.py, test_state_permissions.py). Each checks the effect from the host.
 
 A container given CAP_SYS_PTRACE (`--cap-add SYS_PTRACE`, as for strace or gdb) may attach to any process
 in its PID namespace, whatever that process's dumpable flag says (ptrace(2): the capability overrides it).
