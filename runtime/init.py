@@ -13,9 +13,12 @@ pyrun wires the network and joins the cgroup while PID 1 builds the rootfs:
 two CPUs, two processes, and the container starts sooner.
 
 `pyrun exec` runs the same two processes, except that the intermediate joins
-a running container's namespaces with setns(2), and its child has no
+a running container's cgroups and namespaces with setns(2), and its child has no
 actions to run (the rootfs and hostname are the container's already): joining a PID
-namespace, like making one, applies only to children.
+namespace, like making one, applies only to children. The child is in the container's
+PID namespace from its fork on, where a container process with CAP_SYS_PTRACE can seize
+it: the intermediate, which the container cannot see, drops to the command's user,
+capabilities and seccomp filter before it forks (_join).
 
 With --userns=auto (userns.py) the intermediate first unshares only its user
 namespace and waits while pyrun writes its uid_map and gid_map and sends the
@@ -32,7 +35,7 @@ import resource
 import signal
 import socket
 
-from runtime import namespaces, pid1, seccomp, sync, syscalls, userns, users
+from runtime import cgroups, namespaces, pid1, seccomp, sync, syscalls, userns, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.init_shared import die_with_parent, fail, fork_init, not_found, open_pty
 from runtime.oci.config_process import DEFAULT_PATH
@@ -50,19 +53,79 @@ def intermediate(sock: socket.socket, spec: ContainerSpec, actions: list[pid1.Ac
     """Make the container's namespaces, or with JOIN enter those of PID JOIN (`pyrun exec`, whose ACTIONS are
     none), and fork. PID 1 runs ACTIONS (pid1.recipe); with TRACE it says how long each took."""
     kinds = namespaces.kinds(spec.network, spec.userns)
+    if join is not None:
+        return _join(sock, spec, hostname, join, kinds)
 
     def enter() -> None:
-        if join is not None:
-            namespaces.join(join, kinds)
-            if "user" in kinds:
-                userns.become_root()
-            return
         if "user" in kinds:
             _enter_userns(sock, actions)
         namespaces.unshare([k for k in kinds if k != "user"])
 
-    fork_init(sock, "unshare" if join is None else "setns", enter,
+    fork_init(sock, "unshare", enter,
               lambda null: _init(sock, spec, actions, hostname, null, trace))
+
+
+def _join(sock, spec: ContainerSpec, hostname: str, target: int, kinds: list[str]) -> None:
+    """`pyrun exec`: enter the cgroups and namespaces of the container whose PID 1 is TARGET and fork the
+    process that execs the command, born no more privileged than the command will be.
+
+    A process is in the container's PID namespace from its fork on, and a container process with
+    CAP_SYS_PTRACE may seize it there, dumpable or not (ptrace(2)): a child that still held pyrun's
+    capabilities, sat outside the container's cgroups or had no seccomp filter yet would run the
+    container's code with all of that (tests/test_hostile_default.py). So this intermediate, which the
+    container cannot see, does everything that takes privilege: the cgroups, the namespaces, the user
+    looked up and the terminal opened in the container's root, the capabilities and user dropped to the
+    command's, no_new_privs, the seccomp filter loaded; then it forks."""
+    prepared = {}
+
+    def enter() -> None:
+        step = "cgroups"
+        try:
+            # PID 1's cgroups as the kernel lists them, not pyrun's journal: under --runtime the runtime made
+            # them. Joined from the host's view of them, before the namespaces.
+            cgroups.join_like(os.getpid(), target)
+            step = "setns"
+            namespaces.join(target, kinds)
+            if "user" in kinds:
+                userns.become_root()
+            step = "user"
+            who = users.resolve(spec.user) if spec.user else None  # in the container's root: its /etc/passwd
+            pty = None
+            if spec.tty:
+                step = "open(/dev/pts/ptmx)"
+                pty = open_pty()
+            step = "seccomp"
+            profile = seccomp.profile_for(spec.seccomp_setting, spec.seccomp)
+            syscall_filter = seccomp.build(profile, spec.caps) if profile is not None else None
+            step = "capabilities" if who is None else f"capabilities and user {spec.user}"
+            drop_privileges(spec.caps, who)
+            if syscall_filter is not None:
+                step = "seccomp"
+                syscall_filter.load()  # no_new_privs is on: the filter needs no privilege, and the fork inherits it
+        except (OSError, PyrunError) as e:
+            fail(sock, step, e)
+        prepared.update(who=who, pty=pty)
+
+    fork_init(sock, "setns", enter, lambda null: _joined(sock, spec, hostname, null, **prepared))
+
+
+def _joined(sock, spec: ContainerSpec, hostname: str, null: int, who: users.Identity | None,
+            pty: tuple[int, int] | None) -> None:
+    """The process `pyrun exec` forked into the container (_join): its terminal, ready, go, execve."""
+    step = "ready"
+    try:
+        if pty is not None:
+            master, tty = pty
+            sync.send(sock, "pty", fds=[master])
+            os.close(master)
+        sync.send(sock, "ready")
+        if sync.recv(sock) is None:
+            os._exit(EXIT_PYRUN)  # pyrun went away before saying go
+        step = "prctl(PR_SET_PDEATHSIG)"
+        die_with_parent(sock)
+        _exec(sock, spec, hostname, pty and pty[1], null, None, who, dropped=True)
+    except (OSError, PyrunError) as e:
+        fail(sock, step, e)
 
 
 def _enter_userns(sock, actions: list[pid1.Action]) -> None:
@@ -130,7 +193,9 @@ def environment(spec: ContainerSpec, hostname: str, home: str = "/root") -> dict
 
 
 def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, syscall_filter,
-          who: users.Identity | None = None) -> None:
+          who: users.Identity | None = None, dropped: bool = False) -> None:
+    """The command's session, terminal, privileges (unless DROPPED already: _join), fds, cwd, limits, filter;
+    execve."""
     step = "setsid"
     try:
         os.setsid()
@@ -143,10 +208,11 @@ def _exec(sock, spec: ContainerSpec, hostname: str, tty: int | None, null: int, 
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
         env = environment(spec, hostname, who.home if who else "/root")
-        step = "capabilities" if who is None else f"capabilities and user {spec.user}"
-        drop_privileges(spec.caps, who)
-        if who is not None:
-            die_with_parent(sock)  # a change of uid cleared the parent-death signal
+        if not dropped:
+            step = "capabilities" if who is None else f"capabilities and user {spec.user}"
+            drop_privileges(spec.caps, who)
+            if who is not None:
+                die_with_parent(sock)  # a change of uid cleared the parent-death signal
         step = "close fds"
         sock = _close_fds(sock)
         # chdir only once no host fd is open: -w /proc/self/fd/N must not reach the host (CVE-2024-21626).

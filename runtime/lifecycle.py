@@ -352,18 +352,15 @@ def exec_in(root: str, ref: str, command: list[str], env: list[tuple[str, str]],
     USER (default: the container's -u)."""
     from dataclasses import replace
 
-    from runtime import cgroups, process, signals
+    from runtime import process, signals
 
     record = running(root, ref, "exec")
     base = record.spec()
     spec = replace(base, command=tuple(command), env=base.env + tuple(env), workdir=workdir or base.workdir,
                    interactive=interactive, tty=tty, init=False, user=user or base.user)
     signals.abort_on_signals()
-    proc = process.spawn(spec, [], spec.hostname, join=record.pid)
+    proc = process.spawn(spec, [], spec.hostname, join=record.pid)  # born in PID 1's cgroups (init._join)
     try:
-        # PID 1's cgroups as the kernel lists them, not pyrun's journal: under --runtime the runtime made
-        # them, and pyrun's journal has no Cgroup step to name them.
-        cgroups.join_like(proc.pid, record.pid)
         proc.go()
         return proc.wait()
     finally:

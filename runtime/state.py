@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 
 from runtime.errors import PyrunError
 
@@ -42,18 +43,55 @@ def ensure_root(root: str) -> None:
     """Make ROOT ready for this pyrun process, and everything it creates from now on private to root."""
     os.umask(0o077)  # the container's processes get Docker's 0022 back (init.py)
     try:
+        _check_path(_existing(os.path.dirname(os.path.abspath(root))))  # before anything is made in it
         os.makedirs(root, 0o700, exist_ok=True)
-        owner = os.stat(root).st_uid
-        if owner != os.geteuid():  # its owner could swap what pyrun writes for links to anywhere
-            raise PermissionError(1, f"owned by uid {owner}")
+        _check_path(root, itself=True)
         if not os.access(root, os.W_OK):  # root may write anywhere, but not on a read-only mount
             raise PermissionError(30, "Read-only file system")
         os.makedirs(os.path.join(root, "containers"), 0o700, exist_ok=True)
+        _check_path(os.path.join(root, "containers"), itself=True)
         for path in (root, os.path.join(root, "containers")):
             os.chmod(path, 0o700)  # also when an earlier pyrun, or an admin, made it looser
     except OSError as e:
         raise PyrunError("invalid --root", f"{root!r}: {e.strerror}; expected a writable directory "
-                                           "owned by root") from None
+                                           "owned by root, in directories no other user may change") from None
+
+
+def _check_path(path: str, itself: bool = False) -> None:
+    """PATH, and every directory and link on the way to it, are ours (or root's) and no one else may replace
+    them: the state's owner could swap what pyrun writes (records, journals, whose undo pyrun runs as root) for
+    links to anywhere. A directory others may write to is no way to it either, unless it is sticky, as /tmp
+    (others may not rename or remove what is not theirs), and then not as the state directory ITSELF, where
+    they may have planted a `containers` of their own; and a symlink of theirs there (`--root /tmp/x`, x
+    their link to /etc) would have pyrun chmod 0700 whatever it points to."""
+    me = os.geteuid()
+    given = os.path.abspath(path)
+    for prefix in [given, *_ancestors(given)]:  # the path as given: a link on it is followed by every later lookup
+        st = os.lstat(prefix)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, me):
+            raise PermissionError(1, f"{prefix} is a symlink owned by uid {st.st_uid}")
+    real = os.path.realpath(given)
+    for prefix in [real, *_ancestors(real)]:
+        st = os.stat(prefix)
+        if st.st_uid not in (0, me):
+            raise PermissionError(1, f"{prefix} is owned by uid {st.st_uid}")
+        if st.st_mode & 0o022 and (itself and prefix == real or not st.st_mode & stat.S_ISVTX):
+            raise PermissionError(1, f"{prefix} may be written by other users (mode {stat.filemode(st.st_mode)})")
+
+
+def _existing(path: str) -> str:
+    """PATH, or its nearest ancestor that exists (makedirs makes the rest, ours)."""
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _ancestors(path: str) -> list[str]:
+    out = []
+    while path != os.path.dirname(path):
+        path = os.path.dirname(path)
+        out.append(path)
+    return out
 
 
 _HELD: set[tuple[int, str]] = set()

@@ -133,18 +133,19 @@ while True:
 
 class Shim:
     """`create ARGS` (or VERB ARGS: exec) under a subreaper of the test's own, with the stdio the test chooses;
-    FDS maps the numbers create gets (3, 4, ...) to the test's fds."""
+    FDS maps the numbers create gets (3, 4, ...) to the test's fds; PREFIX, a command that execs the rest of its
+    arguments, runs pyrun-oci (an attacker's look at its pid before it runs)."""
 
     def __init__(self, tmp: str, *create_args: str, fds: dict[int, int] | None = None, verb: str = "create",
-                 **popen):
+                 prefix: tuple[str, ...] = (), **popen):
         fds = fds or {}
         self.report = os.path.join(tmp, f"shim-{time.monotonic_ns()}.jsonl")
         popen.setdefault("stdin", subprocess.DEVNULL)
         popen.setdefault("stdout", subprocess.PIPE)
         popen.setdefault("stderr", subprocess.PIPE)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SHIM, self.report, sys.executable, "-m", "runtime.oci", "--root", OCI_ROOT,
-             verb, *create_args], cwd=REPO, pass_fds=tuple(fds.values()),
+            [sys.executable, "-c", _SHIM, self.report, *prefix, sys.executable, "-m", "runtime.oci", "--root",
+             OCI_ROOT, verb, *create_args], cwd=REPO, pass_fds=tuple(fds.values()),
             env={**os.environ, "SHIM_FDS": " ".join(f"{source}:{target}" for target, source in fds.items())},
             **popen)
 

@@ -9,6 +9,7 @@ unprivileged host user (uid 65534); the container is a real busybox one.
 import os
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -121,3 +122,36 @@ def test_a_root_owned_by_another_user_is_refused(tmp_path):
     r = pyrun("--root", str(root), "ps")
     assert r.returncode == 125 and r.stderr.count("\n") == 1 and "owned by uid 65534" in r.stderr, r.stderr
     assert os.listdir(root) == []
+
+
+@pytest.mark.parametrize("plant", ["a link", "their containers", "their parent"])
+def test_a_root_in_a_shared_directory_is_no_way_in_for_a_local_user(tmp_path, plant):
+    """`--root /tmp/x` (or PYRUN_ROOT): uid 65534 plants x as a link to a root-owned directory, which pyrun
+    would chmod 0700 and fill; or the root is a directory others write to, where they made `containers`
+    (pyrun's records and journals in their hands) and which pyrun would close to its other users; or a
+    directory of theirs holds it, and they swap the state for such a link once pyrun has made it."""
+    shared = tempfile.mkdtemp(prefix="pyrun-shared-", dir="/tmp")
+    os.chmod(shared, 0o1777)  # as /tmp itself
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    os.chmod(victim, 0o755)
+    (victim / "keep").write_text("root's own")
+    try:
+        root = {"a link": f"{shared}/x", "their containers": shared, "their parent": f"{shared}/theirs/x"}[plant]
+        if plant == "a link":
+            as_nobody("ln", "-s", str(victim), root)
+        elif plant == "their containers":
+            as_nobody("mkdir", f"{shared}/containers")
+        else:
+            as_nobody("mkdir", f"{shared}/theirs")
+        r = pyrun("--root", root, "ps")
+        if plant == "their parent":
+            as_nobody("sh", "-c", f"mv -T {root} {root}.old; ln -s {victim} {root}")
+            r = pyrun("--root", root, "ps")
+        assert stat.S_IMODE(os.stat(victim).st_mode) == 0o755 and os.listdir(victim) == ["keep"]
+        assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+        if plant == "their containers":
+            assert os.listdir(f"{shared}/containers") == []
+        assert r.returncode == 125 and r.stderr.startswith("pyrun: invalid --root") and r.stderr.count("\n") == 1
+    finally:
+        subprocess.run(["rm", "-rf", shared])

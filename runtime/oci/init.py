@@ -18,9 +18,13 @@ exec.fifo). Until then, nothing of the user's has run.
     -> [startContainer hooks] -> close fds but 0-2 and --preserve-fds -> cwd -> seccomp loaded -> execve
 
 `exec` adds a process to a running container: its intermediate joins the
-container's cgroup, namespaces and root (/proc/PID/ns/*, /proc/PID/root)
-and forks, and the child takes the same steps as PID 1 from the limits on,
-with the --process JSON (or the container's own process) for its config.
+container's cgroup, namespaces and root (/proc/PID/ns/*, /proc/PID/root),
+takes the same steps as PID 1 from the limits to the seccomp filter, with
+the --process JSON (or the container's own process) for its config, and
+only then forks: the child, in the container's PID namespace from its birth,
+takes its session and terminal and execs. A container process with
+CAP_SYS_PTRACE may seize anything in that namespace; nothing there ever
+holds more than the program will.
 
 Nothing of pyrun stays between the engine and this process: the
 intermediate exits, `create` is not a subreaper, so PID 1's parent becomes
@@ -188,8 +192,7 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
         if keyring:
             at.step = "keyctl(JOIN_SESSION_KEYRING)"
             _join_keyring(keyring)
-        program, syscall_filter, late = _prepare(sock, at, p, b.seccomp, console=True,
-                                                 rootfs=b.annotations.get("org.pyrun.rootfs"))
+        program, syscall_filter, late = _prepare(sock, at, p, b.seccomp, rootfs=b.annotations.get("org.pyrun.rootfs"))
         sync.send(sock, "ready")
         sock.close()  # create exits now; from here on errors go to the container's stderr
         at.step = "exec.fifo"
@@ -201,15 +204,21 @@ def _pid1(sock, b: Bundle, fifo: int, preserve_fds: int, cgroup_dirs: list[str],
 
                 at.step = "startContainer hook"
                 hooks.run(b.hooks, "startContainer", {**hook_state, "status": "created"}, cwd="/")
-        _finish(at, p, program, syscall_filter, late, preserve_fds, keep_sock=False, before_exec=start_hooks,
-                parent=parent)
+        _finish(at, p, program, syscall_filter, late, preserve_fds, before_exec=start_hooks, parent=parent)
     except (OSError, PyrunError) as e:
         _failed(at, e)
 
 
 def exec_intermediate(sock, target: int, p: Process, profile: dict | None, preserve_fds: int,
                       cgroup_dirs: list[str]) -> None:
-    """`exec`: join the cgroup, the namespaces and the root of the container whose PID 1 is TARGET, fork."""
+    """`exec`: join the cgroup, the namespaces and the root of the container whose PID 1 is TARGET, take the
+    process's limits, user, capabilities and seccomp filter, and fork the process that execs its program.
+
+    All that takes privilege is done here, before the fork, by a process the container cannot see: the child
+    is in the container's PID namespace from its birth, where a container process with CAP_SYS_PTRACE may
+    seize it, dumpable or not (ptrace(2)), and would run its own code with whatever the child still held
+    (runtime/init.py's _join says the same for pyrun exec; tests/test_hostile_default.py)."""
+    prepared = {}
     _preload(profile)
 
     def enter() -> None:
@@ -236,34 +245,75 @@ def exec_intermediate(sock, target: int, p: Process, profile: dict | None, prese
             for _, fd in fds:
                 os.close(fd)
             os.close(root)
+        at = _At("exec", sock)
+        try:
+            late = _limits(at, p)
+            pty = None
+            if p.terminal:
+                at.step = "terminal"
+                pty = _pty(p.console_size)
+            program, syscall_filter = _program(at, p, profile)
+            at.step = "capabilities (bounding)"
+            limit_bounding(p.caps.bounding)
+            _become(at, p)
+            if syscall_filter is not None and p.no_new_privileges:
+                at.step = "seccomp"
+                syscall_filter.load()  # before the fork too: the child is never unfiltered in the container
+        except (OSError, PyrunError) as e:
+            _failed(at, e)
+        prepared.update(pty=pty, program=program, late=late)
 
-    init_shared.fork_init(sock, "setns", enter, lambda _null: _exec_child(sock, p, profile, preserve_fds))
+    init_shared.fork_init(sock, "setns", enter, lambda _null: _exec_child(sock, p, preserve_fds, **prepared))
 
 
-def _exec_child(sock, p: Process, profile: dict | None, preserve_fds: int) -> None:
-    """The process `exec` adds: PID 1's privileges and filter from the same config, then execve. Its sync
-    socket stays open to the end: exec learns of any error, and end of file means the program runs."""
+def _exec_child(sock, p: Process, preserve_fds: int, pty: tuple[int, int] | None, program: str,
+                late: list) -> None:
+    """The process `exec` adds, already the program's user with its capabilities and filter
+    (exec_intermediate): its terminal and session, then execve. Its sync socket stays open to the end: exec
+    learns of any error, and end of file means the program runs."""
     at = _At("exec", sock)
     try:
-        program, syscall_filter, late = _prepare(sock, at, p, profile, console=False)
-        _finish(at, p, program, syscall_filter, late, preserve_fds, keep_sock=True)
+        tty = None
+        if pty is not None:
+            master, tty = pty
+            sync.send(sock, "pty", fds=[master])
+            os.close(master)
+        _session(at, tty)
+        _run(at, p, program, None, late, preserve_fds, keep_sock=True)
     except (OSError, PyrunError) as e:
         _failed(at, e)
 
 
-def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool, rootfs: str | None = None):
-    """What is done as root with every capability: limits, terminal, the program looked up, the filter built
+def _prepare(sock, at: _At, p: Process, profile: dict | None, rootfs: str | None = None):
+    """PID 1's steps as root with every capability: limits, terminal, the program looked up, the filter built
     (and loaded now without noNewPrivileges, as loading then needs CAP_SYS_ADMIN), the bounding set cut."""
+    late = _limits(at, p)
+    tty = None
+    if p.terminal:
+        at.step = "terminal"
+        tty = _terminal(sock, p.console_size)
+    program, syscall_filter = _program(at, p, profile, rootfs)
+    _session(at, tty)
+    at.step = "capabilities (bounding)"
+    limit_bounding(p.caps.bounding)
+    return program, syscall_filter, late
+
+
+def _limits(at: _At, p: Process) -> list:
+    """oom_score_adj and the rlimits that may be set now (as root: raising one takes CAP_SYS_RESOURCE); return
+    those to set once the fds are closed (_after_fds_closed)."""
     if p.oom_score_adj is not None:
         at.step = "oom_score_adj"
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(p.oom_score_adj))
     late = [limit for limit in p.rlimits if _after_fds_closed(*limit)]
     _set_rlimits(at, [limit for limit in p.rlimits if limit not in late])
-    tty = None
-    if p.terminal:
-        at.step = "terminal"
-        tty = _terminal(sock, p.console_size, console)
+    return late
+
+
+def _program(at: _At, p: Process, profile: dict | None, rootfs: str | None = None):
+    """The program looked up, and the seccomp filter built, loaded at once without noNewPrivileges (loading it
+    then takes CAP_SYS_ADMIN, so while we hold it); returns both."""
     at.step = f"exec {p.args[0]}"
     program = _look_up(p.args[0], p.path(), p.cwd, rootfs)
     at.step = "seccomp"
@@ -274,23 +324,21 @@ def _prepare(sock, at: _At, p: Process, profile: dict | None, console: bool, roo
         syscall_filter = seccomp.build(profile, p.caps.bounding, SECCOMP_OVERLAPS)
     if syscall_filter is not None and not p.no_new_privileges:
         syscall_filter.load()
+    return program, syscall_filter
+
+
+def _session(at: _At, tty: int | None) -> None:
+    """A session of the program's own, with TTY as its controlling terminal and fds 0-2 if given."""
     at.step = "setsid"
     os.setsid()
     if tty is not None:
         os.login_tty(tty)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; ignored stays ignored across execve
         signal.signal(sig, signal.SIG_DFL)
-    at.step = "capabilities (bounding)"
-    limit_bounding(p.caps.bounding)
-    return program, syscall_filter, late
 
 
-def _finish(at: _At, p: Process, program: str, syscall_filter, late_rlimits: list, preserve_fds: int,
-            keep_sock: bool, before_exec=None, parent: int | None = None) -> None:
-    """The config's user, capabilities and no_new_privs; only the kept fds; cwd, umask, LATE_RLIMITS (those
-    _prepare left: _after_fds_closed), the filter; execve.
-    With KEEP_SOCK the sync socket stays open (close-on-exec) above the kept fds. BEFORE_EXEC (startContainer
-    hooks) runs as the program will, with its user and capabilities, before the fds are closed."""
+def _become(at: _At, p: Process, parent: int | None = None) -> None:
+    """The config's user, capabilities and no_new_privs; PARENT: see _die_with."""
     at.step = f"user {p.uid}:{p.gid}"
     _switch_user(p.uid, p.gid, p.additional_gids)
     if parent is not None:
@@ -303,8 +351,24 @@ def _finish(at: _At, p: Process, program: str, syscall_filter, late_rlimits: lis
                      p.caps.ambient & p.caps.inheritable & p.caps.permitted)
     if p.no_new_privileges:
         prctl.set_no_new_privs(1)
+
+
+def _finish(at: _At, p: Process, program: str, syscall_filter, late_rlimits: list, preserve_fds: int,
+            before_exec=None, parent: int | None = None) -> None:
+    """PID 1 once started: the config's user, capabilities and no_new_privs, BEFORE_EXEC (startContainer hooks,
+    run as the program will, with its user and capabilities, before the fds are closed), then _run."""
+    _become(at, p, parent)
     if before_exec:
         before_exec()
+    _run(at, p, program, syscall_filter if p.no_new_privileges else None, late_rlimits, preserve_fds,
+         keep_sock=False)
+
+
+def _run(at: _At, p: Process, program: str, syscall_filter, late_rlimits: list, preserve_fds: int,
+         keep_sock: bool) -> None:
+    """Only the kept fds; cwd, umask, LATE_RLIMITS (those _limits left: _after_fds_closed), SYSCALL_FILTER if
+    given (the one loaded last: with noNewPrivileges); execve.
+    With KEEP_SOCK the sync socket stays open (close-on-exec) above the kept fds."""
     at.step = "close fds"
     at.sock = _keep_fds(preserve_fds, at.sock if keep_sock else None) or at.sock
     at.step = f"chdir({p.cwd})"
@@ -313,7 +377,7 @@ def _finish(at: _At, p: Process, program: str, syscall_filter, late_rlimits: lis
         raise PyrunError(at.step, "the working directory is outside the container")
     os.umask(p.umask if p.umask is not None else 0o022)
     _set_rlimits(at, late_rlimits)
-    if syscall_filter is not None and p.no_new_privileges:
+    if syscall_filter is not None:
         at.step = "seccomp"
         syscall_filter.load()
     at.step = f"exec {p.args[0]}"
@@ -481,18 +545,27 @@ def _join_keyring(name: str) -> None:
             raise OSError(err, os.strerror(err))
 
 
-def _terminal(sock, size: tuple[int, int] | None, console: bool) -> int:
-    """A pty from the container's devpts (init_shared.open_pty); its master goes to create (or exec), for the console
-    socket. PID 1's is also the container's /dev/console."""
+def _pty(size: tuple[int, int] | None) -> tuple[int, int]:
+    """A pty from the container's devpts (init_shared.open_pty), of SIZE: (master, the other side)."""
     master, tty = init_shared.open_pty()
     try:
         if size:
             fcntl.ioctl(master, 0x5414, struct.pack("HHHH", size[0], size[1], 0, 0))  # TIOCSWINSZ
+    except BaseException:
+        os.close(master)
+        os.close(tty)
+        raise
+    return master, tty
+
+
+def _terminal(sock, size: tuple[int, int] | None) -> int:
+    """PID 1's pty (_pty); its master goes to create, for the console socket. It is also the container's
+    /dev/console."""
+    master, tty = _pty(size)
+    try:
         sync.send(sock, "pty", fds=[master])
     finally:
         os.close(master)
-    if not console:
-        return tty
     root = rootfs.Root("/")
     try:  # the spec's /dev/console: the terminal itself
         root.mount(f"/proc/self/fd/{tty}", "/dev/console", None, MS_BIND, directory=False)
@@ -538,6 +611,7 @@ def _switch_user(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     os.setgroups(list(groups))
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    make_undumpable()  # a change of uid resets it to fs.suid_dumpable, which may be 1: /proc/PID/exe is the host's
     prctl.set_keepcaps(False)
 
 

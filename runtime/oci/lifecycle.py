@@ -20,6 +20,7 @@ Each verb imports what only it needs inside its function: every call is a
 Python process of its own, an engine makes several per container, and
 `start` has no use for the cgroup code or the sync socket.
 """
+import contextlib
 import os
 import signal
 import sys
@@ -197,12 +198,24 @@ def _send_console(path: str, master: int) -> None:
 
 
 def _write_pid_file(path: str, pid: int) -> None:
-    """Digits only, no newline, renamed into place: an engine polling for it never reads half of it."""
+    """Digits only, no newline, renamed into place: an engine polling for it never reads half of it.
+
+    The temporary file beside it has a name no one can guess and is made by us (O_EXCL, O_NOFOLLOW): the
+    directory may be /tmp, where a local user who knew the name would plant a link to a file of root's,
+    which we would write the pid into, or a file of their own, which the rename would make the pid file."""
     path = os.path.abspath(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644), "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with open(fd, "w", closefd=False) as f:
+            f.write(str(pid))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
 
 
 def exec_(root: str, cid: str, process, detach: bool, pid_file: str | None = None,
