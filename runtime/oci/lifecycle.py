@@ -318,7 +318,9 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
     record = oci_state.read(root, cid)
     if oci_state.status(root, record) not in ("created", "running", "paused"):
         raise PyrunError("container not running", "")
-    for pid in cgroup_pids(root, cid) if all_processes else [record["pid"]]:
+    if not all_processes:
+        return _signal(record["process"], sig)
+    for pid in cgroup_pids(root, cid):
         _kill(pid, sig)
 
 
@@ -341,17 +343,17 @@ def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
     if status in ("running", "paused") and not force:
         raise PyrunError(f"cannot delete container {cid} that is not stopped", status)
     if status in ("created", "running", "paused"):
-        _kill(record["pid"], signal.SIGKILL)
-        if status == "paused":
-            from runtime.oci.manage import thaw
-
-            thaw(record)  # a frozen task dies only once it runs again
         pidfd = _pidfd(record["process"])
-        if pidfd is not None:  # readable once it has exited
+        if pidfd is not None:
             import select
 
             try:
-                select.select([pidfd], [], [], 5)
+                _send(pidfd, signal.SIGKILL)
+                if status == "paused":
+                    from runtime.oci.manage import thaw
+
+                    thaw(record)  # a frozen task dies only once it runs again
+                select.select([pidfd], [], [], 5)  # readable once it has exited
             finally:
                 os.close(pidfd)
     with state.locked(root):
@@ -414,6 +416,24 @@ def _pidfd(process: dict) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _signal(process: dict, sig: int) -> None:
+    """SIG to PROCESS ({"Pid", "StartTime"}) through a pidfd opened and then checked to be that process: by its
+    number alone, a container's PID 1 that has exited since the status was read may be another's pid now."""
+    pidfd = _pidfd(process)
+    if pidfd is not None:
+        try:
+            _send(pidfd, sig)
+        finally:
+            os.close(pidfd)
+
+
+def _send(pidfd: int, sig: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:  # it has exited meanwhile
+        pass
 
 
 def _kill(pid: int, sig: int) -> None:
