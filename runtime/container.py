@@ -81,11 +81,11 @@ def start(spec: ContainerSpec, net, root: str, record: Record, verbose: bool = F
         if spec.runtime != BUILT_IN:  # an OCI runtime makes the container: pyrun is its engine (oci/client.py)
             from runtime.oci import client
 
-            proc = client.spawn(plan, journal, spec)  # the spawn, attach and created phases
+            proc = client.spawn(plan, lambda: recipe.run(journal, plan, recipe.SPAWN), spec)
         else:
             proc = process.spawn(spec, recipe.inside(spec, plan, cid), record.hostname, ids=ids,
                                  meanwhile=lambda: recipe.run(journal, plan, recipe.SPAWN), trace=verbose)
-            recipe.run(journal, plan, recipe.ATTACH, proc.pid)
+        recipe.run(journal, plan, recipe.ATTACH, proc.pid)
         if net:
             from runtime.network import ipam, veth
 

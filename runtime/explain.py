@@ -86,7 +86,7 @@ def explain(spec: ContainerSpec, root: str) -> str:
 def _explain_runtime(spec: ContainerSpec, cid: str, cdir: str, steps: list, setup: list, made) -> str:
     """The script of `pyrun run --runtime R`: pyrun's host side around the runtime's create, start and delete."""
     setup += [_section(step) for phase, step in steps if phase == recipe.SPAWN]
-    setup += [_section(step) for phase, step in steps if phase in (recipe.ATTACH, recipe.CREATED)]
+    setup += [_section(step) for phase, step in steps if phase == recipe.ATTACH]
     setup.append(("go: the runtime lets the container's process exec its command (runtime/oci/client.py)",
                   made.shell_start()))
     teardown = [(f"[{step.kind}] undo: {step.title()}", step.shell_down()) for _, step in reversed(steps)

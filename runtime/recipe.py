@@ -11,8 +11,6 @@
               (process.spawn's MEANWHILE)
     attach    once PID 1 exists, before it is told "go"      cgroup join (in a thread, beside the rest),
               (each step gets PID 1's pid: Step.at)          netns name, veth, port guard, published ports
-    created   an OCI runtime's create has returned           the overlay off the host, the devices cut back
-              (PID 1 is ready, in its own root)
     teardown  the journal, newest first (Journal.undo)       each step's down()
 
 To add a host-side step, write its Step class (actions and undo_actions, its
@@ -24,10 +22,7 @@ What PID 1 does meanwhile, in the container, is a list of its own (pid1.py, made
 from the same values): PID 1 runs it, --verbose traces it, --explain prints it as init.sh.
 
 An OCI runtime's `create` is the three phases and the wait for "ready";
-its `start` is "go" (process.ContainerProcess.go). Under --runtime, pyrun is
-the engine and the runtime makes PID 1: the attach phase runs after create
-returns, or, for pyrun-oci called in pyrun's process, inside its create,
-once PID 1 exists (oci/client.spawn).
+its `start` is "go" (process.ContainerProcess.go).
 """
 import contextlib
 import os
@@ -41,7 +36,7 @@ from runtime.rootfs import Layer, layer_dir
 from runtime.spec import BUILT_IN, ContainerSpec
 from runtime.steps import Journal, Step
 
-CREATE, SPAWN, ATTACH, CREATED = "create", "spawn", "attach", "created"
+CREATE, SPAWN, ATTACH = "create", "spawn", "attach"
 
 
 @dataclass(frozen=True)
@@ -101,6 +96,9 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
         plan.append(Planned(SPAWN, client.RuntimeContainer(client.command(spec.runtime),
                                                            client.runtime_root(root, spec.runtime), cid, bundle_dir,
                                                            spec.interactive, spec.tty)))
+        plan.append(Planned(ATTACH, bundle.Unexposed(overlay.merged)))
+        if not pyrun_oci:  # pyrun-oci writes exactly config.json's device rules; runc 1.1 adds /dev/net/tun
+            plan.append(Planned(ATTACH, DeviceRules(cid)))
     else:
         # Moving a process into a v1 cgroup waits out an RCU grace period in the kernel (~14 ms, on no CPU):
         # the network is wired meanwhile.
@@ -115,10 +113,6 @@ def recipe(spec: ContainerSpec, net, root: str, cid: str, name: str, address: st
                  Planned(ATTACH, portguard.PortGuard(cid, end, mac, address))]
         if spec.ports:
             plan.append(Planned(ATTACH, firewall.ContainerRules(cid, net.bridge, address, list(spec.ports))))
-    if oci:  # once PID 1 has its own root; pyrun-oci's create runs the attach phase before it returns (client.spawn)
-        plan.append(Planned(CREATED, bundle.Unexposed(overlay.merged)))
-        if not pyrun_oci:  # pyrun-oci writes exactly config.json's device rules; runc 1.1 adds /dev/net/tun
-            plan.append(Planned(CREATED, DeviceRules(cid)))
     return plan
 
 

@@ -18,9 +18,8 @@ import pytest
 from conftest import user_network, CGROUP_PARENT, REPO, STATE_ROOT, pyrun, sh, snapshot, wait_for
 from runtime import cgroups, explain, recipe, steps
 from runtime.explain import TEARDOWN
-from runtime.network import bridge, firewall
+from runtime.network import bridge
 from runtime.network.networks import Network
-from runtime.network.veth import Veth
 from runtime.oci.bundle import Overlay
 from runtime.spec import build_spec
 
@@ -65,8 +64,8 @@ def test_the_recipe_in_order_with_phases():
     assert [(p.phase, p.step.kind) for p in plan] == [
         ("create", "ports"), ("create", "lease"), ("create", "layer"), ("create", "overlay"), ("create", "etc"),
         ("create", "hosts"), ("create", "bundle"), ("spawn", "bridge"), ("spawn", "runtime"),
-        ("attach", "netns"), ("attach", "veth"), ("attach", "ebtables"), ("attach", "iptables"),
-        ("created", "unexposed")]
+        ("attach", "unexposed"), ("attach", "netns"), ("attach", "veth"),
+        ("attach", "ebtables"), ("attach", "iptables")]
     none = recipe.recipe(cli_spec(["--network", "none"]), None, "/run/pyrun", CID, "web", None)
     assert [p.step.kind for p in none] == ["layer", "overlay", "etc", "bundle", "runtime", "unexposed"]
 
@@ -92,11 +91,10 @@ def test_every_journal_record_names_what_reads_it_back():
         assert steps.Step.from_record(record).record() == record
     code = ("import json, sys; from runtime.steps import Step; "
             "print(type(Step.from_record(json.loads(sys.argv[1]))).__name__)")
-    rules, veth = recipe.find(plan, firewall.ContainerRules).record(), recipe.find(plan, Veth).record()
-    for record, name in ((rules, "ContainerRules"),                          # in a fresh interpreter: imported
-                         ({"kind": "veth", **{k: v for k, v in veth.items() if k != "module"}},
+    for record, name in ((plan[-1].step.record(), "ContainerRules"),            # in a fresh interpreter: imported
+                         ({"kind": "veth", **{k: v for k, v in plan[-3].step.record().items() if k != "module"}},
                           "Veth"),                                           # a journal of before the module key
-                         ({**veth, "module": "runtime.network.bridge"},
+                         ({**plan[-3].step.record(), "module": "runtime.network.bridge"},
                           "Veth"),                                           # one of before Veth left bridge.py
                          ({**Overlay("/rootfs", "/layer").record(), "module": "runtime.oci.client"},
                           "Overlay")):                                       # and Overlay client.py

@@ -15,13 +15,11 @@ changes in the recipe, against the built-in runtime's (--runtime pyrun):
              (no Cgroup step: the runtime makes the cgroup config.json names)
     spawn    RuntimeContainer: `RUNTIME create --bundle B --pid-file F ID`, which returns with
              the container's process set up and blocked before execve
-    attach   netns name, veth, port guard, published ports, into that process's network
-             namespace, as for pyrun's own PID 1 (CNI plugins do the same after runc create);
-             pyrun-oci's create, a call in this process, runs them once PID 1 exists, while it
-             builds its root, as pyrun's own PID 1 does (spawn())
-    created  Unexposed: the overlay unmounted from the host, the container's mount namespace keeps it;
+    attach   Unexposed: the overlay unmounted from the host, the container's mount namespace keeps it;
              DeviceRules: the devices cgroup cut back to pyrun's own rules (runc adds /dev/net/tun;
-             not for pyrun-oci, which writes config.json's)
+             not for pyrun-oci, which writes config.json's);
+             netns name, veth, port guard, published ports, into that process's network
+             namespace, as for pyrun's own PID 1 (CNI plugins do the same after runc create)
     go       `RUNTIME start ID`
     teardown the journal backwards, `RUNTIME delete --force ID` among it
 
@@ -85,8 +83,6 @@ class RuntimeContainer(Step):
     tty: bool = False
     pid: int | None = field(default=None, compare=False)
     master: int | None = field(default=None, compare=False, repr=False)  # -t: the console, from the runtime
-    # pyrun-oci's create calls it with PID 1's pid (spawn() sets it): no field, as the journal records fields
-    while_building = None
 
     def _verb(self, *args: str) -> list[str]:
         return [*self.runtime, "--root", self.root, "--log", self._log, "--log-format", "json", *args]
@@ -159,12 +155,10 @@ class RuntimeContainer(Step):
         try:
             lifecycle.create(self.root, self.cid, self.bundle, self._pid_file, stdin=null, warn=_warn,
                              console=(lambda master: setattr(self, "master", master)) if self.tty else None,
-                             die_with_parent=True, while_building=self.while_building)
+                             die_with_parent=True)
         except PyrunError as e:
-            # runc's 1 for any failure; Docker's 125: the runtime failed, not the command. 128+N is a signal to pyrun
-            # during its setup (signals.abort_on_signals), which stops the attach phase run inside create too.
-            if e.exit_code not in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE) and e.exit_code < 128:
-                e.exit_code = EXIT_PYRUN
+            if e.exit_code not in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
+                e.exit_code = EXIT_PYRUN  # runc's 1 for any failure; Docker's 125: the runtime failed, not the command
             raise
         finally:
             if null is not None:
@@ -269,27 +263,14 @@ class RuntimeProcess(ContainerProcess):
         return None
 
 
-def spawn(plan: list, journal, spec) -> RuntimeProcess:
-    """The plan's spawn phase (the bridge, then the runtime's create), pyrun a subreaper meanwhile; its attach
-    phase (veth, rules: recipe.py), and its created phase. pyrun-oci's create, a call here, runs the attach
-    phase once PID 1 exists, while PID 1 builds its root, as pyrun's own PID 1 does; another runtime's
-    create is a process that returns only once PID 1 is ready, and the attach phase follows it."""
+def spawn(plan: list, run_spawn, spec) -> RuntimeProcess:
+    """The spawn phase (RUN_SPAWN: the bridge, then the runtime's create), pyrun as a subreaper meanwhile."""
     import prctl
 
-    from runtime import recipe
+    from runtime.recipe import find
 
     prctl.set_child_subreaper(1)
-    made = recipe.find(plan, RuntimeContainer)
-
-    def attach(pid: int) -> None:
-        recipe.run(journal, plan, recipe.ATTACH, pid)
-
-    if made.in_process:
-        made.while_building = attach
-    recipe.run(journal, plan, recipe.SPAWN)
-    if not made.in_process:
-        attach(made.pid)
-    recipe.run(journal, plan, recipe.CREATED)
-    proc = RuntimeProcess(made, spec.tty)
+    run_spawn()
+    proc = RuntimeProcess(find(plan, RuntimeContainer), spec.tty)
     proc.grace, proc.timeout = spec.stop_timeout, spec.timeout
     return proc

@@ -35,14 +35,11 @@ START_TIMEOUT = 10.0  # seconds `start` waits for a created container's PID 1 to
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
            preserve_fds: int = 0, pivot: bool = True, new_keyring: bool = True, warn=None, stdin: int | None = None,
-           console=None, die_with_parent: bool = False, while_building=None) -> None:
+           console=None, die_with_parent: bool = False) -> None:
     """Create container CID from BUNDLE. pyrun run calls this in its own process
     (oci/client.py): STDIN, if given, is the container's stdin instead of ours, CONSOLE, if given, takes the
     terminal's master instead of a --console-socket, and with DIE_WITH_PARENT the container is killed when
-    the calling process dies (an engine's runtime outlives no engine: that is pyrun run's foreground).
-    WHILE_BUILDING(pid), if given, runs once PID 1 exists (its namespaces made), while it builds its root:
-    pyrun run wires the network then, as it does beside its own PID 1; what it raises fails the create,
-    unless PID 1 reported an error of its own, which is then the cause."""
+    the calling process dies (an engine's runtime outlives no engine: that is pyrun run's foreground)."""
     from runtime import sync
     from runtime.oci import config as oci_config  # only create reads a config: the other verbs start faster
     from runtime.steps import Journal
@@ -87,14 +84,6 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, consol
         finally:
             os.close(fifo)
         with sock:
-            if while_building is not None:
-                try:
-                    while_building(pid)
-                except BaseException:
-                    reported = sync.reported_error(sock)  # PID 1's, if it failed: why the step did
-                    if reported is not None:
-                        raise reported from None
-                    raise
             if b.syncs_hooks():  # PID 1 waits before pivot_root: the runtime's hooks run now, then its own
                 from runtime.oci import hooks
 
