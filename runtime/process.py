@@ -67,8 +67,17 @@ class ContainerProcess:
             raise PyrunError(msg["step"], msg["detail"], msg["code"])
 
     def reported_error(self) -> PyrunError | None:
-        """The error PID 1 sent before it died, if it did (sync.reported_error)."""
-        return sync.reported_error(self.sock)
+        """The error PID 1 sent before it died, if it did. It is why a host-side step on its namespaces failed
+        meanwhile (its netns was gone), and the one worth reporting. Never waits."""
+        while self.sock.fileno() != -1 and select.select([self.sock], [], [], 0)[0]:
+            msg = sync.recv(self.sock)
+            if msg is None:
+                return None
+            for fd in msg["fds"]:
+                os.close(fd)
+            if msg["type"] == "error":
+                return PyrunError(msg["step"], msg["detail"], msg["code"])
+        return None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         try:

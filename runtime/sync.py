@@ -21,7 +21,6 @@ command) is shortened before it is sent, and a message that arrives cut short is
 half a JSON object.
 """
 import json
-import os
 import socket
 
 from runtime.errors import PyrunError
@@ -53,23 +52,6 @@ def recv(sock: socket.socket) -> dict | None:
     if not data:
         return None
     return {**json.loads(data), "fds": fds}
-
-
-def reported_error(sock: socket.socket) -> PyrunError | None:
-    """The error the container's process sent before it died, if it did: why a host-side step on its
-    namespaces failed meanwhile (its netns was gone), and the one worth reporting. Never waits; what else
-    was sent is read and dropped (this is a failure's path)."""
-    import select
-
-    while sock.fileno() != -1 and select.select([sock], [], [], 0)[0]:
-        msg = recv(sock)
-        if msg is None:
-            return None
-        for fd in msg["fds"]:
-            os.close(fd)
-        if msg["type"] == "error":
-            return PyrunError(msg["step"], msg["detail"], msg["code"])
-    return None
 
 
 def expect(sock: socket.socket, type_: str) -> dict:
