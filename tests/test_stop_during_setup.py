@@ -24,7 +24,8 @@ def paused_run(busybox: str, kind: str, detach: bool):
 
 
 @pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
-@pytest.mark.parametrize("kind", ["layer", "iptables"])
+# cgroup: pyrun-oci's own step, inside its create (the default runtime's, called in pyrun's process)
+@pytest.mark.parametrize("kind", ["layer", "cgroup", "iptables"])
 @pytest.mark.parametrize("action", [["rm", "-f"], ["stop"]], ids=["rm -f", "stop"])
 def test_a_container_in_setup_is_stopped_and_gone(busybox, clean_host, action, kind, detach):
     p = paused_run(busybox, kind, detach)

@@ -157,8 +157,10 @@ class RuntimeContainer(Step):
                              console=(lambda master: setattr(self, "master", master)) if self.tty else None,
                              die_with_parent=True)
         except PyrunError as e:
-            if e.exit_code not in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
-                e.exit_code = EXIT_PYRUN  # runc's 1 for any failure; Docker's 125: the runtime failed, not the command
+            # runc's 1 for any failure; Docker's 125: the runtime failed, not the command. 128+N is a signal to pyrun
+            # itself while create ran (signals.abort_on_signals): reported as for any other step of the setup.
+            if e.exit_code not in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE) and e.exit_code < 128:
+                e.exit_code = EXIT_PYRUN
             raise
         finally:
             if null is not None:
