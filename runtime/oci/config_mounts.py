@@ -25,7 +25,7 @@ MOUNT_FLAGS = {
     "relatime": (0x200000, 0), "norelatime": (0, 0x200000), "strictatime": (0x1000000, 0),
     "nostrictatime": (0, 0x1000000), "lazytime": (0x2000000, 0), "nolazytime": (0, 0x2000000),
     "silent": (0x8000, 0), "loud": (0, 0x8000),
-    "rro": (MS_RDONLY, 0),  # runc's recursive read-only: pyrun-oci makes every rbind,ro recursive (init._bind)
+    "rro": (MS_RDONLY, 0),  # runc's recursive read-only: pyrun-oci makes every rbind,ro recursive (init_root._bind)
 }
 PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
                "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC, "unbindable": MS_UNBINDABLE,

@@ -163,7 +163,7 @@ def _mount(m, options: list[str], cgroups: list[str]) -> list[str]:
         if recursive and "ro" in plain:  # rbind,ro: read-only all the way down, as mount_setattr(2) does
             out.append(f"findmnt -Rno TARGET {here} | while IFS= read -r m; do mount -o remount,bind,ro \"$m\"; done")
         return out + propagation
-    if m.type == "cgroup":  # as init._mount_cgroup: v1, a tmpfs with a directory per controller
+    if m.type == "cgroup":  # as init_root._mount_cgroup: v1, a tmpfs with a directory per controller
         safe = ",".join(o for o in plain if o in ("nosuid", "nodev", "noexec")) or "defaults"
         ro = ",ro" if "ro" in plain else ""
         v1 = [path for path in cgroups if not os.path.exists(os.path.join(path, "cgroup.controllers"))]
