@@ -155,3 +155,24 @@ def test_a_root_in_a_shared_directory_is_no_way_in_for_a_local_user(tmp_path, pl
         assert r.returncode == 125 and r.stderr.startswith("pyrun: invalid --root") and r.stderr.count("\n") == 1
     finally:
         subprocess.run(["rm", "-rf", shared])
+
+
+def test_a_local_user_cannot_aim_pyrun_oci_s_log_at_a_root_file(tmp_path):
+    """An engine's `--log /tmp/x.log` (runc's flag: the file is created or appended to): uid 65534 plants a link
+    there to a file of root's, which root's pyrun-oci would append its error lines to. pyrun-oci still says
+    the error, on stderr, and names the log it would not open."""
+    from ocitools import oci
+
+    shared = tempfile.mkdtemp(prefix="pyrun-shared-", dir="/tmp")
+    os.chmod(shared, 0o1777)  # as /tmp itself
+    victim = tmp_path / "victim"
+    victim.write_text("root's own\n")
+    log = f"{shared}/x.log"
+    try:
+        as_nobody("ln", "-s", str(victim), log)
+        r = oci("--log", log, "--log-format", "json", "state", "nosuch")
+        assert victim.read_text() == "root's own\n"
+        assert r.returncode == 1 and 'container "nosuch" does not exist' in r.stderr, r.stderr
+        assert f"--log {log}" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["rm", "-rf", shared])

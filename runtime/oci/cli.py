@@ -16,6 +16,7 @@ line to say why a container did not start).
            [--cwd D] [--env K=V]... [--user UID[:GID]] [--cap CAP]... [--no-new-privs] ID [ARGS...]
       ps [--format table|json] ID [PS_ARGS...] | pause ID | resume ID | update --resources FILE|- ID | features
 """
+import errno
 import gc
 import json
 import os
@@ -44,7 +45,16 @@ class Log:
         time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         line = json.dumps({"level": level, "msg": msg, "time": time}) if self.fmt == "json" \
             else f"time={json.dumps(time)} level={level} msg={json.dumps(msg)}"
-        with open(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "a") as f:
+        try:
+            # O_NOFOLLOW: a log in a shared directory such as /tmp may be a link another user planted to a file of
+            # root's, which this process (root) would append to.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            why = "a symbolic link, not followed" if e.errno == errno.ELOOP else e.strerror
+            print(f"pyrun-oci: warning: --log {self.path}: {why}; messages go to stderr only", file=sys.stderr)
+            self.path = None
+            return
+        with open(fd, "a") as f:
             f.write(line + "\n")
 
     def debug(self, msg: str) -> None:
