@@ -33,8 +33,11 @@ def test_limits_are_written_to_the_cgroup(busybox, clean_host):
         assert "c 1:3 rwm" in devices and "b *:* m" in devices and "a *:* rwm" not in devices
         assert str(record["State"]["Pid"]) in _read(f"{base}/memory/{CGROUP_PARENT}/{cid}/cgroup.procs").split()
     finally:
+        # Past the 10 s stop grace: a SIGTERM this soon after the start is now and then lost (seen 1 run in
+        # 15; why is not yet known), and pyrun then kills at the grace's end. What is tested here is the
+        # cgroup, made and then removed.
         p.terminate()
-        p.wait(timeout=10)
+        p.wait(timeout=30)
     assert not os.path.exists(f"/sys/fs/cgroup/memory/{CGROUP_PARENT}/{cid}")
 
 
