@@ -333,17 +333,19 @@ def delete(root: str, cid: str, force: bool = False, warn=None) -> None:
         raise PyrunError(f"cannot delete container {cid} that is not stopped", status)
     if status in ("created", "running", "paused"):
         pidfd = _pidfd(record["process"])
-        if pidfd is not None:
-            import select
-
-            try:
+        try:
+            if pidfd is not None:
                 _send(pidfd, signal.SIGKILL)
-                if status == "paused":
-                    from runtime.oci.manage import thaw
+            if status == "paused":  # also if PID 1 is gone: the journal's cgroup undo kills the rest, once thawed
+                from runtime.oci.manage import thaw
 
-                    thaw(record)  # a frozen task dies only once it runs again
+                thaw(record)  # a frozen task dies only once it runs again
+            if pidfd is not None:
+                import select
+
                 select.select([pidfd], [], [], 5)  # readable once it has exited
-            finally:
+        finally:
+            if pidfd is not None:
                 os.close(pidfd)
     with state.locked(root):
         errors = Journal(state.journal_path(root, cid)).undo()  # the cgroup kills what is left inside it
