@@ -36,7 +36,7 @@ from runtime.oci.config_check import bad, expect, refuse
 from runtime.oci.config_hooks import HOOKS  # noqa: F401  (features.py's, by this name)
 from runtime.oci.config_linux import NAMESPACES  # noqa: F401  (init.py's, by this name)
 from runtime.oci.config_mounts import Mount
-from runtime.oci.config_process import DEFAULT_PATH, RLIMITS, Process  # noqa: F401  (RLIMITS: init.py's)
+from runtime.oci.config_process import DEFAULT_PATH, RLIMITS, Process  # noqa: F401  (RLIMITS: init_process.py's)
 from runtime.oci.state import OCI_VERSION
 from runtime.security import DEFAULT_CAPS
 
@@ -155,7 +155,8 @@ def load(bundle: str, cid: str) -> Bundle:
         masked=tuple(config_linux.paths(linux.get("maskedPaths"), "linux.maskedPaths")),
         readonly_paths=tuple(config_linux.paths(linux.get("readonlyPaths"), "linux.readonlyPaths")),
         sysctl=sysctl, seccomp=seccomp,
-        annotations=_annotations(config.get("annotations")), config=config, hooks=config_hooks.read(config.get("hooks")))
+        annotations=_annotations(config.get("annotations")), config=config,
+        hooks=config_hooks.read(config.get("hooks")))
 
 
 def _annotations(annotations) -> dict:

@@ -25,6 +25,10 @@ DEFAULT_CPU_SHARES = 1024  # the kernel's for a new cgroup: a config that asks f
 # The spec's namespace names -> unshare(2) flags (namespaces.py has pyrun's own, by /proc/PID/ns names).
 NAMESPACES = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ipc": 0x08000000,
               "uts": 0x04000000, "cgroup": CLONE_NEWCGROUP, "user": 0x10000000}
+# The spec's namespace names -> their files under /proc/PID/ns, which `exec` joins: the user namespace last,
+# as until then the host's root may enter them all, whichever user namespace owns them.
+PROC_NS = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt",
+           "user": "user"}
 # user_namespaces(7): at most 340 lines in one uid_map or gid_map, written at once in under a page; ids are
 # config_process.ID's on both sides.
 MAX_MAP_LINES, MAX_MAP_BYTES, MAX_ID = 340, 4095, ID[1]
@@ -50,16 +54,13 @@ def namespaces(entries) -> tuple:
         path = expect(ns.get("path"), str, f"{where}.path", "the absolute path of a namespace", "") or None
         if path is not None and _type_of(path) != NAMESPACES[kind]:
             raise bad(f"{where}.path", f"{path!r}: expected the absolute path of a {kind} namespace, such as "
-                                       f"/proc/PID/ns/{_PROC_NS.get(kind, kind)} or /run/netns/NAME")
+                                       f"/proc/PID/ns/{PROC_NS[kind]} or /run/netns/NAME")
         if kind == "mount" and path:
             raise bad(where, "pyrun builds the container's root in a new mount namespace; it cannot join one")
         out.append((kind, path))
     if ("mount", None) not in out:
         raise bad("linux.namespaces", "pyrun needs a new mount namespace (type mount) to build the root in")
     return tuple(out)
-
-
-_PROC_NS = {"network": "net", "mount": "mnt"}  # /proc/PID/ns/ names where they are not the spec's
 
 
 def _type_of(path: str) -> int | None:
@@ -220,7 +221,7 @@ def check_sysctl(key: str, value, namespaces) -> None:
 def _separate(namespaces, kind: str) -> bool:
     """Does the container get a KIND namespace of its own: a new one, or one joined by a path that is not the one
     this process is in?"""
-    ours = os.stat(f"/proc/self/ns/{_PROC_NS.get(kind, kind)}")
+    ours = os.stat(f"/proc/self/ns/{PROC_NS[kind]}")
     for k, path in namespaces:
         if k == kind:
             if path is None:

@@ -47,6 +47,7 @@ from runtime import init_shared, rootfs, sync, syscalls, userns
 from runtime.errors import PyrunError
 from runtime.oci import init_process, init_root
 from runtime.oci.config import NAMESPACES, Bundle, Process
+from runtime.oci.config_linux import PROC_NS
 from runtime.security import limit_bounding, make_undumpable
 from runtime.syscalls import MS_RDONLY, MS_REC
 
@@ -54,10 +55,6 @@ _KEYCTL = {"x86_64": 250, "aarch64": 219}[platform.machine()]
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
-# The spec's namespace names -> their files under /proc/PID/ns, which `exec` joins: the user namespace last,
-# as until then the host's root may enter them all, whichever user namespace owns them.
-PROC_NS = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt",
-           "user": "user"}
 
 
 def _join_cgroup(dirs: list[str]) -> None:
@@ -265,11 +262,7 @@ def _exec_child(sock, p: Process, preserve_fds: int, pty: tuple[int, int] | None
     learns of any error, and end of file means the program runs."""
     at = init_process.At("exec", sock)
     try:
-        tty = None
-        if pty is not None:
-            master, tty = pty
-            sync.send(sock, "pty", fds=[master])
-            os.close(master)
+        tty = init_shared.send_pty(sock, pty) if pty is not None else None
         init_process.session(at, tty)
         init_process.run(at, p, program, None, late, preserve_fds, keep_sock=True)
     except (OSError, PyrunError) as e:
