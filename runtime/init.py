@@ -37,7 +37,7 @@ import socket
 
 from runtime import cgroups, namespaces, pid1, seccomp, sync, syscalls, userns, users
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
-from runtime.init_shared import die_with_parent, fail, fork_init, not_found, open_pty
+from runtime.init_shared import die_with_parent, fail, fork_init, not_found, open_pty, send_pty
 from runtime.oci.config_process import DEFAULT_PATH
 from runtime.security import drop_privileges, make_undumpable
 from runtime.spec import ULIMITS, ContainerSpec
@@ -114,16 +114,13 @@ def _joined(sock, spec: ContainerSpec, hostname: str, null: int, who: users.Iden
     """The process `pyrun exec` forked into the container (_join): its terminal, ready, go, execve."""
     step = "ready"
     try:
-        if pty is not None:
-            master, tty = pty
-            sync.send(sock, "pty", fds=[master])
-            os.close(master)
+        tty = send_pty(sock, pty) if pty is not None else None
         sync.send(sock, "ready")
         if sync.recv(sock) is None:
             os._exit(EXIT_PYRUN)  # pyrun went away before saying go
         step = "prctl(PR_SET_PDEATHSIG)"
         die_with_parent(sock)
-        _exec(sock, spec, hostname, pty and pty[1], null, None, who, dropped=True)
+        _exec(sock, spec, hostname, tty, null, None, who, dropped=True)
     except (OSError, PyrunError) as e:
         fail(sock, step, e)
 
@@ -163,9 +160,7 @@ def _init(sock, spec: ContainerSpec, actions: list[pid1.Action], hostname: str, 
         tty = None
         if spec.tty:
             step = "open(/dev/pts/ptmx)"
-            master, tty = open_pty()
-            sync.send(sock, "pty", fds=[master])
-            os.close(master)
+            tty = send_pty(sock, open_pty())
         step = "seccomp"
         profile = seccomp.profile_for(spec.seccomp_setting, spec.seccomp)
         syscall_filter = seccomp.build(profile, spec.caps) if profile is not None else None

@@ -76,6 +76,17 @@ def open_pty() -> tuple[int, int]:
         raise
 
 
+def send_pty(sock, pty: tuple[int, int]) -> int:
+    """Hand PTY's master (open_pty's pair) to pyrun, or to create, over SOCK and close ours; return the other
+    side, the terminal the program gets."""
+    master, tty = pty
+    try:
+        sync.send(sock, "pty", fds=[master])
+    finally:
+        os.close(master)
+    return tty
+
+
 def die_with_parent(sock) -> None:
     """Be killed when pyrun dies. Set now, not earlier: until the intermediate exited it was our parent."""
     import prctl

@@ -20,7 +20,7 @@ import sys
 
 import prctl
 
-from runtime import init_shared, rootfs, sync
+from runtime import init_shared, rootfs
 from runtime.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_PYRUN, PyrunError
 from runtime.oci.config import RLIMITS, SECCOMP_OVERLAPS, Process
 from runtime.security import limit_bounding, make_undumpable, set_capabilities
@@ -163,11 +163,7 @@ def pty(size: tuple[int, int] | None) -> tuple[int, int]:
 def _terminal(sock, size: tuple[int, int] | None) -> int:
     """PID 1's pty (pty); its master goes to create, for the console socket. It is also the container's
     /dev/console."""
-    master, tty = pty(size)
-    try:
-        sync.send(sock, "pty", fds=[master])
-    finally:
-        os.close(master)
+    tty = init_shared.send_pty(sock, pty(size))
     root = rootfs.Root("/")
     try:  # the spec's /dev/console: the terminal itself
         root.mount(f"/proc/self/fd/{tty}", "/dev/console", None, MS_BIND, directory=False)
